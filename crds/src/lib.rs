@@ -1,0 +1,20 @@
+//! TenantDB's Kubernetes API (group `tenantdb.io`, version `v1alpha1`) and the
+//! generator of its CustomResourceDefinition YAML.
+
+pub mod generate;
+pub mod lockdown;
+pub mod pdb;
+pub mod tenant;
+
+pub use lockdown::{LockdownProfile, LockdownProfileSpec, LockdownProfileStatus, StatementClass};
+pub use pdb::{
+    CloneMode, CloneSource, CloseMode, OpenMode, PdbDeletionPolicy, PdbSource, PlugSource,
+    PluggableDatabase, PluggableDatabaseSpec, PluggableDatabaseStatus, SeedSource,
+};
+pub use tenant::{
+    AdminSpec, DeletionPolicy, EffectiveLimits, Priority, QuotaOverrides, SecretKeyRef, Tenant,
+    TenantPhase, TenantSpec, TenantStatus, Tier,
+};
+
+/// The API group of every TenantDB resource.
+pub const GROUP: &str = "tenantdb.io";

@@ -1,0 +1,114 @@
+//! `LockdownProfile`: statement rules the engine enforces on tenant sessions.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Rules every tenant statement is checked against, in every engine hosting a
+/// database that uses the profile. ATTACH, DETACH and extension loading are always
+/// denied to tenants, whatever the profile says.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[kube(
+    group = "tenantdb.io",
+    version = "v1alpha1",
+    kind = "LockdownProfile",
+    shortname = "ldp",
+    category = "tenantdb",
+    status = "LockdownProfileStatus",
+    printcolumn = r#"{"name":"Read only","type":"boolean","jsonPath":".spec.readOnly"}"#,
+    printcolumn = r#"{"name":"Applied to","type":"integer","jsonPath":".status.appliedCount"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct LockdownProfileSpec {
+    /// Statement classes refused to tenant sessions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(x, self.exists_one(y, y == x))").message("disabledStatements lists each class once"))]
+    pub disabled_statements: Vec<StatementClass>,
+    /// SQL functions refused to tenant sessions (e.g. `randomblob`); `load_extension` is always refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(f, f.matches('^[a-z_][a-z0-9_]{0,63}$'))").message("disabledFunctions holds SQL function names: lowercase letters, digits and '_'"))]
+    pub disabled_functions: Vec<String>,
+    /// PRAGMAs tenants may still run when PRAGMA is disabled (e.g. `table_info`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(p, p.matches('^[a-z_]{1,64}$'))").message("allowedPragmas holds PRAGMA names: lowercase letters and '_'"))]
+    pub allowed_pragmas: Vec<String>,
+    /// Refuse every write.
+    #[serde(default)]
+    pub read_only: bool,
+    /// Interrupt a statement after this many milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3_600_000))]
+    pub max_statement_millis: Option<u32>,
+    /// Refuse results longer than this many rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_result_rows: Option<u32>,
+}
+
+/// A class of SQL statement a profile can disable.
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StatementClass {
+    /// ATTACH DATABASE (always refused to tenants).
+    Attach,
+    /// DETACH DATABASE (always refused to tenants).
+    Detach,
+    /// PRAGMA, except the allowed ones.
+    Pragma,
+    /// VACUUM.
+    Vacuum,
+    /// CREATE TABLE.
+    CreateTable,
+    /// DROP TABLE.
+    DropTable,
+    /// CREATE INDEX.
+    CreateIndex,
+    /// DROP INDEX.
+    DropIndex,
+    /// CREATE TRIGGER.
+    CreateTrigger,
+    /// DROP TRIGGER.
+    DropTrigger,
+    /// CREATE VIEW.
+    CreateView,
+    /// DROP VIEW.
+    DropView,
+    /// ALTER TABLE.
+    AlterTable,
+    /// DELETE with no WHERE clause.
+    DeleteWithoutWhere,
+    /// UPDATE with no WHERE clause.
+    UpdateWithoutWhere,
+    /// INSERT.
+    Insert,
+    /// UPDATE.
+    Update,
+    /// DELETE.
+    Delete,
+    /// ANALYZE.
+    Analyze,
+    /// REINDEX.
+    Reindex,
+}
+
+/// Where the profile is applied.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LockdownProfileStatus {
+    /// `namespace/database` of every PluggableDatabase the profile is applied to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub applied_to: Vec<String>,
+    /// Number of databases in appliedTo.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_count: Option<u32>,
+    /// Ready, with a reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}

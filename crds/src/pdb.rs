@@ -1,0 +1,185 @@
+//! `PluggableDatabase`: one database inside a tenant's engine.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A pluggable database (PDB) in its tenant's engine: one SQLite file, created from
+/// the seed, cloned from another PDB, or plugged in from an archive.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "tenantdb.io",
+    version = "v1alpha1",
+    kind = "PluggableDatabase",
+    namespaced,
+    shortname = "pldb",
+    category = "tenantdb",
+    status = "PluggableDatabaseStatus",
+    printcolumn = r#"{"name":"Tenant","type":"string","jsonPath":".spec.tenant"}"#,
+    printcolumn = r#"{"name":"Open mode","type":"string","jsonPath":".status.openMode"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Size","type":"string","jsonPath":".status.size"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = Rule::new("self.metadata.name.size() <= 63 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("PluggableDatabase names are DNS labels: at most 63 lowercase letters, digits and '-'")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PluggableDatabaseSpec {
+    /// The Tenant (same namespace) whose engine holds this database. Changing it relocates the database.
+    #[x_kube(validation = Rule::new("self.size() > 0").message("spec.tenant names the Tenant that holds this database"))]
+    pub tenant: String,
+    /// Where the database's first content comes from. Exactly one of seed, clone or plug; immutable.
+    #[serde(default)]
+    #[x_kube(
+        validation = Rule::new("(has(self.seed) ? 1 : 0) + (has(self.clone) ? 1 : 0) + (has(self.plug) ? 1 : 0) == 1").message("spec.source sets exactly one of seed, clone or plug"),
+        validation = Rule::new("self == oldSelf").message("spec.source is immutable: create a new PluggableDatabase instead")
+    )]
+    pub source: PdbSource,
+    /// The open mode wanted now.
+    #[serde(default)]
+    pub open_mode: OpenMode,
+    /// How sessions end when the database leaves an open mode.
+    #[serde(default)]
+    pub close_mode: CloseMode,
+    /// Storage quota for this database, as a quantity (e.g. `1Gi`); writes past it get HTTP 507.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).sign() == 1").message("storageQuota must be a positive quantity such as 1Gi"))]
+    pub storage_quota: Option<String>,
+    /// LockdownProfile enforced on tenant statements; defaults to the Tenant's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lockdown_profile: Option<String>,
+    /// What deleting this object does to the data: Delete, Unplug (archive then drop) or Retain (keep the file).
+    #[serde(default)]
+    pub deletion_policy: PdbDeletionPolicy,
+}
+
+/// Where a database's first content comes from.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PdbSource {
+    /// Copy the engine's seed database (`PDB$SEED`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<SeedSource>,
+    /// Clone another database of the same tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clone: Option<CloneSource>,
+    /// Plug in an archive made by an unplug.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plug: Option<PlugSource>,
+}
+
+impl Default for PdbSource {
+    fn default() -> Self {
+        PdbSource {
+            seed: Some(SeedSource {}),
+            clone: None,
+            plug: None,
+        }
+    }
+}
+
+/// Create from the seed database.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct SeedSource {}
+
+/// Clone from another database.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct CloneSource {
+    /// The PluggableDatabase to copy (same namespace and tenant).
+    pub from: String,
+    /// full (hot online copy), snapshot (copy-on-write where possible) or metadataOnly (schema only).
+    #[serde(default)]
+    pub mode: CloneMode,
+}
+
+/// How a clone copies its source.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum CloneMode {
+    /// Online backup while the source stays open.
+    #[default]
+    Full,
+    /// Reflink copy where the filesystem can; otherwise a full copy, reported as such.
+    Snapshot,
+    /// Schema without rows.
+    MetadataOnly,
+}
+
+/// Plug in an archive.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct PlugSource {
+    /// Archive name in the tenant's engine (as reported in an unplugged database's status).
+    pub archive: String,
+}
+
+/// Open mode of a database.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum OpenMode {
+    /// Reads and writes.
+    #[default]
+    ReadWrite,
+    /// Reads only.
+    ReadOnly,
+    /// Admin sessions only.
+    Restricted,
+    /// Registered but closed to every session.
+    Mounted,
+}
+
+/// How sessions are ended when the database closes.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum CloseMode {
+    /// Wait for sessions to finish (with a deadline).
+    #[default]
+    Normal,
+    /// Roll back open transactions and disconnect.
+    Immediate,
+    /// Disconnect at once.
+    Abort,
+}
+
+/// What deleting a PluggableDatabase does to its data.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum PdbDeletionPolicy {
+    /// Drop the database and its file.
+    #[default]
+    Delete,
+    /// Unplug to an archive, then drop.
+    Unplug,
+    /// Unregister but keep the file.
+    Retain,
+}
+
+/// What is true of the database now.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PluggableDatabaseStatus {
+    /// Pending, Creating, Open, Mounted, Relocating, Unplugged, Failed or Invalid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// Ready and Progressing, with reasons.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The open mode the engine reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_mode: Option<OpenMode>,
+    /// Size of the database file in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
+    /// Size as a readable quantity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<String>,
+    /// The source actually used (e.g. `snapshot` fell back to `full copy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The archive written by an unplug.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<String>,
+    /// The tenant currently holding the database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+}

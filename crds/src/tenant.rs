@@ -1,0 +1,286 @@
+//! `Tenant`: one customer's isolated database container (an engine StatefulSet).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A tenant: a customer's container database, sized by its service tier.
+///
+/// The operator turns it into an engine StatefulSet (with Services, a Secret, a
+/// ConfigMap, a PodDisruptionBudget and a NetworkPolicy) whose pod resources come
+/// from the tier. PluggableDatabases name it in `spec.tenant`.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "tenantdb.io",
+    version = "v1alpha1",
+    kind = "Tenant",
+    namespaced,
+    shortname = "tnt",
+    category = "tenantdb",
+    status = "TenantStatus",
+    printcolumn = r#"{"name":"Tier","type":"string","jsonPath":".spec.tier"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Databases","type":"integer","jsonPath":".status.databases"}"#,
+    printcolumn = r#"{"name":"Storage used","type":"string","jsonPath":".status.storageUsed"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = Rule::new("self.metadata.name.size() <= 45").message("Tenant names are at most 45 characters, so the names of the objects made from them stay within 63"),
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("Tenant names start with a letter and hold only lowercase letters, digits and '-'")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantSpec {
+    /// Service tier: sets CPU, memory, storage, IOPS, bandwidth, connections, request rate and SLA targets.
+    pub tier: Tier,
+    /// Scheduling priority of this tenant's queries inside the engine.
+    #[serde(default)]
+    pub priority: Priority,
+    /// Hibernate: scale the engine to zero and keep its volume. Set back to false to resume.
+    #[serde(default)]
+    pub suspended: bool,
+    /// Owning organisation, for reports and billing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization: Option<String>,
+    /// Free-form tags copied to the engine's labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    /// The tenant's administrator; the password comes from a Secret or is generated into one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<AdminSpec>,
+    /// Per-field overrides of the tier's limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<QuotaOverrides>,
+    /// Default LockdownProfile for this tenant's databases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lockdown_profile: Option<String>,
+    /// What happens to the data volume when the Tenant is deleted: `Retain` (default) keeps it.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+    /// Node labels the engine pod must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    /// Tolerations for the engine pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Toleration>>,
+    /// Affinity rules for the engine pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+}
+
+/// A service tier (DESIGN §3); the operator's tier table gives its limits.
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// 1 CPU, 2Gi, 50Gi storage.
+    Bronze,
+    /// 2 CPU, 4Gi, 100Gi storage.
+    Silver,
+    /// 4 CPU, 8Gi, 250Gi storage.
+    Gold,
+    /// 8 CPU, 16Gi, 500Gi storage.
+    Platinum,
+}
+
+impl Tier {
+    /// Every tier, cheapest first.
+    pub const ALL: [Tier; 4] = [Tier::Bronze, Tier::Silver, Tier::Gold, Tier::Platinum];
+
+    /// The tier's name as written in YAML.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Bronze => "bronze",
+            Tier::Silver => "silver",
+            Tier::Gold => "gold",
+            Tier::Platinum => "platinum",
+        }
+    }
+}
+
+/// How the engine orders this tenant's queries when it is busy.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum Priority {
+    /// Served first.
+    Critical,
+    /// Before medium.
+    High,
+    /// The default.
+    #[default]
+    Medium,
+    /// After medium.
+    Low,
+    /// Only when nothing else waits.
+    BestEffort,
+}
+
+/// Whether the data volume outlives the Tenant.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DeletionPolicy {
+    /// Delete the volume with the Tenant.
+    Delete,
+    /// Keep the volume (the PersistentVolumeClaim stays) after the Tenant is gone.
+    #[default]
+    Retain,
+}
+
+/// The tenant's administrator account.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AdminSpec {
+    /// Administrator user name.
+    #[serde(default = "default_admin_user")]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z_][a-z0-9_]{0,31}$')").message("admin.user is 1 to 32 characters: lowercase letters, digits and '_'"))]
+    pub user: String,
+    /// A Secret (in the Tenant's namespace) holding the password under `key`; generated when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret_ref: Option<SecretKeyRef>,
+}
+
+fn default_admin_user() -> String {
+    "admin".to_string()
+}
+
+/// A key of a Secret in the same namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct SecretKeyRef {
+    /// Secret name.
+    pub name: String,
+    /// Key inside the Secret.
+    #[serde(default = "default_password_key")]
+    pub key: String,
+}
+
+fn default_password_key() -> String {
+    "password".to_string()
+}
+
+/// Overrides of single tier limits; an unset field keeps the tier's value.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct QuotaOverrides {
+    /// CPU, as a Kubernetes quantity (e.g. `500m`, `2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).sign() == 1").message("quota.cpu must be a positive quantity such as 500m or 2"))]
+    pub cpu: Option<String>,
+    /// Memory, as a Kubernetes quantity (e.g. `1Gi`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).sign() == 1").message("quota.memory must be a positive quantity such as 512Mi or 4Gi"))]
+    pub memory: Option<String>,
+    /// Storage for the data volume, as a Kubernetes quantity (e.g. `10Gi`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).sign() == 1").message("quota.storage must be a positive quantity such as 10Gi"))]
+    pub storage: Option<String>,
+    /// IO operations per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub iops: Option<u32>,
+    /// Network bandwidth in megabits per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub bandwidth_mbps: Option<u32>,
+    /// Concurrent sessions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub connections: Option<u32>,
+    /// Requests per hour (steady rate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub requests_per_hour: Option<u32>,
+    /// Requests allowed at once above the steady rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub burst: Option<u32>,
+    /// Pluggable databases this tenant may hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_databases: Option<u32>,
+}
+
+/// What is true of the tenant now.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantStatus {
+    /// Summary: Pending, Provisioning, Ready, Suspended, Degraded or Invalid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<TenantPhase>,
+    /// Ready, Progressing, Degraded and Suspended, each with a reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The limits in force: the tier with the quota overrides applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<EffectiveLimits>,
+    /// In-cluster address of the engine's HTTP API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Secret holding the admin and data credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<String>,
+    /// Pluggable databases in the engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub databases: Option<u32>,
+    /// Storage used by all databases, as a quantity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_used: Option<String>,
+}
+
+/// Phase of a tenant.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TenantPhase {
+    /// Accepted, nothing created yet.
+    Pending,
+    /// Objects applied, engine not ready yet.
+    Provisioning,
+    /// The engine serves.
+    Ready,
+    /// Scaled to zero on request; the volume is kept.
+    Suspended,
+    /// Was ready, is not now.
+    Degraded,
+    /// The spec cannot be served; see the Ready condition.
+    Invalid,
+}
+
+impl TenantPhase {
+    /// The phase's name as written in status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TenantPhase::Pending => "Pending",
+            TenantPhase::Provisioning => "Provisioning",
+            TenantPhase::Ready => "Ready",
+            TenantPhase::Suspended => "Suspended",
+            TenantPhase::Degraded => "Degraded",
+            TenantPhase::Invalid => "Invalid",
+        }
+    }
+}
+
+/// The limits the tenant's engine runs with.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct EffectiveLimits {
+    /// CPU limit (= request).
+    pub cpu: String,
+    /// Memory limit (= request).
+    pub memory: String,
+    /// Data volume size.
+    pub storage: String,
+    /// IO operations per second.
+    pub iops: u32,
+    /// Bandwidth in megabits per second.
+    pub bandwidth_mbps: u32,
+    /// Concurrent sessions.
+    pub connections: u32,
+    /// Requests per hour.
+    pub requests_per_hour: u32,
+    /// Burst above the hourly rate.
+    pub burst: u32,
+    /// Maximum number of pluggable databases.
+    pub max_databases: u32,
+}

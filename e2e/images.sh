@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Builds TenantDB's images without Docker and puts them where the cluster finds them.
+#   e2e/images.sh            build release binaries, write image archives, import them
+#                            into the local cluster's containerd when it runs
+#   e2e/images.sh --archives only write the archives (e2e/kind.sh loads them into kind)
+# Archives: $TENANTDB_E2E_CACHE/project-images/*.tar (docker-save format).
+# Users with Docker build the same images from engine/Dockerfile and operator/Dockerfile.
+set -euo pipefail
+LOG_TAG=images
+# shellcheck source=lib/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+# shellcheck source=lib/mkimage.sh
+. "$E2E_DIR/lib/mkimage.sh"
+
+TAG="${TENANTDB_IMAGE_TAG:-e2e}"
+OUT="$CACHE/project-images"
+mkdir -p "$OUT"
+
+log "building release binaries"
+(cd "$REPO_DIR" && cargo build --release --locked -p tenantdb-engine -p tenantdb-operator 2>&1 | tail -3) >&2
+TARGET="${CARGO_TARGET_DIR:-$REPO_DIR/target}/release"
+
+make_image() { # name binary
+  local name="$1" bin="$2" root; root="$(mktemp -d)"
+  rootfs_base "$root"
+  mkdir -p "$root/data"
+  rootfs_add_binary "$root" "$TARGET/$bin" "/usr/local/bin/$bin"
+  image_archive "localhost/$name:$TAG" "$root" "$OUT/$name.tar" "[\"/usr/local/bin/$bin\"]"
+  rm -rf "$root"
+  log "image localhost/$name:$TAG -> $OUT/$name.tar"
+}
+make_image tenantdb-engine tenantdb-engine
+make_image tenantdb-operator tenantdb-operator
+
+if [ "${1:-}" != "--archives" ] && [ -S "$CONTAINERD_SOCK" ]; then
+  for f in "$OUT"/*.tar; do ctr -a "$CONTAINERD_SOCK" -n k8s.io images import "$f" >/dev/null; done
+  log "imported into containerd at $CONTAINERD_SOCK"
+fi

@@ -1,0 +1,138 @@
+//! Helpers for TenantDB's end-to-end tests (in `tests/`, behind the `e2e` feature).
+//!
+//! The tests run against whatever cluster `KUBECONFIG` points at: the project's own
+//! local cluster (`e2e/cluster.sh`) or kind (`e2e/kind.sh`). Images are named by
+//! environment variables so both work unchanged.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{Api, DeleteParams, LogParams, PostParams};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Client, ResourceExt};
+
+/// The general-purpose test image (a shell with busybox tools).
+pub fn busybox_image() -> String {
+    std::env::var("TENANTDB_E2E_BUSYBOX_IMAGE")
+        .unwrap_or_else(|_| "localhost/busybox:e2e".to_string())
+}
+
+/// A client for the cluster `KUBECONFIG` points at.
+pub async fn client() -> Result<Client> {
+    Client::try_default()
+        .await
+        .context("connecting to the cluster KUBECONFIG points at")
+}
+
+/// A namespace made for one test, with a random suffix; deleted by [`TestNamespace::delete`].
+pub struct TestNamespace {
+    /// The namespace's name.
+    pub name: String,
+    client: Client,
+}
+
+impl TestNamespace {
+    /// Create `prefix-<random>`.
+    pub async fn create(client: &Client, prefix: &str) -> Result<Self> {
+        let name = format!("{prefix}-{:06x}", rand::random::<u32>() & 0xff_ffff);
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}
+        }))?;
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await?;
+        Ok(TestNamespace {
+            name,
+            client: client.clone(),
+        })
+    }
+
+    /// Delete the namespace and wait until it is gone.
+    pub async fn delete(self, timeout: Duration) -> Result<()> {
+        let api = Api::<Namespace>::all(self.client.clone());
+        api.delete(&self.name, &DeleteParams::default()).await?;
+        let uid = api.get(&self.name).await.ok().and_then(|n| n.uid());
+        let gone = await_condition(
+            api,
+            &self.name,
+            conditions::is_deleted(uid.as_deref().unwrap_or("")),
+        );
+        tokio::time::timeout(timeout, gone)
+            .await
+            .map_err(|_| anyhow!("namespace {} still exists after {timeout:?}", self.name))??;
+        Ok(())
+    }
+}
+
+/// Create a pod from JSON.
+pub async fn create_pod(pods: &Api<Pod>, spec: serde_json::Value) -> Result<Pod> {
+    let pod: Pod = serde_json::from_value(spec)?;
+    Ok(pods.create(&PostParams::default(), &pod).await?)
+}
+
+/// Wait until the pod's phase is one of `phases`; fails early if it reaches Failed unexpectedly.
+pub async fn wait_pod_phase(
+    pods: &Api<Pod>,
+    name: &str,
+    phases: &[&str],
+    timeout: Duration,
+) -> Result<Pod> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let pod = pods.get(name).await?;
+        let phase = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_default();
+        if phases.contains(&phase.as_str()) {
+            return Ok(pod);
+        }
+        if phase == "Failed" {
+            let logs = pods
+                .logs(name, &LogParams::default())
+                .await
+                .unwrap_or_default();
+            bail!("pod {name} failed; logs:\n{logs}");
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "pod {name} is {phase:?} after {timeout:?}, wanted {phases:?}; status: {:?}",
+                pod.status
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Poll the pod's logs until one line satisfies `pick`, returning that line.
+pub async fn wait_log_line(
+    pods: &Api<Pod>,
+    name: &str,
+    timeout: Duration,
+    pick: impl Fn(&str) -> bool,
+) -> Result<String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Ok(logs) = pods.logs(name, &LogParams::default()).await {
+            if let Some(line) = logs.lines().find(|l| pick(l)) {
+                return Ok(line.to_string());
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            let logs = pods
+                .logs(name, &LogParams::default())
+                .await
+                .unwrap_or_default();
+            bail!("pod {name}: no matching log line after {timeout:?}; logs:\n{logs}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The value after `key=` on the first log line that starts with it.
+pub fn field<'a>(logs: &'a str, key: &str) -> Option<&'a str> {
+    logs.lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+}

@@ -1,0 +1,284 @@
+//! The CPU and memory limits the kernel enforces on this process, read from its cgroup
+//! (v2 `cpu.max`/`memory.max`, or v1 `cpu.cfs_quota_us`/`cpu.cfs_period_us`/`memory.limit_in_bytes`).
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+/// Which cgroup hierarchy the limits were read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupVersion {
+    /// The unified hierarchy.
+    V2,
+    /// Per-controller hierarchies.
+    V1,
+    /// No cgroup file could be read (not Linux, or no cgroup filesystem mounted).
+    None,
+}
+
+/// CPU limit as the kernel holds it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CpuLimit {
+    /// Hierarchy the figures come from.
+    pub cgroup: CgroupVersion,
+    /// CFS quota in microseconds per period; `None` when unlimited.
+    pub quota_micros: Option<u64>,
+    /// CFS period in microseconds.
+    pub period_micros: Option<u64>,
+    /// quota / period: the number of CPUs this process may use; `None` when unlimited.
+    pub cpus: Option<f64>,
+    /// The directory the files were read from.
+    pub path: Option<String>,
+}
+
+/// Memory limit as the kernel holds it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemoryLimit {
+    /// Hierarchy the figure comes from.
+    pub cgroup: CgroupVersion,
+    /// Limit in bytes; `None` when unlimited.
+    pub limit_bytes: Option<u64>,
+    /// Current usage in bytes, when readable.
+    pub usage_bytes: Option<u64>,
+    /// The directory the files were read from.
+    pub path: Option<String>,
+}
+
+/// v1 reports "no limit" as a huge page-aligned number; anything at or above this is unlimited.
+const V1_UNLIMITED: u64 = 1 << 62;
+
+/// Parse v2 `cpu.max` ("max 100000" or "25000 100000") into (quota, period).
+pub fn parse_cpu_max(text: &str) -> Option<(Option<u64>, u64)> {
+    let mut parts = text.split_whitespace();
+    let quota = parts.next()?;
+    let period = parts.next()?.parse().ok()?;
+    let quota = if quota == "max" {
+        None
+    } else {
+        Some(quota.parse().ok()?)
+    };
+    Some((quota, period))
+}
+
+/// Parse a v2 `memory.max` ("max" or bytes) or a v1 `memory.limit_in_bytes`.
+pub fn parse_memory_limit(text: &str) -> Option<Option<u64>> {
+    let t = text.trim();
+    if t == "max" {
+        return Some(None);
+    }
+    let v: u64 = t.parse().ok()?;
+    Some(if v >= V1_UNLIMITED { None } else { Some(v) })
+}
+
+/// Parse `/proc/self/cgroup` into (v2 path, v1 controller → path).
+fn own_paths(proc_cgroup: &str) -> (Option<String>, Vec<(String, String)>) {
+    let mut v2 = None;
+    let mut v1 = Vec::new();
+    for line in proc_cgroup.lines() {
+        let mut f = line.splitn(3, ':');
+        let (_, ctrls, path) = match (f.next(), f.next(), f.next()) {
+            (Some(a), Some(b), Some(c)) => (a, b, c),
+            _ => continue,
+        };
+        if ctrls.is_empty() {
+            v2 = Some(path.to_string());
+        } else {
+            for c in ctrls.split(',') {
+                v1.push((c.to_string(), path.to_string()));
+            }
+        }
+    }
+    (v2, v1)
+}
+
+/// Reads limits under a cgroup mount root (normally `/sys/fs/cgroup`).
+#[derive(Debug, Clone)]
+pub struct CgroupReader {
+    root: PathBuf,
+    proc_cgroup: String,
+}
+
+impl CgroupReader {
+    /// The reader for this process.
+    pub fn for_self() -> Self {
+        let proc_cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        CgroupReader {
+            root: PathBuf::from("/sys/fs/cgroup"),
+            proc_cgroup,
+        }
+    }
+
+    /// A reader over another root, with the given `/proc/self/cgroup` text (for tests).
+    pub fn new(root: impl Into<PathBuf>, proc_cgroup: impl Into<String>) -> Self {
+        CgroupReader {
+            root: root.into(),
+            proc_cgroup: proc_cgroup.into(),
+        }
+    }
+
+    fn is_v2(&self) -> bool {
+        self.root.join("cgroup.controllers").exists()
+    }
+
+    /// The first directory holding `file`: this process's own cgroup, then the mount root
+    /// (inside a container the mount root already is the container's cgroup).
+    fn find(&self, controller: Option<&str>, file: &str) -> Option<PathBuf> {
+        let (v2, v1) = own_paths(&self.proc_cgroup);
+        let base = match controller {
+            None => self.root.clone(),
+            Some(c) => self.root.join(c),
+        };
+        let own = match controller {
+            None => v2,
+            Some(c) => v1.into_iter().find(|(name, _)| name == c).map(|(_, p)| p),
+        };
+        let candidates = own
+            .map(|p| base.join(p.trim_start_matches('/')))
+            .into_iter()
+            .chain(std::iter::once(base));
+        candidates.into_iter().find(|dir| dir.join(file).is_file())
+    }
+
+    /// The CPU limit.
+    pub fn cpu(&self) -> CpuLimit {
+        let none = CpuLimit {
+            cgroup: CgroupVersion::None,
+            quota_micros: None,
+            period_micros: None,
+            cpus: None,
+            path: None,
+        };
+        if self.is_v2() {
+            let Some(dir) = self.find(None, "cpu.max") else {
+                return none;
+            };
+            let Some((quota, period)) = read(&dir.join("cpu.max")).and_then(|t| parse_cpu_max(&t))
+            else {
+                return none;
+            };
+            return cpu_limit(CgroupVersion::V2, quota, period, &dir);
+        }
+        let Some(dir) = self.find(Some("cpu"), "cpu.cfs_quota_us") else {
+            return none;
+        };
+        let quota: Option<i64> =
+            read(&dir.join("cpu.cfs_quota_us")).and_then(|t| t.trim().parse().ok());
+        let period: Option<u64> =
+            read(&dir.join("cpu.cfs_period_us")).and_then(|t| t.trim().parse().ok());
+        match (quota, period) {
+            (Some(q), Some(p)) => cpu_limit(CgroupVersion::V1, u64::try_from(q).ok(), p, &dir),
+            _ => none,
+        }
+    }
+
+    /// The memory limit and current usage.
+    pub fn memory(&self) -> MemoryLimit {
+        let none = MemoryLimit {
+            cgroup: CgroupVersion::None,
+            limit_bytes: None,
+            usage_bytes: None,
+            path: None,
+        };
+        let (version, dir, limit_file, usage_file) = if self.is_v2() {
+            match self.find(None, "memory.max") {
+                Some(d) => (CgroupVersion::V2, d, "memory.max", "memory.current"),
+                None => return none,
+            }
+        } else {
+            match self.find(Some("memory"), "memory.limit_in_bytes") {
+                Some(d) => (
+                    CgroupVersion::V1,
+                    d,
+                    "memory.limit_in_bytes",
+                    "memory.usage_in_bytes",
+                ),
+                None => return none,
+            }
+        };
+        let Some(limit) = read(&dir.join(limit_file)).and_then(|t| parse_memory_limit(&t)) else {
+            return none;
+        };
+        let usage = read(&dir.join(usage_file)).and_then(|t| t.trim().parse().ok());
+        MemoryLimit {
+            cgroup: version,
+            limit_bytes: limit,
+            usage_bytes: usage,
+            path: Some(dir.display().to_string()),
+        }
+    }
+}
+
+fn cpu_limit(cgroup: CgroupVersion, quota: Option<u64>, period: u64, dir: &Path) -> CpuLimit {
+    let cpus = quota
+        .filter(|_| period > 0)
+        .map(|q| q as f64 / period as f64);
+    CpuLimit {
+        cgroup,
+        quota_micros: quota,
+        period_micros: Some(period),
+        cpus,
+        path: Some(dir.display().to_string()),
+    }
+}
+
+fn read(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_cpu_max() {
+        assert_eq!(parse_cpu_max("25000 100000\n"), Some((Some(25000), 100000)));
+        assert_eq!(parse_cpu_max("max 100000"), Some((None, 100000)));
+        assert_eq!(parse_cpu_max("garbage"), None);
+    }
+
+    #[test]
+    fn parses_memory_limits() {
+        assert_eq!(parse_memory_limit("134217728\n"), Some(Some(134217728)));
+        assert_eq!(parse_memory_limit("max"), Some(None));
+        assert_eq!(parse_memory_limit("9223372036854771712"), Some(None));
+        assert_eq!(parse_memory_limit("x"), None);
+    }
+
+    #[test]
+    fn reads_v1_limits_from_own_cgroup() {
+        let root = tempfile::tempdir().unwrap();
+        let own = root.path().join("cpu/kubepods/pod1/c1");
+        std::fs::create_dir_all(&own).unwrap();
+        std::fs::write(own.join("cpu.cfs_quota_us"), "50000\n").unwrap();
+        std::fs::write(own.join("cpu.cfs_period_us"), "100000\n").unwrap();
+        let mem = root.path().join("memory/kubepods/pod1/c1");
+        std::fs::create_dir_all(&mem).unwrap();
+        std::fs::write(mem.join("memory.limit_in_bytes"), "268435456\n").unwrap();
+        std::fs::write(mem.join("memory.usage_in_bytes"), "1000\n").unwrap();
+        let reader = CgroupReader::new(
+            root.path(),
+            "4:cpu,cpuacct:/kubepods/pod1/c1\n3:memory:/kubepods/pod1/c1\n",
+        );
+        let cpu = reader.cpu();
+        assert_eq!(cpu.cgroup, CgroupVersion::V1);
+        assert_eq!(cpu.cpus, Some(0.5));
+        let memory = reader.memory();
+        assert_eq!(memory.limit_bytes, Some(268435456));
+        assert_eq!(memory.usage_bytes, Some(1000));
+    }
+
+    #[test]
+    fn reads_v2_limits_at_the_namespace_root() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("cgroup.controllers"), "cpu memory\n").unwrap();
+        std::fs::write(root.path().join("cpu.max"), "max 100000\n").unwrap();
+        std::fs::write(root.path().join("memory.max"), "536870912\n").unwrap();
+        let reader = CgroupReader::new(root.path(), "0::/\n");
+        assert_eq!(reader.cpu().cpus, None);
+        assert_eq!(reader.cpu().cgroup, CgroupVersion::V2);
+        assert_eq!(reader.memory().limit_bytes, Some(536870912));
+    }
+}

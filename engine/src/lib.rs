@@ -1,0 +1,3 @@
+//! `tenantdb-engine`: the storage and isolation core that runs in each tenant's pod.
+
+pub mod cgroup;

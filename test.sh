@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs every test TenantDB has, e2e included, and installs what they need.
+#   ./test.sh                 format, lint, unit and integration tests, then e2e on a
+#                             local cluster this script brings up (and takes down)
+# Environment:
+#   TENANTDB_E2E_CLUSTER=existing  run e2e against the cluster KUBECONFIG points at
+#                                  (kind: e2e/kind.sh up first) instead of a local one
+#   TENANTDB_E2E_KEEP=1            leave the local cluster running afterwards
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+t0=$SECONDS
+step() { printf '\n==> %s (%ss)\n' "$*" "$((SECONDS - t0))"; }
+
+step "rustfmt"
+cargo fmt --all -- --check
+step "clippy"
+cargo clippy --workspace --all-targets --locked --features tenantdb-e2e/e2e -- -D warnings
+step "unit and integration tests"
+cargo test --workspace --locked
+
+if [ "${TENANTDB_E2E_CLUSTER:-local}" = existing ]; then
+  [ -n "${KUBECONFIG:-}" ] || { echo "TENANTDB_E2E_CLUSTER=existing needs KUBECONFIG" >&2; exit 2; }
+else
+  step "local cluster up"
+  e2e/cluster.sh up
+  KUBECONFIG="$(e2e/cluster.sh kubeconfig)"; export KUBECONFIG
+  [ "${TENANTDB_E2E_KEEP:-0}" = 1 ] || trap 'e2e/cluster.sh down' EXIT
+  step "project images"
+  e2e/images.sh
+fi
+
+step "e2e tests against $KUBECONFIG"
+cargo test -p tenantdb-e2e --features e2e --locked -- --test-threads 4
+step "all tests passed"
