@@ -17,6 +17,12 @@ step "clippy"
 cargo clippy --workspace --all-targets --locked --features tenantdb-e2e/e2e -- -D warnings
 step "unit and integration tests"
 cargo test --workspace --locked
+step "chart: helm lint and the rendered install bundle"
+PATH="$(e2e/build-tools.sh --print):$PATH"; export PATH
+e2e/build-tools.sh
+helm lint --strict charts/tenantdb
+helm lint --strict charts/tenantdb -f e2e/values-e2e.yaml --set metrics.serviceMonitor.enabled=true
+scripts/render-manifests.sh --check
 
 if [ "${TENANTDB_E2E_CLUSTER:-local}" = existing ]; then
   [ -n "${KUBECONFIG:-}" ] || { echo "TENANTDB_E2E_CLUSTER=existing needs KUBECONFIG" >&2; exit 2; }
@@ -28,6 +34,9 @@ else
   step "project images"
   e2e/images.sh
 fi
+
+step "install TenantDB with Helm"
+e2e/install.sh
 
 step "e2e tests against $KUBECONFIG"
 cargo test -p tenantdb-e2e --features e2e --locked -- --test-threads 4

@@ -12,7 +12,7 @@ LOG_TAG=images
 # shellcheck source=lib/mkimage.sh
 . "$E2E_DIR/lib/mkimage.sh"
 
-TAG="${TENANTDB_IMAGE_TAG:-e2e}"
+TAG="${TENANTDB_IMAGE_TAG:-dev}"
 OUT="$CACHE/project-images"
 mkdir -p "$OUT"
 

@@ -24,15 +24,15 @@ use serde::{Deserialize, Serialize};
 pub struct LockdownProfileSpec {
     /// Statement classes refused to tenant sessions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[x_kube(validation = Rule::new("self.all(x, self.exists_one(y, y == x))").message("disabledStatements lists each class once"))]
+    #[schemars(length(max = 32), extend("x-kubernetes-list-type" = "set"))]
     pub disabled_statements: Vec<StatementClass>,
     /// SQL functions refused to tenant sessions (e.g. `randomblob`); `load_extension` is always refused.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[x_kube(validation = Rule::new("self.all(f, f.matches('^[a-z_][a-z0-9_]{0,63}$'))").message("disabledFunctions holds SQL function names: lowercase letters, digits and '_'"))]
+    #[schemars(length(max = 64), inner(regex(pattern = r"^[a-z_][a-z0-9_]{0,63}$")), extend("x-kubernetes-list-type" = "set"))]
     pub disabled_functions: Vec<String>,
     /// PRAGMAs tenants may still run when PRAGMA is disabled (e.g. `table_info`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[x_kube(validation = Rule::new("self.all(p, p.matches('^[a-z_]{1,64}$'))").message("allowedPragmas holds PRAGMA names: lowercase letters and '_'"))]
+    #[schemars(length(max = 64), inner(regex(pattern = r"^[a-z_]{1,64}$")), extend("x-kubernetes-list-type" = "set"))]
     pub allowed_pragmas: Vec<String>,
     /// Refuse every write.
     #[serde(default)]

@@ -43,7 +43,8 @@ pub struct PluggableDatabaseSpec {
     pub close_mode: CloseMode,
     /// Storage quota for this database, as a quantity (e.g. `1Gi`); writes past it get HTTP 507.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).sign() == 1").message("storageQuota must be a positive quantity such as 1Gi"))]
+    #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))").message("storageQuota must be a positive quantity such as 1Gi"))]
+    #[schemars(length(max = 32))]
     pub storage_quota: Option<String>,
     /// LockdownProfile enforced on tenant statements; defaults to the Tenant's.
     #[serde(default, skip_serializing_if = "Option::is_none")]

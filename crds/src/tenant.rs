@@ -164,15 +164,18 @@ fn default_password_key() -> String {
 pub struct QuotaOverrides {
     /// CPU, as a Kubernetes quantity (e.g. `500m`, `2`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).sign() == 1").message("quota.cpu must be a positive quantity such as 500m or 2"))]
+    #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))").message("quota.cpu must be a positive quantity such as 500m or 2"))]
+    #[schemars(length(max = 32))]
     pub cpu: Option<String>,
     /// Memory, as a Kubernetes quantity (e.g. `1Gi`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).sign() == 1").message("quota.memory must be a positive quantity such as 512Mi or 4Gi"))]
+    #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))").message("quota.memory must be a positive quantity such as 512Mi or 4Gi"))]
+    #[schemars(length(max = 32))]
     pub memory: Option<String>,
     /// Storage for the data volume, as a Kubernetes quantity (e.g. `10Gi`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).sign() == 1").message("quota.storage must be a positive quantity such as 10Gi"))]
+    #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))").message("quota.storage must be a positive quantity such as 10Gi"))]
+    #[schemars(length(max = 32))]
     pub storage: Option<String>,
     /// IO operations per second.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -136,3 +136,41 @@ pub fn field<'a>(logs: &'a str, key: &str) -> Option<&'a str> {
     logs.lines()
         .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
 }
+
+/// GET `path` from a Service through the API server's service proxy, with the
+/// engine token in `X-Tenantdb-Token` (the proxy drops `Authorization`).
+pub async fn service_get(
+    client: &Client,
+    ns: &str,
+    service: &str,
+    path: &str,
+    token: Option<&str>,
+) -> Result<String> {
+    let uri = format!("/api/v1/namespaces/{ns}/services/{service}:http/proxy{path}");
+    let mut req = http::Request::get(uri);
+    if let Some(t) = token {
+        req = req.header("X-Tenantdb-Token", t);
+    }
+    Ok(client.request_text(req.body(Vec::new())?).await?)
+}
+
+/// Poll `check` every 500 ms until it returns `Some`, or fail after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last_err = None;
+    loop {
+        match check().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last_err = Some(e),
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("{what}: not reached after {timeout:?} (last error: {last_err:?})");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

@@ -1,1 +1,82 @@
-fn main() {}
+//! `tenantdb-engine serve --data-dir DIR --listen ADDR [--admin-token T] [--config FILE]`
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use tenantdb_engine::server::{serve, ServeOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "tenantdb-engine",
+    version,
+    about = "TenantDB's per-tenant database engine"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API.
+    Serve {
+        /// Directory holding the catalog, the seed and the databases.
+        #[arg(long, env = "TENANTDB_DATA_DIR", default_value = "/data")]
+        data_dir: PathBuf,
+        /// Address to listen on.
+        #[arg(long, env = "TENANTDB_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Token the admin plane requires (the operator's).
+        #[arg(long, env = "TENANTDB_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
+        /// Engine configuration (YAML) written by the operator.
+        #[arg(long, env = "TENANTDB_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let Command::Serve {
+        data_dir,
+        listen,
+        admin_token,
+        config,
+    } = Cli::parse().command;
+    let opts = ServeOptions {
+        data_dir,
+        listen,
+        admin_token,
+        config,
+    };
+    match serve(opts, shutdown_signal()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "engine stopped");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}

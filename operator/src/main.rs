@@ -1,1 +1,205 @@
-fn main() {}
+//! `tenantdb-operator`: runs the controllers on the leader replica and serves
+//! `/metrics`, `/healthz` and `/readyz` on every replica.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use clap::Parser;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::Client;
+use tenantdb_operator::http::{router, Probe};
+use tenantdb_operator::leader::{LeaderElector, LeaseConfig};
+use tenantdb_operator::metrics::Metrics;
+use tenantdb_operator::tenant::build::BuildContext;
+use tenantdb_operator::tenant::controller::{self, Context};
+use tenantdb_operator::tiers::TierTable;
+use tokio::sync::watch;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tenantdb-operator",
+    version,
+    about = "TenantDB's Kubernetes operator"
+)]
+struct Args {
+    /// Tier table (YAML); the built-in DESIGN §3 table when absent.
+    #[arg(long, env = "TENANTDB_TIERS")]
+    tiers: Option<PathBuf>,
+    /// Image of tenantdb-engine for tenant pods.
+    #[arg(
+        long,
+        env = "TENANTDB_ENGINE_IMAGE",
+        default_value = "localhost/tenantdb-engine:dev"
+    )]
+    engine_image: String,
+    /// Pull policy for the engine image.
+    #[arg(
+        long,
+        env = "TENANTDB_ENGINE_IMAGE_PULL_POLICY",
+        default_value = "IfNotPresent"
+    )]
+    engine_image_pull_policy: String,
+    /// StorageClass of tenant data volumes (cluster default when empty).
+    #[arg(long, env = "TENANTDB_STORAGE_CLASS", default_value = "")]
+    storage_class: String,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "TENANTDB_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Elect a leader through a Lease (needed when more than one replica runs).
+    #[arg(long, env = "TENANTDB_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    /// Namespace the operator runs in (Lease, NetworkPolicy peer).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "tenantdb-system")]
+    namespace: String,
+    /// This replica's identity in the Lease.
+    #[arg(long, env = "POD_NAME", default_value = "tenantdb-operator-local")]
+    identity: String,
+    /// Log format: json or text.
+    #[arg(long, env = "TENANTDB_LOG_FORMAT", default_value = "json")]
+    log_format: String,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,kube=warn".into());
+    if args.log_format == "text" {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    } else {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    }
+    match run(args).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "operator stopped");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let tiers = match &args.tiers {
+        Some(path) => TierTable::load(path)?,
+        None => TierTable::default(),
+    };
+    let client = Client::try_default().await?;
+    let metrics = Metrics::new()?;
+    let probe = Arc::new(Probe {
+        metrics: metrics.clone(),
+        ready: Default::default(),
+        tenants: OnceLock::new(),
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr).await?;
+    let mut http_stop = stop_rx.clone();
+    let app = router(probe.clone());
+    let http = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = http_stop.wait_for(|s| *s).await;
+        };
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+    });
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+
+    let elector = args.leader_election.then(|| {
+        LeaderElector::new(
+            client.clone(),
+            LeaseConfig {
+                name: "tenantdb-operator".into(),
+                namespace: args.namespace.clone(),
+                identity: args.identity.clone(),
+                lease_duration: Duration::from_secs(15),
+                renew_every: Duration::from_secs(4),
+                renew_deadline: Duration::from_secs(10),
+            },
+        )
+    });
+    if let Some(e) = &elector {
+        // A standby replica is ready: it is healthy and can take over.
+        probe.ready.store(true, Ordering::Relaxed);
+        let mut stop = stop_rx.clone();
+        tokio::select! {
+            _ = e.acquire() => {},
+            _ = stop.wait_for(|s| *s) => return Ok(()),
+        }
+    }
+
+    let build = BuildContext {
+        tiers,
+        engine_image: args.engine_image,
+        image_pull_policy: args.engine_image_pull_policy,
+        operator_namespace: args.namespace,
+        storage_class: Some(args.storage_class).filter(|s| !s.is_empty()),
+    };
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "tenantdb-operator".into(),
+            instance: Some(args.identity),
+        },
+    );
+    let ctx = Arc::new(Context::new(client, build, recorder, metrics));
+    let (store_tx, store_rx) = tokio::sync::oneshot::channel();
+    let mut stop = stop_rx.clone();
+    let tenants = tokio::spawn(controller::run(ctx, store_tx, async move {
+        let _ = stop.wait_for(|s| *s).await;
+    }));
+    if let Ok(store) = store_rx.await {
+        let _ = probe.tenants.set(store);
+    }
+    // The controller itself holds reconciles back until its caches are filled.
+    probe.ready.store(true, Ordering::Relaxed);
+    tracing::info!("controllers running");
+
+    let mut stop = stop_rx.clone();
+    let lost = async {
+        match &elector {
+            Some(e) => Some(e.hold().await),
+            None => std::future::pending().await,
+        }
+    };
+    let outcome = tokio::select! {
+        lost = lost => lost,
+        _ = stop.wait_for(|s| *s) => None,
+    };
+    if let Some(reason) = outcome {
+        // Step down hard: a replica that may no longer lead must not write anything more.
+        tracing::error!(%reason, "lost leadership; exiting");
+        std::process::exit(1);
+    }
+    let _ = tenants.await;
+    if let Some(e) = &elector {
+        e.release().await;
+    }
+    let _ = http.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested");
+}

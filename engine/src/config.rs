@@ -1,0 +1,127 @@
+//! The engine's configuration file: who the tenant is and the tier limits the engine
+//! enforces itself. The operator writes it into the tenant's ConfigMap from this same type.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// Failure to read the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading engine config {path}: {source}")]
+    Read {
+        /// File path.
+        path: String,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not valid YAML for [`EngineConfig`].
+    #[error("parsing engine config {path}: {source}")]
+    Parse {
+        /// File path.
+        path: String,
+        /// Underlying error.
+        source: serde_yaml::Error,
+    },
+}
+
+/// Everything the engine is told about its tenant.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Tenant name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Tenant namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Service tier name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+    /// Query priority (critical, high, medium, low, bestEffort).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<String>,
+    /// Limits the engine enforces itself (CPU and memory come from the cgroup).
+    #[serde(default)]
+    pub limits: EngineLimits,
+}
+
+/// Tier limits the engine enforces itself; `None` means unlimited.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EngineLimits {
+    /// IO operations per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iops: Option<u32>,
+    /// Bandwidth in megabits per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth_mbps: Option<u32>,
+    /// Concurrent sessions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<u32>,
+    /// Requests per hour.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_hour: Option<u32>,
+    /// Requests allowed at once above the hourly rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+    /// Storage for all databases, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_bytes: Option<u64>,
+    /// Pluggable databases allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_databases: Option<u32>,
+}
+
+impl EngineConfig {
+    /// Parse YAML text.
+    pub fn from_yaml(path: &str, text: &str) -> Result<Self, ConfigError> {
+        serde_yaml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: path.to_string(),
+            source,
+        })
+    }
+
+    /// Read a YAML file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: name.clone(),
+            source,
+        })?;
+        Self::from_yaml(&name, &text)
+    }
+
+    /// Render as YAML (what the operator puts in the ConfigMap).
+    pub fn to_yaml(&self) -> String {
+        serde_yaml::to_string(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_yaml() {
+        let cfg = EngineConfig {
+            tenant: Some("acme".into()),
+            tier: Some("gold".into()),
+            limits: EngineLimits {
+                iops: Some(10_000),
+                storage_bytes: Some(1 << 30),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert_eq!(EngineConfig::from_yaml("x", &cfg.to_yaml()).unwrap(), cfg);
+    }
+
+    #[test]
+    fn rejects_unknown_fields_with_the_path() {
+        let err = EngineConfig::from_yaml("/etc/e.yaml", "limits: {iopz: 3}").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("/etc/e.yaml") && msg.contains("iopz"), "{msg}");
+    }
+}

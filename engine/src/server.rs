@@ -1,0 +1,119 @@
+//! Starting the engine: read the configuration, claim the data directory, serve HTTP.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::cgroup::CgroupReader;
+use crate::config::{ConfigError, EngineConfig};
+use crate::http::{router, EngineState};
+use crate::metrics::Metrics;
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Bad configuration file.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The data directory is not usable.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// The listen address could not be bound.
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// Metrics could not be registered.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// How to run the engine.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Where the databases live.
+    pub data_dir: PathBuf,
+    /// HTTP listen address.
+    pub listen: SocketAddr,
+    /// Admin token; `None` disables admin authentication.
+    pub admin_token: Option<String>,
+    /// Configuration file, if any.
+    pub config: Option<PathBuf>,
+}
+
+/// The volume's identity: read from `instance-id`, or written there on first use.
+pub fn instance_id(data_dir: &Path) -> Result<String, std::io::Error> {
+    std::fs::create_dir_all(data_dir)?;
+    let path = data_dir.join("instance-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
+        _ => {
+            let id = format!("{:032x}", rand::random::<u128>());
+            let tmp = data_dir.join("instance-id.tmp");
+            std::fs::write(&tmp, &id)?;
+            std::fs::rename(&tmp, &path)?;
+            Ok(id)
+        }
+    }
+}
+
+/// Serve until `shutdown` resolves.
+pub async fn serve(
+    opts: ServeOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let config = match &opts.config {
+        Some(path) => EngineConfig::load(path)?,
+        None => EngineConfig::default(),
+    };
+    let instance_id = instance_id(&opts.data_dir).map_err(|source| StartError::DataDir {
+        path: opts.data_dir.display().to_string(),
+        source,
+    })?;
+    let cgroup = CgroupReader::for_self();
+    tracing::info!(cpu = ?cgroup.cpu(), memory = ?cgroup.memory(), tenant = ?config.tenant, tier = ?config.tier, %instance_id, "engine starting");
+    let state = Arc::new(EngineState {
+        config,
+        cgroup,
+        instance_id,
+        started: Instant::now(),
+        metrics: Metrics::new()?,
+        admin_token: opts.admin_token.filter(|t| !t.is_empty()),
+    });
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: opts.listen,
+            source,
+        })?;
+    tracing::info!(addr = %opts.listen, "serving HTTP");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: opts.listen,
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_id_is_kept_across_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = instance_id(dir.path()).unwrap();
+        assert_eq!(first.len(), 32);
+        assert_eq!(instance_id(dir.path()).unwrap(), first);
+    }
+}

@@ -1,0 +1,379 @@
+//! Pure functions from a Tenant to the objects that serve it. No client here: these
+//! are tested from YAML fixtures.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tenantdb_crds::{DeletionPolicy, EffectiveLimits, Priority, Tenant};
+use tenantdb_engine::config::{EngineConfig, EngineLimits};
+
+use crate::quantity;
+use crate::tiers::{effective_limits, TierError, TierTable};
+
+/// Port of the engine's HTTP API.
+pub const ENGINE_PORT: u16 = 8080;
+/// Key of the admin token in the credentials Secret.
+pub const ADMIN_TOKEN_KEY: &str = "admin-token";
+/// Key of the engine configuration in the ConfigMap.
+pub const CONFIG_KEY: &str = "engine.yaml";
+/// Label holding the tenant's name on every child.
+pub const TENANT_LABEL: &str = "tenantdb.io/tenant";
+
+/// What the builders need besides the Tenant.
+#[derive(Debug, Clone)]
+pub struct BuildContext {
+    /// The tier table in force.
+    pub tiers: TierTable,
+    /// Image of `tenantdb-engine`.
+    pub engine_image: String,
+    /// Pull policy for the engine image.
+    pub image_pull_policy: String,
+    /// Namespace the operator runs in (admitted by the NetworkPolicy).
+    pub operator_namespace: String,
+    /// StorageClass for data volumes; the cluster default when `None`.
+    pub storage_class: Option<String>,
+}
+
+/// Why no objects can be built for a Tenant.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The Tenant has no UID yet (it was not read from the API server).
+    #[error("the Tenant has no metadata.uid")]
+    NoUid,
+    /// A limit is invalid.
+    #[error(transparent)]
+    Limits(#[from] TierError),
+    /// A built object does not fit its Kubernetes type (a bug).
+    #[error("building {kind}: {source}")]
+    Shape {
+        /// Object kind.
+        kind: &'static str,
+        /// Underlying error.
+        source: serde_json::Error,
+    },
+}
+
+/// Every object a Tenant wants, in apply order (configuration before the StatefulSet).
+#[derive(Debug, Clone)]
+pub struct Desired {
+    /// The limits in force.
+    pub limits: EffectiveLimits,
+    /// Engine configuration.
+    pub config_map: ConfigMap,
+    /// Stable network identity for the StatefulSet.
+    pub headless_service: Service,
+    /// Client endpoint.
+    pub service: Service,
+    /// The engine.
+    pub stateful_set: StatefulSet,
+    /// Keeps the engine up through voluntary disruptions.
+    pub disruption_budget: PodDisruptionBudget,
+    /// Admits only the tenant's namespace and the operator.
+    pub network_policy: NetworkPolicy,
+}
+
+/// Names of a tenant's children.
+pub struct Names {
+    /// StatefulSet and client Service.
+    pub engine: String,
+    /// Headless Service.
+    pub headless: String,
+    /// ConfigMap.
+    pub config: String,
+    /// Credentials Secret.
+    pub credentials: String,
+}
+
+/// Names of a tenant's children.
+pub fn names(tenant: &str) -> Names {
+    Names {
+        engine: format!("{tenant}-engine"),
+        headless: format!("{tenant}-engine-headless"),
+        config: format!("{tenant}-engine-config"),
+        credentials: format!("{tenant}-engine-credentials"),
+    }
+}
+
+/// In-cluster URL of a tenant's engine.
+pub fn endpoint(tenant: &str, namespace: &str) -> String {
+    format!(
+        "http://{}.{namespace}.svc:{ENGINE_PORT}",
+        names(tenant).engine
+    )
+}
+
+/// Labels selecting a tenant's engine pods.
+pub fn selector_labels(tenant: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "app.kubernetes.io/name".to_string(),
+            "tenantdb-engine".to_string(),
+        ),
+        ("app.kubernetes.io/instance".to_string(), tenant.to_string()),
+        (TENANT_LABEL.to_string(), tenant.to_string()),
+    ])
+}
+
+fn labels(tenant: &Tenant) -> BTreeMap<String, String> {
+    let mut l = selector_labels(&tenant.name_any());
+    l.insert(
+        "app.kubernetes.io/managed-by".into(),
+        "tenantdb-operator".into(),
+    );
+    l.insert("app.kubernetes.io/component".into(), "engine".into());
+    l.insert("tenantdb.io/tier".into(), tenant.spec.tier.as_str().into());
+    l
+}
+
+fn owner(tenant: &Tenant) -> Result<OwnerReference, BuildError> {
+    tenant
+        .controller_owner_ref(&())
+        .filter(|o| !o.uid.is_empty())
+        .ok_or(BuildError::NoUid)
+}
+
+fn typed<T: serde::de::DeserializeOwned>(
+    kind: &'static str,
+    value: serde_json::Value,
+) -> Result<T, BuildError> {
+    serde_json::from_value(value).map_err(|source| BuildError::Shape { kind, source })
+}
+
+fn priority_name(p: Priority) -> &'static str {
+    match p {
+        Priority::Critical => "critical",
+        Priority::High => "high",
+        Priority::Medium => "medium",
+        Priority::Low => "low",
+        Priority::BestEffort => "bestEffort",
+    }
+}
+
+/// The engine configuration for a tenant with these limits.
+pub fn engine_config(
+    tenant: &Tenant,
+    limits: &EffectiveLimits,
+) -> Result<EngineConfig, BuildError> {
+    let storage_bytes = quantity::bytes(&limits.storage).map_err(|source| TierError::Quantity {
+        field: "storage".into(),
+        source,
+    })?;
+    Ok(EngineConfig {
+        tenant: Some(tenant.name_any()),
+        namespace: tenant.namespace(),
+        tier: Some(tenant.spec.tier.as_str().into()),
+        priority: Some(priority_name(tenant.spec.priority).into()),
+        limits: EngineLimits {
+            iops: Some(limits.iops),
+            bandwidth_mbps: Some(limits.bandwidth_mbps),
+            connections: Some(limits.connections),
+            requests_per_hour: Some(limits.requests_per_hour),
+            burst: Some(limits.burst),
+            storage_bytes: Some(storage_bytes),
+            max_databases: Some(limits.max_databases),
+        },
+    })
+}
+
+/// Everything a Tenant wants. `existing` is the engine StatefulSet as it is now: its
+/// volume claim templates are immutable, so they are kept as they are (a larger tier's
+/// storage reaches the volume by expanding the claim, see [`wanted_storage`]).
+pub fn desired(
+    tenant: &Tenant,
+    ctx: &BuildContext,
+    existing: Option<&StatefulSet>,
+) -> Result<Desired, BuildError> {
+    let name = tenant.name_any();
+    let ns = tenant.namespace().unwrap_or_default();
+    let n = names(&name);
+    let owner = owner(tenant)?;
+    let labels = labels(tenant);
+    let selector = selector_labels(&name);
+    let limits = effective_limits(ctx.tiers.get(tenant.spec.tier), tenant.spec.quota.as_ref())?;
+    let config_text = engine_config(tenant, &limits)?.to_yaml();
+    let config_hash = hex::encode(&Sha256::digest(config_text.as_bytes())[..8]);
+    let meta = |obj_name: &str| json!({"name": obj_name, "namespace": ns, "labels": labels, "ownerReferences": [owner]});
+
+    let config_map = typed(
+        "ConfigMap",
+        json!({
+            "apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(&n.config),
+            "data": {CONFIG_KEY: config_text}
+        }),
+    )?;
+    let headless_service = typed(
+        "Service",
+        json!({
+            "apiVersion": "v1", "kind": "Service", "metadata": meta(&n.headless),
+            "spec": {"clusterIP": "None", "publishNotReadyAddresses": true, "selector": selector,
+                     "ports": [{"name": "http", "port": ENGINE_PORT, "targetPort": "http"}]}
+        }),
+    )?;
+    let service = typed(
+        "Service",
+        json!({
+            "apiVersion": "v1", "kind": "Service", "metadata": meta(&n.engine),
+            "spec": {"type": "ClusterIP", "selector": selector,
+                     "ports": [{"name": "http", "port": ENGINE_PORT, "targetPort": "http"}]}
+        }),
+    )?;
+
+    let resources = json!({"cpu": limits.cpu, "memory": limits.memory});
+    let when_deleted = match tenant.spec.deletion_policy {
+        DeletionPolicy::Delete => "Delete",
+        DeletionPolicy::Retain => "Retain",
+    };
+    let mut claim_spec = json!({"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": limits.storage}}});
+    if let Some(sc) = &ctx.storage_class {
+        claim_spec["storageClassName"] = json!(sc);
+    }
+    let mut pod_labels = labels.clone();
+    pod_labels.remove("app.kubernetes.io/managed-by");
+    let mut pod_spec = json!({
+        "enableServiceLinks": false,
+        "automountServiceAccountToken": false,
+        "terminationGracePeriodSeconds": 30,
+        "securityContext": {"runAsUser": 65534, "runAsGroup": 65534, "fsGroup": 65534, "runAsNonRoot": true,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [{
+            "name": "engine",
+            "image": ctx.engine_image,
+            "imagePullPolicy": ctx.image_pull_policy,
+            "args": ["serve", "--data-dir", "/data", "--listen", format!("0.0.0.0:{ENGINE_PORT}"),
+                     "--config", format!("/etc/tenantdb/{CONFIG_KEY}")],
+            "env": [{"name": "TENANTDB_ADMIN_TOKEN",
+                     "valueFrom": {"secretKeyRef": {"name": n.credentials, "key": ADMIN_TOKEN_KEY}}}],
+            "ports": [{"name": "http", "containerPort": ENGINE_PORT}],
+            "resources": {"requests": resources, "limits": resources},
+            "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 2, "failureThreshold": 3},
+            "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10, "failureThreshold": 6},
+            "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+                                "capabilities": {"drop": ["ALL"]}},
+            "volumeMounts": [{"name": "data", "mountPath": "/data"},
+                             {"name": "config", "mountPath": "/etc/tenantdb", "readOnly": true}]
+        }],
+        "volumes": [{"name": "config", "configMap": {"name": n.config}}]
+    });
+    if let Some(sel) = &tenant.spec.node_selector {
+        pod_spec["nodeSelector"] = json!(sel);
+    }
+    if let Some(t) = &tenant.spec.tolerations {
+        pod_spec["tolerations"] = json!(t);
+    }
+    if let Some(a) = &tenant.spec.affinity {
+        pod_spec["affinity"] = json!(a);
+    }
+    let claim_templates = match existing
+        .and_then(|s| s.spec.as_ref())
+        .and_then(|s| s.volume_claim_templates.clone())
+    {
+        Some(kept) => json!(kept),
+        None => json!([{"metadata": {"name": "data", "labels": selector}, "spec": claim_spec}]),
+    };
+    let stateful_set = typed(
+        "StatefulSet",
+        json!({
+            "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": meta(&n.engine),
+            "spec": {
+                "replicas": if tenant.spec.suspended { 0 } else { 1 },
+                "serviceName": n.headless,
+                "selector": {"matchLabels": selector},
+                "podManagementPolicy": "Parallel",
+                "updateStrategy": {"type": "RollingUpdate"},
+                "persistentVolumeClaimRetentionPolicy": {"whenDeleted": when_deleted, "whenScaled": "Retain"},
+                "template": {
+                    "metadata": {"labels": pod_labels, "annotations": {"tenantdb.io/config-hash": config_hash}},
+                    "spec": pod_spec
+                },
+                "volumeClaimTemplates": claim_templates
+            }
+        }),
+    )?;
+    let disruption_budget = typed(
+        "PodDisruptionBudget",
+        json!({
+            "apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": meta(&n.engine),
+            "spec": {"maxUnavailable": 0, "selector": {"matchLabels": selector}}
+        }),
+    )?;
+    let network_policy = typed(
+        "NetworkPolicy",
+        json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": meta(&n.engine),
+            "spec": {
+                "podSelector": {"matchLabels": selector},
+                "policyTypes": ["Ingress"],
+                "ingress": [{
+                    "from": [
+                        {"podSelector": {}},
+                        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ctx.operator_namespace}},
+                         "podSelector": {"matchLabels": {"app.kubernetes.io/name": "tenantdb-operator"}}}
+                    ],
+                    "ports": [{"port": ENGINE_PORT, "protocol": "TCP"}]
+                }]
+            }
+        }),
+    )?;
+    Ok(Desired {
+        limits,
+        config_map,
+        headless_service,
+        service,
+        stateful_set,
+        disruption_budget,
+        network_policy,
+    })
+}
+
+/// Name of the data volume claim of a tenant's engine pod.
+pub fn data_claim(tenant: &str) -> String {
+    format!("data-{}-0", names(tenant).engine)
+}
+
+/// The size the data volume must grow to, when `current` (its requested size) is
+/// smaller than the tier's storage; `None` when it is large enough or a size is unreadable.
+pub fn wanted_storage(limits: &EffectiveLimits, current: &str) -> Option<String> {
+    let want = quantity::bytes(&limits.storage).ok()?;
+    let have = quantity::bytes(current).ok()?;
+    (want > have).then(|| limits.storage.clone())
+}
+
+/// The credentials Secret, created once and never overwritten: an admin token for the
+/// operator, and the admin user with its password (generated unless `password` is given).
+pub fn credentials_secret(
+    tenant: &Tenant,
+    admin_token: &str,
+    password: &str,
+) -> Result<Secret, BuildError> {
+    let name = tenant.name_any();
+    let user = tenant
+        .spec
+        .admin
+        .as_ref()
+        .map(|a| a.user.clone())
+        .unwrap_or_else(|| "admin".into());
+    typed(
+        "Secret",
+        json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": names(&name).credentials, "namespace": tenant.namespace(), "labels": labels(tenant),
+                         "ownerReferences": [owner(tenant)?]},
+            "type": "Opaque",
+            "stringData": {ADMIN_TOKEN_KEY: admin_token, "admin-user": user, "admin-password": password,
+                           "endpoint": endpoint(&name, &tenant.namespace().unwrap_or_default())}
+        }),
+    )
+}
+
+/// A random secret of `len` URL-safe characters.
+pub fn random_secret(len: usize) -> String {
+    use rand::distr::{Alphanumeric, SampleString};
+    Alphanumeric.sample_string(&mut rand::rng(), len)
+}

@@ -1,0 +1,496 @@
+//! The part of the Tenant controller that talks to the API server.
+//!
+//! Tenants are watched as `DynamicObject`s and parsed in `reconcile`, so one object
+//! the current types cannot read becomes a status condition and an Event instead of
+//! breaking the watch for every tenant.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tenantdb_crds::{Tenant, TenantStatus};
+
+use super::build::{self, BuildContext, BuildError};
+use super::status::{self, engine_state, EngineState};
+use crate::metrics::Metrics;
+use crate::FIELD_MANAGER;
+
+const CONTROLLER: &str = "tenant";
+
+/// Errors of one reconcile; each becomes a metric label and a retry with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A call to the API server failed.
+    #[error("{action}: {source}")]
+    Kube {
+        /// What was being done.
+        action: String,
+        /// Underlying error.
+        source: kube::Error,
+    },
+    /// The Tenant object lacks a namespace.
+    #[error("the Tenant has no namespace")]
+    NoNamespace,
+    /// An object could not be built.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+}
+
+impl Error {
+    fn label(&self) -> &'static str {
+        match self {
+            Error::Kube { .. } => "kube",
+            Error::NoNamespace => "no_namespace",
+            Error::Build(_) => "build",
+        }
+    }
+}
+
+fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+    let action = action.into();
+    move |source| Error::Kube { action, source }
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    /// API client.
+    pub client: Client,
+    /// What the builders need.
+    pub build: BuildContext,
+    /// Publishes Events.
+    pub recorder: Recorder,
+    /// Operator metrics.
+    pub metrics: Metrics,
+    /// Consecutive failures per object, for exponential backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    /// A context for the controller.
+    pub fn new(client: Client, build: BuildContext, recorder: Recorder, metrics: Metrics) -> Self {
+        Context {
+            client,
+            build,
+            recorder,
+            metrics,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// The API resource of Tenant, for dynamic access.
+pub fn tenant_resource() -> ApiResource {
+    ApiResource::erase::<Tenant>(&())
+}
+
+async fn apply<K>(client: &Client, ns: &str, obj: &K) -> Result<K, Error>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let name = obj.meta().name.clone().unwrap_or_default();
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(obj),
+    )
+    .await
+    .map_err(kube_err(format!("applying {} {ns}/{name}", K::kind(&()))))
+}
+
+async fn publish(ctx: &Context, obj: &DynamicObject, type_: EventType, reason: &str, note: String) {
+    let ev = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx
+        .recorder
+        .publish(&ev, &obj.object_ref(&tenant_resource()))
+        .await
+    {
+        tracing::warn!(error = %e, "publishing event");
+    }
+}
+
+async fn write_status(
+    ctx: &Context,
+    obj: &DynamicObject,
+    status: &TenantStatus,
+) -> Result<(), Error> {
+    let ns = obj.namespace().ok_or(Error::NoNamespace)?;
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &ns, &tenant_resource());
+    let patch = serde_json::json!({"status": status});
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map_err(kube_err(format!(
+        "writing status of Tenant {ns}/{}",
+        obj.name_any()
+    )))?;
+    Ok(())
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+/// Create the credentials Secret unless it exists; never overwrite it.
+async fn ensure_credentials(
+    ctx: &Context,
+    tenant: &Tenant,
+    ns: &str,
+) -> Result<Result<String, String>, Error> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let name = build::names(&tenant.name_any()).credentials;
+    if secrets
+        .get_opt(&name)
+        .await
+        .map_err(kube_err(format!("reading Secret {ns}/{name}")))?
+        .is_some()
+    {
+        return Ok(Ok(name));
+    }
+    let password = match tenant
+        .spec
+        .admin
+        .as_ref()
+        .and_then(|a| a.password_secret_ref.as_ref())
+    {
+        None => build::random_secret(32),
+        Some(r) => {
+            let found = secrets
+                .get_opt(&r.name)
+                .await
+                .map_err(kube_err(format!("reading Secret {ns}/{}", r.name)))?;
+            let value = found
+                .and_then(|s| s.data)
+                .and_then(|d| d.get(&r.key).cloned());
+            match value.and_then(|v| String::from_utf8(v.0).ok()) {
+                Some(p) if !p.is_empty() => p,
+                _ => {
+                    return Ok(Err(format!(
+                        "spec.admin.passwordSecretRef: Secret {ns}/{} has no key {:?}",
+                        r.name, r.key
+                    )))
+                }
+            }
+        }
+    };
+    let secret = build::credentials_secret(tenant, &build::random_secret(40), &password)?;
+    match secrets
+        .create(
+            &PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            },
+            &secret,
+        )
+        .await
+    {
+        Ok(_) => Ok(Ok(name)),
+        // Another reconcile (or a previous operator) created it first: keep theirs.
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(Ok(name)),
+        Err(e) => Err(kube_err(format!("creating Secret {ns}/{name}"))(e)),
+    }
+}
+
+async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_inner(&obj, &ctx).await;
+    ctx.metrics.observe_reconcile(
+        CONTROLLER,
+        started.elapsed(),
+        result.as_ref().err().map(Error::label),
+    );
+    if result.is_ok() {
+        ctx.failures
+            .lock()
+            .map(|mut f| f.remove(&obj_key(&obj)))
+            .ok();
+    }
+    result
+}
+
+fn obj_key(obj: &DynamicObject) -> String {
+    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
+    if obj.metadata.deletion_timestamp.is_some() {
+        // Children go with their owner references; nothing lives outside Kubernetes.
+        return Ok(Action::await_change());
+    }
+    let ns = obj.namespace().ok_or(Error::NoNamespace)?;
+    let tenant: Tenant = match obj.clone().try_parse() {
+        Ok(t) => t,
+        Err(e) => {
+            let message = format!("the Tenant cannot be read by this operator version: {e}");
+            let status = malformed_status(obj, &message);
+            publish(ctx, obj, EventType::Warning, "MalformedSpec", message).await;
+            write_status(ctx, obj, &status).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    let old_phase = tenant.status.as_ref().and_then(|s| s.phase);
+    let name = tenant.name_any();
+    let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
+    let existing = sts_api
+        .get_opt(&build::names(&name).engine)
+        .await
+        .map_err(kube_err("reading the engine StatefulSet"))?;
+    let desired = match build::desired(&tenant, &ctx.build, existing.as_ref()) {
+        Ok(d) => d,
+        Err(BuildError::Limits(e)) => {
+            return invalid(ctx, obj, &tenant, "InvalidLimits", &e.to_string()).await
+        }
+        Err(e) => return invalid(ctx, obj, &tenant, "BuildFailed", &e.to_string()).await,
+    };
+    let credentials = match ensure_credentials(ctx, &tenant, &ns).await? {
+        Ok(name) => name,
+        Err(message) => {
+            invalid(ctx, obj, &tenant, "PasswordSecretMissing", &message).await?;
+            return Ok(Action::requeue(Duration::from_secs(30)));
+        }
+    };
+    let sts = match apply_all(ctx, &ns, &desired).await {
+        Ok(sts) => sts,
+        Err(e) => {
+            // Say so where users look: a condition and an Event, then retry with backoff.
+            let mut status = tenant.status.clone().unwrap_or_default();
+            crate::conditions::set(
+                &mut status.conditions,
+                "Progressing",
+                false,
+                "ApplyFailed",
+                e.to_string(),
+                tenant.metadata.generation,
+                &now(),
+            );
+            publish(ctx, obj, EventType::Warning, "ApplyFailed", e.to_string()).await;
+            write_status(ctx, obj, &status).await?;
+            return Err(e);
+        }
+    };
+    expand_volume(ctx, obj, &ns, &name, &desired.limits).await?;
+
+    let state = engine_state(Some(&sts), tenant.spec.suspended);
+    let old_limits = tenant.status.as_ref().and_then(|s| s.limits.clone());
+    let status = status::applied(
+        &tenant,
+        desired.limits.clone(),
+        build::endpoint(&tenant.name_any(), &ns),
+        credentials,
+        state,
+        &now(),
+    );
+    if old_limits.as_ref().is_some_and(|l| *l != desired.limits) {
+        let note = format!(
+            "limits now cpu {} memory {} storage {} (tier {})",
+            desired.limits.cpu,
+            desired.limits.memory,
+            desired.limits.storage,
+            tenant.spec.tier.as_str()
+        );
+        publish(ctx, obj, EventType::Normal, "LimitsChanged", note).await;
+    }
+    if old_phase != status.phase {
+        if let Some(p) = status.phase {
+            let type_ = if p == tenantdb_crds::TenantPhase::Degraded {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            };
+            publish(
+                ctx,
+                obj,
+                type_,
+                p.as_str(),
+                format!(
+                    "phase {} → {}",
+                    old_phase.map(|p| p.as_str()).unwrap_or("none"),
+                    p.as_str()
+                ),
+            )
+            .await;
+        }
+    }
+    if tenant.status.as_ref() != Some(&status) {
+        write_status(ctx, obj, &status).await?;
+    }
+    Ok(match state {
+        EngineState::Ready | EngineState::Suspended => Action::requeue(Duration::from_secs(300)),
+        _ => Action::requeue(Duration::from_secs(5)),
+    })
+}
+
+/// Apply every child, configuration before the StatefulSet, so a new pod never starts
+/// with an old ConfigMap. Returns the StatefulSet as the API server has it.
+async fn apply_all(
+    ctx: &Context,
+    ns: &str,
+    desired: &build::Desired,
+) -> Result<StatefulSet, Error> {
+    apply::<ConfigMap>(&ctx.client, ns, &desired.config_map).await?;
+    apply::<Service>(&ctx.client, ns, &desired.headless_service).await?;
+    apply::<Service>(&ctx.client, ns, &desired.service).await?;
+    let sts = apply::<StatefulSet>(&ctx.client, ns, &desired.stateful_set).await?;
+    apply::<PodDisruptionBudget>(&ctx.client, ns, &desired.disruption_budget).await?;
+    apply::<NetworkPolicy>(&ctx.client, ns, &desired.network_policy).await?;
+    Ok(sts)
+}
+
+/// Grow the data volume claim to the tier's storage when the StorageClass allows
+/// expansion; otherwise say in an Event that the volume keeps its size.
+async fn expand_volume(
+    ctx: &Context,
+    obj: &DynamicObject,
+    ns: &str,
+    tenant: &str,
+    limits: &tenantdb_crds::EffectiveLimits,
+) -> Result<(), Error> {
+    use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+    use k8s_openapi::api::storage::v1::StorageClass;
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
+    let claim_name = build::data_claim(tenant);
+    let Some(claim) = claims
+        .get_opt(&claim_name)
+        .await
+        .map_err(kube_err(format!("reading claim {ns}/{claim_name}")))?
+    else {
+        return Ok(());
+    };
+    let spec = claim.spec.clone().unwrap_or_default();
+    let current = spec
+        .resources
+        .and_then(|r| r.requests)
+        .and_then(|r| r.get("storage").cloned())
+        .map(|q| q.0)
+        .unwrap_or_default();
+    let Some(want) = build::wanted_storage(limits, &current) else {
+        return Ok(());
+    };
+    let expandable = match spec.storage_class_name {
+        Some(sc) => Api::<StorageClass>::all(ctx.client.clone())
+            .get_opt(&sc)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|c| c.allow_volume_expansion)
+            .unwrap_or(false),
+        None => false,
+    };
+    if expandable {
+        let patch = serde_json::json!({"spec": {"resources": {"requests": {"storage": want}}}});
+        claims
+            .patch(&claim_name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(kube_err(format!("expanding claim {ns}/{claim_name}")))?;
+        publish(
+            ctx,
+            obj,
+            EventType::Normal,
+            "VolumeExpanding",
+            format!("data volume {current} → {want}"),
+        )
+        .await;
+    } else {
+        // The Recorder folds repeats into one Event series, so this does not flood.
+        let note = format!("the tier wants {want} but the volume stays {current}: its StorageClass does not allow expansion; the engine enforces the new storage quota");
+        publish(ctx, obj, EventType::Warning, "VolumeNotExpandable", note).await;
+    }
+    Ok(())
+}
+
+fn malformed_status(obj: &DynamicObject, message: &str) -> TenantStatus {
+    let mut status = TenantStatus::default();
+    crate::conditions::set(
+        &mut status.conditions,
+        "Ready",
+        false,
+        "MalformedSpec",
+        message,
+        obj.metadata.generation,
+        &now(),
+    );
+    status.phase = Some(tenantdb_crds::TenantPhase::Invalid);
+    status.observed_generation = obj.metadata.generation;
+    status
+}
+
+async fn invalid(
+    ctx: &Context,
+    obj: &DynamicObject,
+    tenant: &Tenant,
+    reason: &str,
+    message: &str,
+) -> Result<Action, Error> {
+    let status = status::invalid(tenant, reason, message, &now());
+    if tenant.status.as_ref() != Some(&status) {
+        publish(ctx, obj, EventType::Warning, reason, message.to_string()).await;
+        write_status(ctx, obj, &status).await?;
+    }
+    Ok(Action::await_change())
+}
+
+fn error_policy(obj: Arc<DynamicObject>, error: &Error, ctx: Arc<Context>) -> Action {
+    let n = ctx.failures.lock().map(|mut f| {
+        let n = f.entry(obj_key(&obj)).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    });
+    let n = n.unwrap_or(1);
+    let delay = Duration::from_secs((1u64 << n.min(8)).min(300));
+    tracing::warn!(tenant = %obj_key(&obj), %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Run the controller until `shutdown` resolves. Returns the store of watched Tenants.
+pub async fn run(
+    ctx: Arc<Context>,
+    store_out: tokio::sync::oneshot::Sender<Store<DynamicObject>>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let ar = tenant_resource();
+    let tenants: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+    let wc = watcher::Config::default().labels("app.kubernetes.io/managed-by=tenantdb-operator");
+    let controller = Controller::new_with(tenants, watcher::Config::default(), ar)
+        .owns(Api::<StatefulSet>::all(client.clone()), wc.clone())
+        .owns(Api::<Service>::all(client.clone()), wc.clone())
+        .owns(Api::<ConfigMap>::all(client.clone()), wc.clone())
+        .owns(Api::<Secret>::all(client), wc)
+        .graceful_shutdown_on(shutdown);
+    let _ = store_out.send(controller.store());
+    controller
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "controller event");
+            }
+        })
+        .await;
+}

@@ -1,0 +1,242 @@
+//! Pure: what a Tenant's status says, given what was observed of its StatefulSet.
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use tenantdb_crds::{EffectiveLimits, Tenant, TenantPhase, TenantStatus};
+
+use crate::conditions::{is_true, set};
+
+/// How far the engine StatefulSet has got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineState {
+    /// Scaled to zero on request, and no pod left.
+    Suspended,
+    /// Scaling down to zero.
+    Suspending,
+    /// Every replica ready and on the current revision.
+    Ready,
+    /// A new revision is rolling out.
+    Rolling,
+    /// Not ready yet (creating, starting, or failing).
+    NotReady,
+}
+
+/// Classify a StatefulSet as observed.
+pub fn engine_state(sts: Option<&StatefulSet>, suspended: bool) -> EngineState {
+    let Some(sts) = sts else {
+        return EngineState::NotReady;
+    };
+    let status = sts.status.clone().unwrap_or_default();
+    let observed = status.observed_generation == sts.metadata.generation;
+    if suspended {
+        return if status.replicas == 0 && observed {
+            EngineState::Suspended
+        } else {
+            EngineState::Suspending
+        };
+    }
+    let wanted = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let ready = status.ready_replicas.unwrap_or(0) >= wanted;
+    let current =
+        status.update_revision.is_some() && status.current_revision == status.update_revision;
+    let updated = status.updated_replicas.unwrap_or(0) >= wanted;
+    match (observed && ready && current && updated, ready) {
+        (true, _) => EngineState::Ready,
+        (false, true) => EngineState::Rolling,
+        _ if !current && status.replicas > 0 => EngineState::Rolling,
+        _ => EngineState::NotReady,
+    }
+}
+
+/// Status for a Tenant whose objects were applied, with the engine in `state`.
+pub fn applied(
+    tenant: &Tenant,
+    limits: EffectiveLimits,
+    endpoint: String,
+    credentials: String,
+    state: EngineState,
+    now: &Time,
+) -> TenantStatus {
+    let mut status = tenant.status.clone().unwrap_or_default();
+    let generation = tenant.metadata.generation;
+    let was_ready = is_true(&status.conditions, "Ready");
+    let c = &mut status.conditions;
+    let phase = match state {
+        EngineState::Ready => {
+            set(
+                c,
+                "Ready",
+                true,
+                "EngineReady",
+                "the engine serves",
+                generation,
+                now,
+            );
+            set(
+                c,
+                "Progressing",
+                false,
+                "Stable",
+                "every change is rolled out",
+                generation,
+                now,
+            );
+            set(
+                c,
+                "Degraded",
+                false,
+                "Healthy",
+                "the engine is ready",
+                generation,
+                now,
+            );
+            TenantPhase::Ready
+        }
+        EngineState::Rolling => {
+            set(
+                c,
+                "Ready",
+                true,
+                "EngineReady",
+                "the engine serves while a change rolls out",
+                generation,
+                now,
+            );
+            set(
+                c,
+                "Progressing",
+                true,
+                "RollingUpdate",
+                "the engine pod is being replaced with the new spec",
+                generation,
+                now,
+            );
+            set(
+                c,
+                "Degraded",
+                false,
+                "Healthy",
+                "the engine is ready",
+                generation,
+                now,
+            );
+            TenantPhase::Provisioning
+        }
+        EngineState::NotReady => {
+            set(
+                c,
+                "Ready",
+                false,
+                "EngineNotReady",
+                "the engine pod is not ready yet",
+                generation,
+                now,
+            );
+            set(
+                c,
+                "Progressing",
+                true,
+                "Provisioning",
+                "waiting for the engine pod to become ready",
+                generation,
+                now,
+            );
+            if was_ready {
+                set(
+                    c,
+                    "Degraded",
+                    true,
+                    "EngineNotReady",
+                    "the engine was ready and is not now; see the pod's events",
+                    generation,
+                    now,
+                );
+                TenantPhase::Degraded
+            } else {
+                TenantPhase::Provisioning
+            }
+        }
+        EngineState::Suspending | EngineState::Suspended => {
+            let done = state == EngineState::Suspended;
+            set(
+                c,
+                "Ready",
+                false,
+                "Suspended",
+                "spec.suspended is true: the engine is scaled to zero, its volume kept",
+                generation,
+                now,
+            );
+            set(
+                c,
+                "Progressing",
+                !done,
+                if done { "Stable" } else { "Suspending" },
+                if done {
+                    "suspended"
+                } else {
+                    "scaling the engine to zero"
+                },
+                generation,
+                now,
+            );
+            set(
+                c,
+                "Degraded",
+                false,
+                "Healthy",
+                "suspended on request",
+                generation,
+                now,
+            );
+            TenantPhase::Suspended
+        }
+    };
+    let suspended = matches!(state, EngineState::Suspending | EngineState::Suspended);
+    set(
+        &mut status.conditions,
+        "Suspended",
+        suspended,
+        if suspended {
+            "SuspendRequested"
+        } else {
+            "Active"
+        },
+        if suspended { "hibernating" } else { "running" },
+        generation,
+        now,
+    );
+    status.phase = Some(phase);
+    status.observed_generation = generation;
+    status.limits = Some(limits);
+    status.endpoint = Some(endpoint);
+    status.credentials_secret = Some(credentials);
+    status
+}
+
+/// Status for a Tenant whose spec cannot be served: a reason and a message, nothing applied.
+pub fn invalid(tenant: &Tenant, reason: &str, message: &str, now: &Time) -> TenantStatus {
+    let mut status = tenant.status.clone().unwrap_or_default();
+    let generation = tenant.metadata.generation;
+    set(
+        &mut status.conditions,
+        "Ready",
+        false,
+        reason,
+        message,
+        generation,
+        now,
+    );
+    set(
+        &mut status.conditions,
+        "Progressing",
+        false,
+        reason,
+        "waiting for the spec to be corrected",
+        generation,
+        now,
+    );
+    status.phase = Some(TenantPhase::Invalid);
+    status.observed_generation = generation;
+    status
+}

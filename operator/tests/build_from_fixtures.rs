@@ -1,0 +1,250 @@
+//! The pure Tenant builders, driven from YAML fixtures: no client, no cluster.
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use tenantdb_crds::{Tenant, TenantPhase};
+use tenantdb_engine::config::EngineConfig;
+use tenantdb_operator::tenant::build::{desired, BuildContext, BuildError, CONFIG_KEY};
+use tenantdb_operator::tenant::status::{applied, engine_state, invalid, EngineState};
+use tenantdb_operator::tiers::TierTable;
+
+fn fixture(name: &str) -> Tenant {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+fn ctx() -> BuildContext {
+    BuildContext {
+        tiers: TierTable::default(),
+        engine_image: "localhost/tenantdb-engine:test".into(),
+        image_pull_policy: "IfNotPresent".into(),
+        operator_namespace: "tenantdb-system".into(),
+        storage_class: None,
+    }
+}
+
+fn engine_resources(sts: &StatefulSet) -> (Quantity, Quantity, Quantity, Quantity) {
+    let c = &sts
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0];
+    let r = c.resources.as_ref().unwrap();
+    let (req, lim) = (r.requests.as_ref().unwrap(), r.limits.as_ref().unwrap());
+    (
+        req["cpu"].clone(),
+        req["memory"].clone(),
+        lim["cpu"].clone(),
+        lim["memory"].clone(),
+    )
+}
+
+#[test]
+fn tier_gives_guaranteed_resources_and_overrides_apply() {
+    let d = desired(&fixture("gold-with-overrides.yaml"), &ctx(), None).unwrap();
+    let (req_cpu, req_mem, lim_cpu, lim_mem) = engine_resources(&d.stateful_set);
+    assert_eq!(
+        (req_cpu.0.as_str(), lim_cpu.0.as_str()),
+        ("4", "4"),
+        "gold CPU, requests = limits"
+    );
+    assert_eq!(
+        (req_mem.0.as_str(), lim_mem.0.as_str()),
+        ("6Gi", "6Gi"),
+        "memory override"
+    );
+    let spec = d.stateful_set.spec.as_ref().unwrap();
+    assert_eq!(spec.replicas, Some(1));
+    let claim = &spec.volume_claim_templates.as_ref().unwrap()[0];
+    let size = &claim
+        .spec
+        .as_ref()
+        .unwrap()
+        .resources
+        .as_ref()
+        .unwrap()
+        .requests
+        .as_ref()
+        .unwrap()["storage"];
+    assert_eq!(size.0, "250Gi", "PVC sized from the gold tier");
+    let pod = spec.template.spec.as_ref().unwrap();
+    assert_eq!(pod.node_selector.as_ref().unwrap()["disktype"], "ssd");
+    assert_eq!(d.limits.iops, 12_000);
+    assert_eq!(d.limits.connections, 250);
+    let cfg =
+        EngineConfig::from_yaml("cm", &d.config_map.data.as_ref().unwrap()[CONFIG_KEY]).unwrap();
+    assert_eq!(cfg.limits.iops, Some(12_000));
+    assert_eq!(cfg.limits.storage_bytes, Some(250 << 30));
+    assert_eq!(cfg.priority.as_deref(), Some("high"));
+    for owner in [
+        &d.stateful_set.metadata,
+        &d.config_map.metadata,
+        &d.service.metadata,
+        &d.network_policy.metadata,
+    ] {
+        let refs = owner.owner_references.as_ref().unwrap();
+        assert_eq!(
+            (
+                refs[0].kind.as_str(),
+                refs[0].name.as_str(),
+                refs[0].controller
+            ),
+            ("Tenant", "acme", Some(true))
+        );
+    }
+}
+
+#[test]
+fn deletion_policy_decides_whether_the_volume_goes() {
+    let d = desired(&fixture("gold-with-overrides.yaml"), &ctx(), None).unwrap();
+    let policy = d
+        .stateful_set
+        .spec
+        .unwrap()
+        .persistent_volume_claim_retention_policy
+        .unwrap();
+    assert_eq!(
+        (
+            policy.when_deleted.as_deref(),
+            policy.when_scaled.as_deref()
+        ),
+        (Some("Delete"), Some("Retain"))
+    );
+    let d = desired(&fixture("bronze-suspended.yaml"), &ctx(), None).unwrap();
+    let policy = d
+        .stateful_set
+        .spec
+        .unwrap()
+        .persistent_volume_claim_retention_policy
+        .unwrap();
+    assert_eq!(
+        policy.when_deleted.as_deref(),
+        Some("Retain"),
+        "Retain is the default"
+    );
+}
+
+#[test]
+fn suspend_scales_to_zero_and_keeps_the_claim_template() {
+    let d = desired(&fixture("bronze-suspended.yaml"), &ctx(), None).unwrap();
+    let spec = d.stateful_set.spec.as_ref().unwrap();
+    assert_eq!(spec.replicas, Some(0));
+    assert_eq!(spec.volume_claim_templates.as_ref().unwrap().len(), 1);
+    let (_, _, cpu, mem) = engine_resources(&d.stateful_set);
+    assert_eq!((cpu.0.as_str(), mem.0.as_str()), ("1", "2Gi"));
+}
+
+#[test]
+fn a_tier_change_changes_the_pod_template() {
+    let mut t = fixture("bronze-suspended.yaml");
+    let before = desired(&t, &ctx(), None)
+        .unwrap()
+        .stateful_set
+        .spec
+        .unwrap()
+        .template;
+    t.spec.tier = tenantdb_crds::Tier::Silver;
+    let after = desired(&t, &ctx(), None)
+        .unwrap()
+        .stateful_set
+        .spec
+        .unwrap()
+        .template;
+    assert_ne!(before, after, "a new template rolls the pod");
+    let hash = |tpl: &k8s_openapi::api::core::v1::PodTemplateSpec| {
+        tpl.metadata.as_ref().unwrap().annotations.as_ref().unwrap()["tenantdb.io/config-hash"]
+            .clone()
+    };
+    assert_ne!(
+        hash(&before),
+        hash(&after),
+        "the engine config changed with the tier"
+    );
+}
+
+#[test]
+fn an_existing_statefulset_keeps_its_claim_templates_and_the_claim_grows_instead() {
+    let mut t = fixture("bronze-suspended.yaml");
+    let first = desired(&t, &ctx(), None).unwrap();
+    t.spec.tier = tenantdb_crds::Tier::Gold;
+    let again = desired(&t, &ctx(), Some(&first.stateful_set)).unwrap();
+    let claims = |d: &tenantdb_operator::tenant::build::Desired| {
+        d.stateful_set
+            .spec
+            .as_ref()
+            .unwrap()
+            .volume_claim_templates
+            .clone()
+    };
+    assert_eq!(
+        claims(&again),
+        claims(&first),
+        "volume claim templates are immutable"
+    );
+    use tenantdb_operator::tenant::build::wanted_storage;
+    assert_eq!(
+        wanted_storage(&again.limits, "50Gi").as_deref(),
+        Some("250Gi")
+    );
+    assert_eq!(wanted_storage(&again.limits, "250Gi"), None);
+    assert_eq!(wanted_storage(&again.limits, "1Ti"), None, "never shrinks");
+}
+
+#[test]
+fn an_invalid_quota_is_an_error_naming_the_field_and_an_invalid_status() {
+    let t = fixture("bad-quota.yaml");
+    let err = desired(&t, &ctx(), None).unwrap_err();
+    assert!(matches!(err, BuildError::Limits(_)));
+    assert!(err.to_string().starts_with("quota.cpu:"), "{err}");
+    let now =
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
+    let status = invalid(&t, "InvalidLimits", &err.to_string(), &now);
+    assert_eq!(status.phase, Some(TenantPhase::Invalid));
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "InvalidLimits")
+    );
+}
+
+#[test]
+fn status_follows_the_statefulset() {
+    let t = fixture("gold-with-overrides.yaml");
+    let d = desired(&t, &ctx(), None).unwrap();
+    let mut sts = d.stateful_set.clone();
+    sts.metadata.generation = Some(1);
+    assert_eq!(engine_state(Some(&sts), false), EngineState::NotReady);
+    sts.status = serde_json::from_value(serde_json::json!({
+        "replicas": 1, "readyReplicas": 1, "updatedReplicas": 1, "observedGeneration": 1,
+        "currentRevision": "r1", "updateRevision": "r1"
+    }))
+    .unwrap();
+    assert_eq!(engine_state(Some(&sts), false), EngineState::Ready);
+    let now =
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
+    let s = applied(
+        &t,
+        d.limits.clone(),
+        "http://e".into(),
+        "creds".into(),
+        EngineState::Ready,
+        &now,
+    );
+    assert_eq!(s.phase, Some(TenantPhase::Ready));
+    assert_eq!(s.observed_generation, Some(3));
+    sts.status.as_mut().unwrap().update_revision = Some("r2".into());
+    assert_eq!(engine_state(Some(&sts), false), EngineState::Rolling);
+    let mut suspended = sts.clone();
+    suspended.status =
+        serde_json::from_value(serde_json::json!({"replicas": 0, "observedGeneration": 1}))
+            .unwrap();
+    assert_eq!(engine_state(Some(&suspended), true), EngineState::Suspended);
+}
