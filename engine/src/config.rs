@@ -45,6 +45,9 @@ pub struct EngineConfig {
     /// Limits the engine enforces itself (CPU and memory come from the cgroup).
     #[serde(default)]
     pub limits: EngineLimits,
+    /// SQL run once into the seed database (`PDB$SEED`) when it is first made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed_sql: Option<String>,
 }
 
 /// Tier limits the engine enforces itself; `None` means unlimited.

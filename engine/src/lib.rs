@@ -1,10 +1,18 @@
 //! `tenantdb-engine`: the storage and isolation core that runs in each tenant's pod.
-//!
-//! This first version serves health, metrics, its status and the CPU and memory limits
-//! it reads from its own cgroup; the database engine itself grows from here.
+//! One SQLite file per pluggable database, a catalog, a seed, lockdown through the
+//! authorizer, and an HTTP API.
 
+pub mod api;
+pub mod catalog;
 pub mod cgroup;
 pub mod config;
+pub mod engine;
+pub mod error;
+pub mod files;
 pub mod http;
+pub mod lockdown;
 pub mod metrics;
+pub mod names;
+pub mod pdb;
+pub mod query;
 pub mod server;

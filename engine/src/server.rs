@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use crate::cgroup::CgroupReader;
 use crate::config::{ConfigError, EngineConfig};
+use crate::engine::{Engine, EngineOptions};
 use crate::http::{router, EngineState};
 use crate::metrics::Metrics;
 
@@ -32,6 +33,9 @@ pub enum StartError {
         /// Underlying error.
         source: std::io::Error,
     },
+    /// The catalog or the seed could not be opened.
+    #[error("opening the engine: {0}")]
+    Engine(String),
     /// Metrics could not be registered.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -79,9 +83,18 @@ pub async fn serve(
         path: opts.data_dir.display().to_string(),
         source,
     })?;
+    let engine = Engine::open(
+        &opts.data_dir,
+        EngineOptions {
+            seed_sql: config.seed_sql.clone(),
+            ..Default::default()
+        },
+    )
+    .map_err(|e| StartError::Engine(e.to_string()))?;
     let cgroup = CgroupReader::for_self();
     tracing::info!(cpu = ?cgroup.cpu(), memory = ?cgroup.memory(), tenant = ?config.tenant, tier = ?config.tier, %instance_id, "engine starting");
     let state = Arc::new(EngineState {
+        engine: Arc::new(engine),
         config,
         cgroup,
         instance_id,

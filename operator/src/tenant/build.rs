@@ -179,6 +179,7 @@ pub fn engine_config(
             storage_bytes: Some(storage_bytes),
             max_databases: Some(limits.max_databases),
         },
+        seed_sql: None,
     })
 }
 

@@ -1,0 +1,381 @@
+//! The engine's HTTP API: the data plane (`POST /v1/databases/{pdb}/query`) and the
+//! admin plane (database lifecycle, archives, lockdown profiles, tokens). Errors are
+//! JSON `{code, message}` with the status that fits; nothing a caller sends panics.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::catalog::OpenMode;
+use crate::engine::{CloseMode, CreateRequest, Engine};
+use crate::error::{EngineError, Result};
+use crate::http::{request_token, EngineState};
+use crate::lockdown::LockdownRules;
+use crate::pdb::Caller;
+use crate::query::QueryRequest;
+
+/// Largest request body accepted (bigger ones get 413 before they are read whole).
+pub const MAX_BODY_BYTES: usize = 8 << 20;
+
+/// JSON body whose rejections are JSON errors (400 malformed, 413 too large, 415 not JSON).
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = EngineError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, EngineError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(rej) => Err(json_rejection(rej)),
+        }
+    }
+}
+
+fn json_rejection(rej: JsonRejection) -> EngineError {
+    match rej.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            EngineError::TooLarge(format!("the body is larger than {MAX_BODY_BYTES} bytes"))
+        }
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => EngineError::UnsupportedMediaType(
+            "send the body as JSON with Content-Type: application/json".into(),
+        ),
+        _ => EngineError::BadRequest(rej.body_text()),
+    }
+}
+
+fn query_rejection(rej: QueryRejection) -> EngineError {
+    EngineError::BadRequest(rej.body_text())
+}
+
+fn admin(state: &EngineState, headers: &HeaderMap) -> Result<()> {
+    crate::http::require_admin(state, headers)
+}
+
+/// Who is calling the data plane for database `pdb`.
+fn data_caller(state: &EngineState, headers: &HeaderMap, pdb: &str) -> Result<Caller> {
+    if admin(state, headers).is_ok() {
+        return Ok(Caller::Admin);
+    }
+    let token = request_token(headers).ok_or_else(|| {
+        EngineError::Unauthorized("a token is required (Authorization: Bearer …)".into())
+    })?;
+    state.engine.authorize_data(token, pdb)?;
+    Ok(Caller::Tenant)
+}
+
+/// Run blocking engine work off the async threads.
+async fn blocking<T: Send + 'static>(
+    state: &Arc<EngineState>,
+    f: impl FnOnce(&Engine) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let engine = state.engine.clone();
+    tokio::task::spawn_blocking(move || f(&engine))
+        .await
+        .map_err(EngineError::internal)?
+}
+
+/// Routes of the data and admin planes.
+pub fn routes() -> Router<Arc<EngineState>> {
+    Router::new()
+        .route("/v1/databases", get(list).post(create))
+        .route(
+            "/v1/databases/{pdb}",
+            get(describe).patch(configure).delete(drop_pdb),
+        )
+        .route("/v1/databases/{pdb}/query", post(run_query))
+        .route("/v1/databases/{pdb}/open", post(open))
+        .route("/v1/databases/{pdb}/close", post(close))
+        .route("/v1/databases/{pdb}/unplug", post(unplug))
+        .route("/v1/databases/{pdb}/history", get(history))
+        .route("/v1/archives", get(archives))
+        .route("/v1/archives/{name}", get(archive))
+        .route("/v1/lockdown-profiles", get(profiles))
+        .route(
+            "/v1/lockdown-profiles/{name}",
+            get(profile).put(put_profile).delete(delete_profile),
+        )
+        .route("/v1/tokens", post(issue_token))
+        .route("/v1/tokens/{id}", axum::routing::delete(revoke_token))
+}
+
+async fn run_query(
+    State(s): State<Arc<EngineState>>,
+    Path(pdb): Path<String>,
+    headers: HeaderMap,
+    body: std::result::Result<ApiJson<QueryRequest>, EngineError>,
+) -> Result<Response> {
+    let caller = data_caller(&s, &headers, &pdb)?;
+    let ApiJson(req) = body?;
+    let single = req.batch.is_none();
+    let results = blocking(&s, move |e| e.query(&pdb, req, caller)).await?;
+    Ok(if single {
+        Json(&results[0]).into_response()
+    } else {
+        Json(json!({"results": results})).into_response()
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ListParams {
+    page_size: Option<i64>,
+    page_token: Option<String>,
+}
+
+async fn list(
+    State(s): State<Arc<EngineState>>,
+    headers: HeaderMap,
+    q: std::result::Result<Query<ListParams>, QueryRejection>,
+) -> Result<Response> {
+    admin(&s, &headers)?;
+    let Query(p) = q.map_err(query_rejection)?;
+    let size = p.page_size.unwrap_or(100);
+    if !(1..=1000).contains(&size) {
+        return Err(EngineError::BadRequest(format!(
+            "pageSize must be between 1 and 1000, not {size}"
+        )));
+    }
+    if let Some(t) = &p.page_token {
+        crate::names::validate("pageToken", t)?;
+    }
+    let (items, next) =
+        blocking(&s, move |e| e.list(size as usize, p.page_token.as_deref())).await?;
+    Ok(Json(json!({"items": items, "nextPageToken": next})).into_response())
+}
+
+async fn create(
+    State(s): State<Arc<EngineState>>,
+    headers: HeaderMap,
+    body: std::result::Result<ApiJson<CreateRequest>, EngineError>,
+) -> Result<Response> {
+    admin(&s, &headers)?;
+    let ApiJson(req) = body?;
+    let (info, created) = blocking(&s, move |e| e.create(req)).await?;
+    Ok((
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        Json(info),
+    )
+        .into_response())
+}
+
+async fn describe(
+    State(s): State<Arc<EngineState>>,
+    Path(pdb): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    admin(&s, &headers)?;
+    Ok(Json(blocking(&s, move |e| e.describe(&pdb)).await?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ConfigureBody {
+    #[serde(default, deserialize_with = "present")]
+    storage_quota_bytes: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present")]
+    lockdown_profile: Option<Option<String>>,
+}
+
+/// A field that may be absent (unchanged), null (cleared) or set.
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> std::result::Result<Option<Option<T>>, D::Error> {
+    Ok(Some(Option::deserialize(d)?))
+}
+
+async fn configure(
+    State(s): State<Arc<EngineState>>,
+    Path(pdb): Path<String>,
+    headers: HeaderMap,
+    body: std::result::Result<ApiJson<ConfigureBody>, EngineError>,
+) -> Result<Response> {
+    admin(&s, &headers)?;
+    let ApiJson(b) = body?;
+    Ok(Json(
+        blocking(&s, move |e| {
+            e.configure(&pdb, b.storage_quota_bytes, b.lockdown_profile)
+        })
+        .await?,
+    )
+    .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct DropParams {
+    #[serde(default)]
+    keep_files: bool,
+}
+
+async fn drop_pdb(
+    State(s): State<Arc<EngineState>>,
+    Path(pdb): Path<String>,
+    headers: HeaderMap,
+    q: std::result::Result<Query<DropParams>, QueryRejection>,
+) -> Result<Response> {
+    admin(&s, &headers)?;
+    let Query(p) = q.map_err(query_rejection)?;
+    blocking(&s, move |e| e.drop_pdb(&pdb, p.keep_files)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OpenBody {
+    mode: OpenMode,
+}
+
+async fn open(
+    State(s): State<Arc<EngineState>>,
+    Path(pdb): Path<String>,
+    headers: HeaderMap,
+    body: std::result::Result<ApiJson<OpenBody>, EngineError>,
+) -> Result<Response> {
+    admin(&s, &headers)?;
+    let ApiJson(b) = body?;
+    Ok(Json(blocking(&s, move |e| e.open_pdb(&pdb, b.mode)).await?).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CloseBody {
+    #[serde(default)]
+    mode: CloseMode,
+}
+
+async fn close(
+    State(s): State<Arc<EngineState>>,
+    Path(pdb): Path<String>,
+    headers: HeaderMap,
+    body: std::result::Result<ApiJson<CloseBody>, EngineError>,
+) -> Result<Response> {
+    admin(&s, &headers)?;
+    let ApiJson(b) = body?;
+    Ok(Json(blocking(&s, move |e| e.close_pdb(&pdb, b.mode)).await?).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct UnplugBody {
+    #[serde(default)]
+    archive: Option<String>,
+}
+
+async fn unplug(
+    State(s): State<Arc<EngineState>>,
+    Path(pdb): Path<String>,
+    headers: HeaderMap,
+    body: std::result::Result<ApiJson<UnplugBody>, EngineError>,
+) -> Result<Response> {
+    admin(&s, &headers)?;
+    let ApiJson(b) = body?;
+    Ok(Json(blocking(&s, move |e| e.unplug(&pdb, b.archive)).await?).into_response())
+}
+
+async fn history(
+    State(s): State<Arc<EngineState>>,
+    Path(pdb): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    admin(&s, &headers)?;
+    crate::names::validate("database", &pdb)?;
+    let rows = blocking(&s, move |e| e.history(&pdb)).await?;
+    let items: Vec<Value> = rows
+        .into_iter()
+        .map(|(event, detail, at)| json!({"event": event, "detail": detail, "at": at}))
+        .collect();
+    Ok(Json(json!({"items": items})).into_response())
+}
+
+async fn archives(State(s): State<Arc<EngineState>>, headers: HeaderMap) -> Result<Response> {
+    admin(&s, &headers)?;
+    Ok(Json(json!({"items": blocking(&s, |e| e.archives()).await?})).into_response())
+}
+
+async fn archive(
+    State(s): State<Arc<EngineState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    admin(&s, &headers)?;
+    Ok(Json(blocking(&s, move |e| e.archive_manifest(&name)).await?).into_response())
+}
+
+async fn profiles(State(s): State<Arc<EngineState>>, headers: HeaderMap) -> Result<Response> {
+    admin(&s, &headers)?;
+    Ok(Json(json!({"items": blocking(&s, |e| e.profiles()).await?})).into_response())
+}
+
+async fn profile(
+    State(s): State<Arc<EngineState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    admin(&s, &headers)?;
+    Ok(Json(blocking(&s, move |e| e.profile(&name)).await?).into_response())
+}
+
+async fn put_profile(
+    State(s): State<Arc<EngineState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: std::result::Result<ApiJson<LockdownRules>, EngineError>,
+) -> Result<Response> {
+    admin(&s, &headers)?;
+    let ApiJson(rules) = body?;
+    blocking(&s, move |e| e.put_profile(&name, rules)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn delete_profile(
+    State(s): State<Arc<EngineState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    admin(&s, &headers)?;
+    blocking(&s, move |e| e.delete_profile(&name)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenBody {
+    databases: Vec<String>,
+}
+
+async fn issue_token(
+    State(s): State<Arc<EngineState>>,
+    headers: HeaderMap,
+    body: std::result::Result<ApiJson<TokenBody>, EngineError>,
+) -> Result<Response> {
+    admin(&s, &headers)?;
+    let ApiJson(b) = body?;
+    let (id, token) = blocking(&s, move |e| e.issue_token(b.databases)).await?;
+    Ok((StatusCode::CREATED, Json(json!({"id": id, "token": token}))).into_response())
+}
+
+async fn revoke_token(
+    State(s): State<Arc<EngineState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    admin(&s, &headers)?;
+    blocking(&s, move |e| e.revoke_token(&id)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,279 @@
+//! The catalog database: the registry of pluggable databases and their state, their
+//! history, lockdown profiles, data tokens and archives. Every change is a durable
+//! SQLite transaction, so a restart finds each database in the state last recorded.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{EngineError, Result};
+
+/// Open mode of a database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpenMode {
+    /// Reads and writes.
+    ReadWrite,
+    /// Reads only.
+    ReadOnly,
+    /// Admin sessions only.
+    Restricted,
+}
+
+impl OpenMode {
+    fn as_str(self) -> &'static str {
+        match self {
+            OpenMode::ReadWrite => "ReadWrite",
+            OpenMode::ReadOnly => "ReadOnly",
+            OpenMode::Restricted => "Restricted",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "ReadWrite" => Some(OpenMode::ReadWrite),
+            "ReadOnly" => Some(OpenMode::ReadOnly),
+            "Restricted" => Some(OpenMode::Restricted),
+            _ => None,
+        }
+    }
+}
+
+/// A database's row in the catalog.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PdbRecord {
+    /// Name (also the file name).
+    pub name: String,
+    /// `None` when mounted (registered, closed to every session).
+    pub open_mode: Option<OpenMode>,
+    /// Where the content came from, as it happened (e.g. "seed", "clone full of a").
+    pub source: String,
+    /// Storage quota in bytes.
+    pub storage_quota_bytes: Option<u64>,
+    /// Lockdown profile enforced on tenant statements.
+    pub lockdown_profile: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub updated_at: i64,
+}
+
+/// An archive's row in the catalog.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchiveRecord {
+    /// Archive name.
+    pub name: String,
+    /// The database it was unplugged from.
+    pub database: String,
+    /// sha256 of the data file.
+    pub sha256: String,
+    /// Size of the data file.
+    pub size_bytes: u64,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// The catalog.
+pub struct Catalog {
+    conn: Mutex<Connection>,
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn lock_err<T>(_: T) -> EngineError {
+    EngineError::Internal("catalog lock poisoned".into())
+}
+
+impl Catalog {
+    /// Open (or create) the catalog at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;
+             CREATE TABLE IF NOT EXISTS pdbs (name TEXT PRIMARY KEY, open_mode TEXT, source TEXT NOT NULL,
+               storage_quota_bytes INTEGER, lockdown_profile TEXT, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS history (id INTEGER PRIMARY KEY, pdb TEXT NOT NULL, event TEXT NOT NULL,
+               detail TEXT, at INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS profiles (name TEXT PRIMARY KEY, rules TEXT NOT NULL, updated_at INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS tokens (id TEXT PRIMARY KEY, hash TEXT UNIQUE NOT NULL, databases TEXT NOT NULL,
+               created_at INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS archives (name TEXT PRIMARY KEY, pdb TEXT NOT NULL, sha256 TEXT NOT NULL,
+               size_bytes INTEGER NOT NULL, created_at INTEGER NOT NULL);",
+        )?;
+        Ok(Catalog {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// Every registered database.
+    pub fn pdbs(&self) -> Result<Vec<PdbRecord>> {
+        let conn = self.conn.lock().map_err(lock_err)?;
+        let mut stmt = conn.prepare("SELECT name, open_mode, source, storage_quota_bytes, lockdown_profile, created_at, updated_at FROM pdbs")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(PdbRecord {
+                name: r.get(0)?,
+                open_mode: r
+                    .get::<_, Option<String>>(1)?
+                    .as_deref()
+                    .and_then(OpenMode::parse),
+                source: r.get(2)?,
+                storage_quota_bytes: r.get::<_, Option<i64>>(3)?.map(|v| v as u64),
+                lockdown_profile: r.get(4)?,
+                created_at: r.get(5)?,
+                updated_at: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Insert or replace a database's row, with a history event.
+    pub fn put_pdb(&self, rec: &PdbRecord, event: &str, detail: &str) -> Result<()> {
+        let mut conn = self.conn.lock().map_err(lock_err)?;
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT OR REPLACE INTO pdbs (name, open_mode, source, storage_quota_bytes, lockdown_profile, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![rec.name, rec.open_mode.map(OpenMode::as_str), rec.source, rec.storage_quota_bytes.map(|v| v as i64), rec.lockdown_profile, rec.created_at, rec.updated_at],
+        )?;
+        tx.execute(
+            "INSERT INTO history (pdb, event, detail, at) VALUES (?1, ?2, ?3, ?4)",
+            params![rec.name, event, detail, now()],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Remove a database's row, with a history event.
+    pub fn remove_pdb(&self, name: &str, event: &str, detail: &str) -> Result<()> {
+        let mut conn = self.conn.lock().map_err(lock_err)?;
+        let tx = conn.transaction()?;
+        tx.execute("DELETE FROM pdbs WHERE name = ?1", [name])?;
+        tx.execute(
+            "INSERT INTO history (pdb, event, detail, at) VALUES (?1, ?2, ?3, ?4)",
+            params![name, event, detail, now()],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The history of one database, oldest first: (event, detail, unix seconds).
+    pub fn history(&self, name: &str) -> Result<Vec<(String, String, i64)>> {
+        let conn = self.conn.lock().map_err(lock_err)?;
+        let mut stmt = conn.prepare(
+            "SELECT event, coalesce(detail, ''), at FROM history WHERE pdb = ?1 ORDER BY id",
+        )?;
+        let rows = stmt.query_map([name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Every lockdown profile: (name, rules JSON).
+    pub fn profiles(&self) -> Result<Vec<(String, String)>> {
+        let conn = self.conn.lock().map_err(lock_err)?;
+        let mut stmt = conn.prepare("SELECT name, rules FROM profiles ORDER BY name")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Create or replace a profile.
+    pub fn put_profile(&self, name: &str, rules_json: &str) -> Result<()> {
+        let conn = self.conn.lock().map_err(lock_err)?;
+        conn.execute(
+            "INSERT OR REPLACE INTO profiles (name, rules, updated_at) VALUES (?1, ?2, ?3)",
+            params![name, rules_json, now()],
+        )?;
+        Ok(())
+    }
+
+    /// Delete a profile; `false` when there was none.
+    pub fn delete_profile(&self, name: &str) -> Result<bool> {
+        let conn = self.conn.lock().map_err(lock_err)?;
+        Ok(conn.execute("DELETE FROM profiles WHERE name = ?1", [name])? > 0)
+    }
+
+    /// Every data token: (id, sha256 of the token, databases JSON).
+    pub fn tokens(&self) -> Result<Vec<(String, String, String)>> {
+        let conn = self.conn.lock().map_err(lock_err)?;
+        let mut stmt = conn.prepare("SELECT id, hash, databases FROM tokens")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Record a data token by its hash.
+    pub fn put_token(&self, id: &str, hash: &str, databases_json: &str) -> Result<()> {
+        let conn = self.conn.lock().map_err(lock_err)?;
+        conn.execute(
+            "INSERT INTO tokens (id, hash, databases, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![id, hash, databases_json, now()],
+        )?;
+        Ok(())
+    }
+
+    /// Revoke a data token; `false` when there was none.
+    pub fn delete_token(&self, id: &str) -> Result<bool> {
+        let conn = self.conn.lock().map_err(lock_err)?;
+        Ok(conn.execute("DELETE FROM tokens WHERE id = ?1", [id])? > 0)
+    }
+
+    /// Record an archive.
+    pub fn put_archive(&self, a: &ArchiveRecord) -> Result<()> {
+        let conn = self.conn.lock().map_err(lock_err)?;
+        conn.execute(
+            "INSERT OR REPLACE INTO archives (name, pdb, sha256, size_bytes, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![a.name, a.database, a.sha256, a.size_bytes as i64, a.created_at],
+        )?;
+        Ok(())
+    }
+
+    /// One archive.
+    pub fn archive(&self, name: &str) -> Result<Option<ArchiveRecord>> {
+        let conn = self.conn.lock().map_err(lock_err)?;
+        Ok(conn
+            .query_row(
+                "SELECT name, pdb, sha256, size_bytes, created_at FROM archives WHERE name = ?1",
+                [name],
+                |r| {
+                    Ok(ArchiveRecord {
+                        name: r.get(0)?,
+                        database: r.get(1)?,
+                        sha256: r.get(2)?,
+                        size_bytes: r.get::<_, i64>(3)? as u64,
+                        created_at: r.get(4)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Every archive, by name.
+    pub fn archives(&self) -> Result<Vec<ArchiveRecord>> {
+        let conn = self.conn.lock().map_err(lock_err)?;
+        let mut stmt = conn.prepare(
+            "SELECT name, pdb, sha256, size_bytes, created_at FROM archives ORDER BY name",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(ArchiveRecord {
+                name: r.get(0)?,
+                database: r.get(1)?,
+                sha256: r.get(2)?,
+                size_bytes: r.get::<_, i64>(3)? as u64,
+                created_at: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Forget an archive; `false` when there was none.
+    pub fn delete_archive(&self, name: &str) -> Result<bool> {
+        let conn = self.conn.lock().map_err(lock_err)?;
+        Ok(conn.execute("DELETE FROM archives WHERE name = ?1", [name])? > 0)
+    }
+}

@@ -1,0 +1,952 @@
+//! The engine: the registry of pluggable databases and every lifecycle operation on
+//! them — create, open, close, clone, unplug, plug, drop — each recorded in the
+//! catalog before it is acknowledged.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OpenFlags};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::catalog::{now, ArchiveRecord, Catalog, OpenMode, PdbRecord};
+use crate::error::{EngineError, Result};
+use crate::files;
+use crate::lockdown::{self, LockdownRules};
+use crate::names;
+use crate::pdb::{Caller, Pdb};
+use crate::query::{self, QueryRequest, ResultLimits, StmtResult};
+
+/// Format tag of archives this engine writes and reads.
+pub const ARCHIVE_FORMAT: &str = "tenantdb-archive/v1";
+
+/// Engine-wide settings.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// SQL run once into the seed database when it is first made.
+    pub seed_sql: Option<String>,
+    /// Time budget of a statement without a profile limit.
+    pub default_statement_budget: Duration,
+    /// Rows a result may hold without a profile limit.
+    pub default_max_rows: usize,
+    /// Bytes a result may hold.
+    pub max_result_bytes: usize,
+    /// How long a normal close waits for sessions.
+    pub close_deadline: Duration,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            seed_sql: None,
+            default_statement_budget: Duration::from_secs(30),
+            default_max_rows: 10_000,
+            max_result_bytes: 16 << 20,
+            close_deadline: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Where a new database's content comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Source {
+    /// From the seed (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<serde_json::Value>,
+    /// An empty database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub empty: Option<serde_json::Value>,
+    /// A clone of another database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clone: Option<CloneSource>,
+    /// An archive made by unplug.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plug: Option<PlugSource>,
+}
+
+/// Clone from another database.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CloneSource {
+    /// Source database.
+    pub from: String,
+    /// full, snapshot or metadataOnly.
+    #[serde(default)]
+    pub mode: CloneMode,
+}
+
+/// How a clone copies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum CloneMode {
+    /// Online backup; the source stays open for reads and writes.
+    #[default]
+    Full,
+    /// Copy-on-write where possible, else a full copy (reported).
+    Snapshot,
+    /// Schema only.
+    MetadataOnly,
+}
+
+/// Plug an archive.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PlugSource {
+    /// Archive name.
+    pub archive: String,
+}
+
+/// A create request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateRequest {
+    /// New database's name.
+    pub name: String,
+    /// Content source; the seed when absent.
+    #[serde(default)]
+    pub source: Option<Source>,
+    /// Open mode after creation; `None` leaves it mounted.
+    #[serde(default = "default_open")]
+    pub open_mode: Option<OpenMode>,
+    /// Storage quota in bytes.
+    #[serde(default)]
+    pub storage_quota_bytes: Option<u64>,
+    /// Lockdown profile.
+    #[serde(default)]
+    pub lockdown_profile: Option<String>,
+}
+
+fn default_open() -> Option<OpenMode> {
+    Some(OpenMode::ReadWrite)
+}
+
+/// How sessions end on close.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum CloseMode {
+    /// Wait for sessions (with a deadline).
+    #[default]
+    Normal,
+    /// Interrupt and roll back running statements.
+    Immediate,
+    /// Disconnect at once.
+    Abort,
+}
+
+/// What the API reports of a database.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PdbInfo {
+    /// Catalog record.
+    #[serde(flatten)]
+    pub record: PdbRecord,
+    /// `Open` or `Mounted`.
+    pub state: &'static str,
+    /// Size of the file with its WAL.
+    pub size_bytes: u64,
+    /// In-flight sessions.
+    pub active_sessions: usize,
+}
+
+/// An archive's manifest (`manifest.json` beside `data.db`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    /// Always [`ARCHIVE_FORMAT`].
+    pub format: String,
+    /// Archive name.
+    pub name: String,
+    /// Database it came from.
+    pub database: String,
+    /// `PRAGMA user_version` of the data.
+    pub schema_version: i64,
+    /// SQLite library version that wrote it.
+    pub sqlite_version: String,
+    /// Size of data.db.
+    pub size_bytes: u64,
+    /// sha256 of data.db.
+    pub sha256: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// The engine.
+pub struct Engine {
+    dir: PathBuf,
+    catalog: Catalog,
+    pdbs: RwLock<BTreeMap<String, Arc<Pdb>>>,
+    profiles: RwLock<HashMap<String, LockdownRules>>,
+    tokens: RwLock<HashMap<String, (String, Vec<String>)>>,
+    opts: EngineOptions,
+    started: Instant,
+}
+
+fn sha256_hex(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+impl Engine {
+    /// Open the engine in `dir`: catalog, seed and every registered database.
+    pub fn open(dir: &Path, opts: EngineOptions) -> Result<Self> {
+        for sub in ["pdbs", "archives", "retained", "tmp"] {
+            std::fs::create_dir_all(dir.join(sub))?;
+        }
+        // Leftovers of an operation a crash interrupted are never registered: drop them.
+        for e in std::fs::read_dir(dir.join("tmp"))?.flatten() {
+            let _ = std::fs::remove_file(e.path());
+        }
+        let catalog = Catalog::open(&dir.join("catalog.db"))?;
+        let engine = Engine {
+            dir: dir.to_path_buf(),
+            catalog,
+            pdbs: RwLock::new(BTreeMap::new()),
+            profiles: RwLock::new(HashMap::new()),
+            tokens: RwLock::new(HashMap::new()),
+            opts,
+            started: Instant::now(),
+        };
+        engine.ensure_template("seed.db", engine.opts.seed_sql.as_deref())?;
+        engine.ensure_template("empty.db", None)?;
+        let mut profiles = HashMap::new();
+        for (name, json) in engine.catalog.profiles()? {
+            let rules: LockdownRules =
+                serde_json::from_str(&json).map_err(EngineError::internal)?;
+            profiles.insert(name, rules);
+        }
+        *engine.profiles.write().map_err(EngineError::internal)? = profiles;
+        let mut tokens = HashMap::new();
+        for (id, hash, dbs) in engine.catalog.tokens()? {
+            tokens.insert(hash, (id, serde_json::from_str(&dbs).unwrap_or_default()));
+        }
+        *engine.tokens.write().map_err(EngineError::internal)? = tokens;
+        let mut map = BTreeMap::new();
+        for rec in engine.catalog.pdbs()? {
+            let path = engine.pdb_path(&rec.name);
+            if !path.exists() {
+                tracing::error!(database = %rec.name, "registered database has no file; left unregistered");
+                continue;
+            }
+            let rules = engine.rules_for(rec.lockdown_profile.as_deref());
+            map.insert(rec.name.clone(), Arc::new(Pdb::new(path, rec, rules)));
+        }
+        tracing::info!(databases = map.len(), "catalog recovered");
+        *engine.pdbs.write().map_err(EngineError::internal)? = map;
+        Ok(engine)
+    }
+
+    fn ensure_template(&self, file: &str, sql: Option<&str>) -> Result<()> {
+        let path = self.dir.join(file);
+        if path.exists() {
+            return Ok(());
+        }
+        let tmp = self.dir.join("tmp").join(file);
+        files::remove_db(&tmp)?;
+        {
+            let conn = Connection::open(&tmp)?;
+            conn.execute_batch("PRAGMA journal_mode=WAL;")?;
+            if let Some(sql) = sql {
+                conn.execute_batch(sql)
+                    .map_err(|e| EngineError::BadRequest(format!("seed SQL failed: {e}")))?;
+            }
+            conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
+        }
+        files::remove_db(&PathBuf::from(format!("{}-wal", tmp.display())))?;
+        files::durable_rename(&tmp, &path)?;
+        Ok(())
+    }
+
+    fn pdb_path(&self, name: &str) -> PathBuf {
+        self.dir.join("pdbs").join(format!("{name}.db"))
+    }
+
+    fn tmp_path(&self, name: &str) -> PathBuf {
+        self.dir
+            .join("tmp")
+            .join(format!("{name}.{}.db", rand::random::<u32>()))
+    }
+
+    fn rules_for(&self, profile: Option<&str>) -> LockdownRules {
+        profile
+            .and_then(|p| self.profiles.read().ok()?.get(p).cloned())
+            .unwrap_or_default()
+    }
+
+    /// A database by name.
+    pub fn get(&self, name: &str) -> Result<Arc<Pdb>> {
+        names::validate("database", name)?;
+        self.pdbs
+            .read()
+            .map_err(EngineError::internal)?
+            .get(name)
+            .cloned()
+            .ok_or_else(|| EngineError::NotFound(format!("no database named {name}")))
+    }
+
+    fn info(&self, pdb: &Pdb) -> PdbInfo {
+        let record = pdb.record();
+        PdbInfo {
+            state: if record.open_mode.is_some() {
+                "Open"
+            } else {
+                "Mounted"
+            },
+            record,
+            size_bytes: files::db_size(&pdb.path),
+            active_sessions: pdb.active_sessions(),
+        }
+    }
+
+    /// What the API reports of a database.
+    pub fn describe(&self, name: &str) -> Result<PdbInfo> {
+        let pdb = self.get(name)?;
+        Ok(self.info(&pdb))
+    }
+
+    /// One page of databases by name, after `after`; the next page's token when more follow.
+    pub fn list(
+        &self,
+        page_size: usize,
+        after: Option<&str>,
+    ) -> Result<(Vec<PdbInfo>, Option<String>)> {
+        let map = self.pdbs.read().map_err(EngineError::internal)?;
+        let iter: Box<dyn Iterator<Item = &Arc<Pdb>>> = match after {
+            Some(a) => Box::new(
+                map.range::<str, _>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))
+                    .map(|(_, v)| v),
+            ),
+            None => Box::new(map.values()),
+        };
+        let mut page: Vec<PdbInfo> = iter.take(page_size + 1).map(|p| self.info(p)).collect();
+        let next = if page.len() > page_size {
+            page.truncate(page_size);
+            page.last().map(|p| p.record.name.clone())
+        } else {
+            None
+        };
+        Ok((page, next))
+    }
+
+    /// Counts by state, uptime.
+    pub fn status(&self) -> serde_json::Value {
+        let map = self
+            .pdbs
+            .read()
+            .map(|m| m.values().map(|p| p.record().open_mode).collect::<Vec<_>>())
+            .unwrap_or_default();
+        let mut by_state: BTreeMap<&str, usize> = BTreeMap::new();
+        for m in map {
+            let key = match m {
+                None => "Mounted",
+                Some(OpenMode::ReadWrite) => "ReadWrite",
+                Some(OpenMode::ReadOnly) => "ReadOnly",
+                Some(OpenMode::Restricted) => "Restricted",
+            };
+            *by_state.entry(key).or_default() += 1;
+        }
+        serde_json::json!({
+            "databases": by_state.values().sum::<usize>(),
+            "byState": by_state,
+            "archives": self.catalog.archives().map(|a| a.len()).unwrap_or(0),
+            "uptimeSeconds": self.started.elapsed().as_secs(),
+        })
+    }
+
+    /// Create a database. Idempotent: asking again for an existing database with the same
+    /// source returns it (`false`); with another source it is a conflict.
+    pub fn create(&self, req: CreateRequest) -> Result<(PdbInfo, bool)> {
+        names::validate("database", &req.name)?;
+        if let Some(p) = &req.lockdown_profile {
+            self.profile(p)?;
+        }
+        let source = req.source.clone().unwrap_or(Source {
+            seed: Some(serde_json::json!({})),
+            empty: None,
+            clone: None,
+            plug: None,
+        });
+        let chosen = [
+            source.seed.is_some(),
+            source.empty.is_some(),
+            source.clone.is_some(),
+            source.plug.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if chosen != 1 {
+            return Err(EngineError::BadRequest(
+                "source sets exactly one of seed, empty, clone or plug".into(),
+            ));
+        }
+        let wanted = describe_source(&source);
+        if let Ok(existing) = self.get(&req.name) {
+            let rec = existing.record();
+            return if rec.source.starts_with(&wanted) {
+                Ok((self.info(&existing), false))
+            } else {
+                Err(EngineError::Conflict(format!(
+                    "database {} exists, created from {}",
+                    req.name, rec.source
+                )))
+            };
+        }
+        let tmp = self.tmp_path(&req.name);
+        let made = (|| -> Result<String> {
+            if source.seed.is_some() {
+                std::fs::copy(self.dir.join("seed.db"), &tmp)?;
+                Ok(wanted.clone())
+            } else if source.empty.is_some() {
+                std::fs::copy(self.dir.join("empty.db"), &tmp)?;
+                Ok(wanted.clone())
+            } else if let Some(c) = &source.clone {
+                self.clone_into(c, &tmp)
+            } else if let Some(p) = &source.plug {
+                self.plug_into(&p.archive, &tmp)?;
+                Ok(wanted.clone())
+            } else {
+                Err(EngineError::BadRequest("no source".into()))
+            }
+        })();
+        let used = match made {
+            Ok(used) => used,
+            Err(e) => {
+                let _ = files::remove_db(&tmp);
+                return Err(e);
+            }
+        };
+        let path = self.pdb_path(&req.name);
+        files::durable_rename(&tmp, &path)?;
+        let t = now();
+        let rec = PdbRecord {
+            name: req.name.clone(),
+            open_mode: req.open_mode,
+            source: used.clone(),
+            storage_quota_bytes: req.storage_quota_bytes,
+            lockdown_profile: req.lockdown_profile.clone(),
+            created_at: t,
+            updated_at: t,
+        };
+        if let Err(e) = self.catalog.put_pdb(&rec, "created", &used) {
+            let _ = files::remove_db(&path);
+            return Err(e);
+        }
+        let pdb = Arc::new(Pdb::new(
+            path,
+            rec,
+            self.rules_for(req.lockdown_profile.as_deref()),
+        ));
+        let info = self.info(&pdb);
+        self.pdbs
+            .write()
+            .map_err(EngineError::internal)?
+            .insert(req.name, pdb);
+        Ok((info, true))
+    }
+
+    fn clone_into(&self, c: &CloneSource, tmp: &Path) -> Result<String> {
+        let src = self.get(&c.from)?;
+        match c.mode {
+            CloneMode::Full => {
+                backup(&src.path, tmp)?;
+                Ok(format!("clone full of {}", c.from))
+            }
+            CloneMode::Snapshot => {
+                // Hold the write lock so the file and its WAL are one consistent state.
+                let conn =
+                    Connection::open_with_flags(&src.path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+                conn.busy_timeout(Duration::from_secs(10))?;
+                conn.execute_batch("BEGIN IMMEDIATE")?;
+                let wal = PathBuf::from(format!("{}-wal", src.path.display()));
+                let tmp_wal = PathBuf::from(format!("{}-wal", tmp.display()));
+                let cloned = files::reflink(&src.path, tmp).and_then(|()| {
+                    if wal.exists() {
+                        files::reflink(&wal, &tmp_wal)
+                    } else {
+                        Ok(())
+                    }
+                });
+                conn.execute_batch("ROLLBACK")?;
+                drop(conn);
+                match cloned {
+                    Ok(()) => {
+                        // Fold the WAL into the clone so it is one file like every other database.
+                        let c2 = Connection::open(tmp)?;
+                        c2.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
+                        drop(c2);
+                        files::remove_db(&tmp_wal).ok();
+                        Ok(format!("clone snapshot (reflink) of {}", c.from))
+                    }
+                    Err(e) => {
+                        let _ = files::remove_db(tmp);
+                        tracing::info!(error = %e, "no reflink here; snapshot falls back to a full copy");
+                        backup(&src.path, tmp)?;
+                        Ok(format!(
+                            "clone snapshot of {} as a full copy (the filesystem cannot reflink)",
+                            c.from
+                        ))
+                    }
+                }
+            }
+            CloneMode::MetadataOnly => {
+                std::fs::copy(self.dir.join("empty.db"), tmp)?;
+                let from =
+                    Connection::open_with_flags(&src.path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+                let mut stmt = from.prepare("SELECT type, sql FROM sqlite_schema WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' ORDER BY CASE type WHEN 'table' THEN 0 WHEN 'index' THEN 1 WHEN 'view' THEN 2 ELSE 3 END, rowid")?;
+                let ddl: Vec<String> = stmt
+                    .query_map([], |r| r.get::<_, String>(1))?
+                    .collect::<Result<_, _>>()?;
+                let version: i64 = from.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+                let mut to = Connection::open(tmp)?;
+                let tx = to.transaction()?;
+                for sql in &ddl {
+                    tx.execute_batch(sql)?;
+                }
+                tx.pragma_update(None, "user_version", version)?;
+                tx.commit()?;
+                to.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
+                Ok(format!("clone metadataOnly of {}", c.from))
+            }
+        }
+    }
+
+    /// Open a database in `mode`. Idempotent; a mode change ends current sessions first.
+    pub fn open_pdb(&self, name: &str, mode: OpenMode) -> Result<PdbInfo> {
+        let pdb = self.get(name)?;
+        let current = pdb.record().open_mode;
+        if current == Some(mode) {
+            return Ok(self.info(&pdb));
+        }
+        if current.is_some() {
+            pdb.close_sessions(true, self.opts.close_deadline)?;
+        }
+        self.update(&pdb, "opened", &format!("{mode:?}"), |r| {
+            r.open_mode = Some(mode)
+        })?;
+        Ok(self.info(&pdb))
+    }
+
+    /// Close a database to Mounted, ending sessions as `mode` says. Idempotent.
+    pub fn close_pdb(&self, name: &str, mode: CloseMode) -> Result<PdbInfo> {
+        let pdb = self.get(name)?;
+        if pdb.record().open_mode.is_none() {
+            return Ok(self.info(&pdb));
+        }
+        pdb.close_sessions(mode == CloseMode::Normal, self.opts.close_deadline)?;
+        self.update(&pdb, "closed", &format!("{mode:?}"), |r| r.open_mode = None)?;
+        Ok(self.info(&pdb))
+    }
+
+    fn update(
+        &self,
+        pdb: &Pdb,
+        event: &str,
+        detail: &str,
+        change: impl FnOnce(&mut PdbRecord),
+    ) -> Result<()> {
+        let mut rec = pdb.record.lock().map_err(EngineError::internal)?;
+        let mut next = rec.clone();
+        change(&mut next);
+        next.updated_at = now();
+        self.catalog.put_pdb(&next, event, detail)?;
+        *rec = next;
+        Ok(())
+    }
+
+    /// Change the storage quota or the lockdown profile of a database.
+    pub fn configure(
+        &self,
+        name: &str,
+        storage_quota_bytes: Option<Option<u64>>,
+        profile: Option<Option<String>>,
+    ) -> Result<PdbInfo> {
+        let pdb = self.get(name)?;
+        if let Some(Some(p)) = &profile {
+            self.profile(p)?;
+        }
+        self.update(&pdb, "configured", "", |r| {
+            if let Some(q) = storage_quota_bytes {
+                r.storage_quota_bytes = q;
+            }
+            if let Some(p) = profile.clone() {
+                r.lockdown_profile = p;
+            }
+        })?;
+        pdb.set_rules(self.rules_for(pdb.record().lockdown_profile.as_deref()));
+        Ok(self.info(&pdb))
+    }
+
+    /// Drop a database: its file is deleted, or moved to `retained/` when `keep_files`.
+    pub fn drop_pdb(&self, name: &str, keep_files: bool) -> Result<()> {
+        let pdb = self.get(name)?;
+        pdb.close_sessions(false, self.opts.close_deadline)?;
+        self.pdbs
+            .write()
+            .map_err(EngineError::internal)?
+            .remove(name);
+        self.catalog.remove_pdb(
+            name,
+            "dropped",
+            if keep_files {
+                "files kept"
+            } else {
+                "files deleted"
+            },
+        )?;
+        if keep_files {
+            let kept = self
+                .dir
+                .join("retained")
+                .join(format!("{name}-{}.db", now()));
+            checkpoint(&pdb.path)?;
+            files::durable_rename(&pdb.path, &kept)?;
+            files::remove_db(&pdb.path)?;
+        } else {
+            files::remove_db(&pdb.path)?;
+        }
+        Ok(())
+    }
+
+    /// Unplug a database into an archive (manifest + data + sha256) and unregister it.
+    pub fn unplug(&self, name: &str, archive: Option<String>) -> Result<Manifest> {
+        let pdb = self.get(name)?;
+        let archive = archive.unwrap_or_else(|| format!("{name}-{}", now()));
+        names::validate("archive", &archive)?;
+        if self.catalog.archive(&archive)?.is_some() {
+            return Err(EngineError::Conflict(format!("archive {archive} exists")));
+        }
+        pdb.close_sessions(true, self.opts.close_deadline)?;
+        self.update(&pdb, "closed", "for unplug", |r| r.open_mode = None)?;
+        checkpoint(&pdb.path)?;
+        let dir = self.dir.join("archives").join(&archive);
+        std::fs::create_dir_all(&dir)?;
+        let data = dir.join("data.db");
+        std::fs::copy(&pdb.path, &data)?;
+        files::sync_file(&data)?;
+        let (sha256, size) = files::sha256_file(&data)?;
+        let schema_version: i64 = Connection::open_with_flags(
+            &data,
+            OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )?
+        .query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let manifest = Manifest {
+            format: ARCHIVE_FORMAT.into(),
+            name: archive.clone(),
+            database: name.into(),
+            schema_version,
+            sqlite_version: rusqlite::version().into(),
+            size_bytes: size,
+            sha256: sha256.clone(),
+            created_at: now(),
+        };
+        files::durable_write(
+            &dir.join("manifest.json"),
+            &serde_json::to_vec_pretty(&manifest).map_err(EngineError::internal)?,
+        )?;
+        files::sync_dir(&dir)?;
+        self.catalog.put_archive(&ArchiveRecord {
+            name: archive,
+            database: name.into(),
+            sha256,
+            size_bytes: size,
+            created_at: manifest.created_at,
+        })?;
+        self.pdbs
+            .write()
+            .map_err(EngineError::internal)?
+            .remove(name);
+        self.catalog.remove_pdb(name, "unplugged", &manifest.name)?;
+        files::remove_db(&pdb.path)?;
+        Ok(manifest)
+    }
+
+    /// Verify an archive and copy its data to `tmp`; nothing is registered here.
+    fn plug_into(&self, archive: &str, tmp: &Path) -> Result<()> {
+        names::validate("archive", archive)?;
+        let dir = self.dir.join("archives").join(archive);
+        let manifest = self.archive_manifest(archive)?;
+        let data = dir.join("data.db");
+        let (sha, size) = files::sha256_file(&data).map_err(|e| {
+            EngineError::BadRequest(format!("archive {archive} has no readable data: {e}"))
+        })?;
+        if sha != manifest.sha256 || size != manifest.size_bytes {
+            return Err(EngineError::BadRequest(format!(
+                "archive {archive} failed verification: data is {size} bytes with sha256 {sha}, the manifest says {} bytes with sha256 {}",
+                manifest.size_bytes, manifest.sha256
+            )));
+        }
+        std::fs::copy(&data, tmp)?;
+        let ok: String =
+            Connection::open(tmp)?.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+        if ok != "ok" {
+            return Err(EngineError::BadRequest(format!(
+                "archive {archive} holds a damaged database: {ok}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// An archive's manifest, checked for format.
+    pub fn archive_manifest(&self, archive: &str) -> Result<Manifest> {
+        names::validate("archive", archive)?;
+        let path = self
+            .dir
+            .join("archives")
+            .join(archive)
+            .join("manifest.json");
+        let text = std::fs::read(&path)
+            .map_err(|_| EngineError::NotFound(format!("no archive named {archive}")))?;
+        let m: Manifest = serde_json::from_slice(&text).map_err(|e| {
+            EngineError::BadRequest(format!("archive {archive} has an unreadable manifest: {e}"))
+        })?;
+        if m.format != ARCHIVE_FORMAT {
+            return Err(EngineError::BadRequest(format!(
+                "archive {archive} is format {:?}, this engine reads {ARCHIVE_FORMAT}",
+                m.format
+            )));
+        }
+        Ok(m)
+    }
+
+    /// A database's history, oldest first: (event, detail, unix seconds).
+    pub fn history(&self, name: &str) -> Result<Vec<(String, String, i64)>> {
+        self.catalog.history(name)
+    }
+
+    /// Every archive.
+    pub fn archives(&self) -> Result<Vec<ArchiveRecord>> {
+        self.catalog.archives()
+    }
+
+    /// Create or replace a lockdown profile; databases using it apply it at their next statement.
+    pub fn put_profile(&self, name: &str, rules: LockdownRules) -> Result<()> {
+        names::validate("lockdown profile", name)?;
+        let json = serde_json::to_string(&rules).map_err(EngineError::internal)?;
+        self.catalog.put_profile(name, &json)?;
+        self.profiles
+            .write()
+            .map_err(EngineError::internal)?
+            .insert(name.into(), rules.clone());
+        for pdb in self.pdbs.read().map_err(EngineError::internal)?.values() {
+            if pdb.record().lockdown_profile.as_deref() == Some(name) {
+                pdb.set_rules(rules.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// A profile's rules.
+    pub fn profile(&self, name: &str) -> Result<LockdownRules> {
+        names::validate("lockdown profile", name)?;
+        self.profiles
+            .read()
+            .map_err(EngineError::internal)?
+            .get(name)
+            .cloned()
+            .ok_or_else(|| EngineError::NotFound(format!("no lockdown profile named {name}")))
+    }
+
+    /// Every profile.
+    pub fn profiles(&self) -> Result<BTreeMap<String, LockdownRules>> {
+        Ok(self
+            .profiles
+            .read()
+            .map_err(EngineError::internal)?
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    /// Delete a profile no database uses.
+    pub fn delete_profile(&self, name: &str) -> Result<()> {
+        names::validate("lockdown profile", name)?;
+        let users: Vec<String> = self
+            .pdbs
+            .read()
+            .map_err(EngineError::internal)?
+            .values()
+            .filter(|p| p.record().lockdown_profile.as_deref() == Some(name))
+            .map(|p| p.name.clone())
+            .collect();
+        if !users.is_empty() {
+            return Err(EngineError::Conflict(format!(
+                "lockdown profile {name} is used by {}",
+                users.join(", ")
+            )));
+        }
+        if !self.catalog.delete_profile(name)? {
+            return Err(EngineError::NotFound(format!(
+                "no lockdown profile named {name}"
+            )));
+        }
+        self.profiles
+            .write()
+            .map_err(EngineError::internal)?
+            .remove(name);
+        Ok(())
+    }
+
+    /// Issue a data token for `databases` (`["*"]` = every database of this engine).
+    pub fn issue_token(&self, databases: Vec<String>) -> Result<(String, String)> {
+        if databases.is_empty() {
+            return Err(EngineError::BadRequest(
+                "a token names at least one database, or \"*\"".into(),
+            ));
+        }
+        for d in databases.iter().filter(|d| *d != "*") {
+            names::validate("database", d)?;
+        }
+        let token = format!(
+            "tdb_{:032x}{:032x}",
+            rand::random::<u128>(),
+            rand::random::<u128>()
+        );
+        let id = format!("{:016x}", rand::random::<u64>());
+        let hash = sha256_hex(&token);
+        self.catalog.put_token(
+            &id,
+            &hash,
+            &serde_json::to_string(&databases).map_err(EngineError::internal)?,
+        )?;
+        self.tokens
+            .write()
+            .map_err(EngineError::internal)?
+            .insert(hash, (id.clone(), databases));
+        Ok((id, token))
+    }
+
+    /// Revoke a data token.
+    pub fn revoke_token(&self, id: &str) -> Result<()> {
+        if !self.catalog.delete_token(id)? {
+            return Err(EngineError::NotFound(format!("no token with id {id}")));
+        }
+        self.tokens
+            .write()
+            .map_err(EngineError::internal)?
+            .retain(|_, (tid, _)| tid != id);
+        Ok(())
+    }
+
+    /// Whether `token` may use database `name`: Ok, 401 (unknown) or 403 (other databases).
+    pub fn authorize_data(&self, token: &str, name: &str) -> Result<()> {
+        let tokens = self.tokens.read().map_err(EngineError::internal)?;
+        let Some((_, dbs)) = tokens.get(&sha256_hex(token)) else {
+            return Err(EngineError::Unauthorized("unknown token".into()));
+        };
+        if dbs.iter().any(|d| d == "*" || d == name) {
+            Ok(())
+        } else {
+            Err(EngineError::Forbidden(format!(
+                "this token is not valid for database {name}"
+            )))
+        }
+    }
+
+    /// Run a query on a database as `caller`.
+    pub fn query(&self, name: &str, req: QueryRequest, caller: Caller) -> Result<Vec<StmtResult>> {
+        let pdb = self.get(name)?;
+        let (stmts, transaction) = req.statements()?;
+        let rules = pdb.rules();
+        if caller == Caller::Tenant {
+            for s in &stmts {
+                if let Some(reason) = lockdown::check_text(&rules, &s.sql) {
+                    return Err(EngineError::Lockdown(reason));
+                }
+            }
+        }
+        let (budget, max_rows) = match caller {
+            Caller::Tenant => (
+                rules
+                    .max_statement_millis
+                    .map(|m| Duration::from_millis(u64::from(m)))
+                    .unwrap_or(self.opts.default_statement_budget),
+                rules
+                    .max_result_rows
+                    .map(|r| r as usize)
+                    .unwrap_or(self.opts.default_max_rows),
+            ),
+            Caller::Admin => (
+                self.opts.default_statement_budget,
+                self.opts.default_max_rows,
+            ),
+        };
+        let limits = ResultLimits {
+            max_rows,
+            max_bytes: self.opts.max_result_bytes,
+        };
+        let session = pdb.session(caller)?;
+        session.set_budget(budget);
+        let conn = session.conn();
+        if !transaction {
+            return Ok(vec![
+                query::run(conn, &stmts[0], limits).map_err(|e| session.explain(e))?
+            ]);
+        }
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let mut out = Vec::with_capacity(stmts.len());
+        for (i, s) in stmts.iter().enumerate() {
+            match query::run(conn, s, limits) {
+                Ok(r) => out.push(r),
+                Err(e) => {
+                    let _ = conn.execute_batch("ROLLBACK");
+                    return Err(prefix(session.explain(e), i));
+                }
+            }
+        }
+        conn.execute_batch("COMMIT")?;
+        Ok(out)
+    }
+}
+
+fn prefix(e: EngineError, i: usize) -> EngineError {
+    let p = |m: String| format!("batch statement {i}: {m}; nothing was committed");
+    match e {
+        EngineError::BadRequest(m) => EngineError::BadRequest(p(m)),
+        EngineError::Sql(m) => EngineError::Sql(p(m)),
+        EngineError::Lockdown(m) => EngineError::Lockdown(p(m)),
+        other => other,
+    }
+}
+
+/// Describe a requested source the way the catalog records it.
+fn describe_source(s: &Source) -> String {
+    if s.empty.is_some() {
+        "empty".into()
+    } else if let Some(c) = &s.clone {
+        let mode = match c.mode {
+            CloneMode::Full => "full",
+            CloneMode::Snapshot => "snapshot",
+            CloneMode::MetadataOnly => "metadataOnly",
+        };
+        format!("clone {mode}")
+    } else if let Some(p) = &s.plug {
+        format!("plug of {}", p.archive)
+    } else {
+        "seed".into()
+    }
+}
+
+/// Copy a live database with SQLite's online backup: one consistent snapshot while
+/// writers go on (WAL), then fold it into a single file.
+fn backup(from: &Path, to: &Path) -> Result<()> {
+    let src = Connection::open_with_flags(from, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let mut dst = Connection::open(to)?;
+    {
+        let b = rusqlite::backup::Backup::new(&src, &mut dst)?;
+        // One step: the whole copy is one read transaction, a consistent snapshot that
+        // concurrent writers (WAL) neither block nor restart.
+        b.run_to_completion(i32::MAX, Duration::ZERO, None)?;
+    }
+    dst.execute_batch("PRAGMA journal_mode=WAL; PRAGMA wal_checkpoint(TRUNCATE);")?;
+    Ok(())
+}
+
+/// Fold the WAL into the main file.
+fn checkpoint(path: &Path) -> Result<()> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
+    Ok(())
+}

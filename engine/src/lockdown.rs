@@ -1,0 +1,304 @@
+//! Lockdown: the rules a LockdownProfile sets, and their enforcement on every tenant
+//! statement through SQLite's authorizer. Whatever the profile, tenants can never
+//! ATTACH or DETACH a file, load an extension, or run a PRAGMA that changes how the
+//! engine stores data.
+
+use std::collections::BTreeSet;
+
+use rusqlite::hooks::{AuthAction, AuthContext};
+use serde::{Deserialize, Serialize};
+
+/// A statement class a profile can disable (the names of the CRD's `disabledStatements`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[allow(missing_docs)]
+pub enum StatementClass {
+    Attach,
+    Detach,
+    Pragma,
+    Vacuum,
+    CreateTable,
+    DropTable,
+    CreateIndex,
+    DropIndex,
+    CreateTrigger,
+    DropTrigger,
+    CreateView,
+    DropView,
+    AlterTable,
+    DeleteWithoutWhere,
+    UpdateWithoutWhere,
+    Insert,
+    Update,
+    Delete,
+    Analyze,
+    Reindex,
+}
+
+/// The rules of one profile (the CRD's `spec`, field for field).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LockdownRules {
+    /// Statement classes refused.
+    #[serde(default)]
+    pub disabled_statements: BTreeSet<StatementClass>,
+    /// SQL functions refused.
+    #[serde(default)]
+    pub disabled_functions: BTreeSet<String>,
+    /// PRAGMAs still allowed when PRAGMA is disabled.
+    #[serde(default)]
+    pub allowed_pragmas: BTreeSet<String>,
+    /// Refuse every write.
+    #[serde(default)]
+    pub read_only: bool,
+    /// Interrupt statements after this many milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_statement_millis: Option<u32>,
+    /// Refuse results longer than this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_result_rows: Option<u32>,
+}
+
+/// PRAGMAs tenants may run even with no profile: they read or describe, and change
+/// nothing about durability or where data lives.
+const SAFE_PRAGMAS: &[&str] = &[
+    "table_info",
+    "table_xinfo",
+    "table_list",
+    "index_list",
+    "index_info",
+    "index_xinfo",
+    "foreign_key_list",
+    "foreign_key_check",
+    "foreign_keys",
+    "user_version",
+    "schema_version",
+    "page_count",
+    "page_size",
+    "freelist_count",
+    "integrity_check",
+    "quick_check",
+    "collation_list",
+    "function_list",
+    "pragma_list",
+    "encoding",
+    "defer_foreign_keys",
+    "case_sensitive_like",
+    "recursive_triggers",
+    "busy_timeout",
+];
+
+/// Functions no tenant may call, whatever the profile.
+const ALWAYS_DENIED_FUNCTIONS: &[&str] = &[
+    "load_extension",
+    "fts3_tokenizer",
+    "readfile",
+    "writefile",
+    "edit",
+];
+
+/// What a tenant statement is refused for, if anything: `Some(reason)`.
+pub fn check(rules: &LockdownRules, ctx: &AuthContext<'_>) -> Option<String> {
+    use AuthAction as A;
+    use StatementClass as C;
+    let disabled = |c: C| rules.disabled_statements.contains(&c);
+    let write = || {
+        rules
+            .read_only
+            .then(|| "the lockdown profile is read-only".to_string())
+    };
+    let class = |c: C, what: &str| {
+        disabled(c).then(|| format!("{what} is disabled by the lockdown profile"))
+    };
+    match ctx.action {
+        A::Attach { .. } => Some("ATTACH is never allowed to tenants".into()),
+        A::Detach { .. } => Some("DETACH is never allowed to tenants".into()),
+        A::Function { function_name } => {
+            let f = function_name.to_ascii_lowercase();
+            if ALWAYS_DENIED_FUNCTIONS.contains(&f.as_str()) {
+                Some(format!("function {f}() is never allowed to tenants"))
+            } else if rules.disabled_functions.contains(&f) {
+                Some(format!(
+                    "function {f}() is disabled by the lockdown profile"
+                ))
+            } else {
+                None
+            }
+        }
+        A::Pragma {
+            pragma_name,
+            pragma_value,
+        } => {
+            let p = pragma_name.to_ascii_lowercase();
+            let safe = SAFE_PRAGMAS.contains(&p.as_str())
+                && !(matches!(p.as_str(), "user_version" | "schema_version")
+                    && pragma_value.is_some()
+                    && rules.read_only);
+            if !safe {
+                Some(format!("PRAGMA {p} is not allowed to tenants"))
+            } else if disabled(C::Pragma) && !rules.allowed_pragmas.contains(&p) {
+                Some(format!("PRAGMA {p} is disabled by the lockdown profile"))
+            } else {
+                None
+            }
+        }
+        A::CreateTable { .. } | A::CreateTempTable { .. } => {
+            write().or_else(|| class(C::CreateTable, "CREATE TABLE"))
+        }
+        A::DropTable { .. } | A::DropTempTable { .. } => {
+            write().or_else(|| class(C::DropTable, "DROP TABLE"))
+        }
+        A::CreateIndex { .. } | A::CreateTempIndex { .. } => {
+            write().or_else(|| class(C::CreateIndex, "CREATE INDEX"))
+        }
+        A::DropIndex { .. } | A::DropTempIndex { .. } => {
+            write().or_else(|| class(C::DropIndex, "DROP INDEX"))
+        }
+        A::CreateTrigger { .. } | A::CreateTempTrigger { .. } => {
+            write().or_else(|| class(C::CreateTrigger, "CREATE TRIGGER"))
+        }
+        A::DropTrigger { .. } | A::DropTempTrigger { .. } => {
+            write().or_else(|| class(C::DropTrigger, "DROP TRIGGER"))
+        }
+        A::CreateView { .. } | A::CreateTempView { .. } => {
+            write().or_else(|| class(C::CreateView, "CREATE VIEW"))
+        }
+        A::DropView { .. } | A::DropTempView { .. } => {
+            write().or_else(|| class(C::DropView, "DROP VIEW"))
+        }
+        A::AlterTable { .. } => write().or_else(|| class(C::AlterTable, "ALTER TABLE")),
+        A::Insert { table_name } if !is_internal(table_name) => {
+            write().or_else(|| class(C::Insert, "INSERT"))
+        }
+        A::Update { table_name, .. } if !is_internal(table_name) => {
+            write().or_else(|| class(C::Update, "UPDATE"))
+        }
+        A::Delete { table_name } if !is_internal(table_name) => {
+            write().or_else(|| class(C::Delete, "DELETE"))
+        }
+        A::Analyze { .. } => write().or_else(|| class(C::Analyze, "ANALYZE")),
+        A::Reindex { .. } => write().or_else(|| class(C::Reindex, "REINDEX")),
+        A::CreateVtable { .. } | A::DropVtable { .. } => {
+            Some("virtual tables are not allowed to tenants".into())
+        }
+        _ => None,
+    }
+}
+
+fn is_internal(table: &str) -> bool {
+    table.starts_with("sqlite_")
+}
+
+/// Classes decided from the statement text, which the authorizer cannot see:
+/// VACUUM, and DELETE/UPDATE without a WHERE clause. Returns the refusal, if any.
+pub fn check_text(rules: &LockdownRules, sql: &str) -> Option<String> {
+    let words = keywords(sql);
+    let first = words.first().map(String::as_str).unwrap_or("");
+    let has_where = words.iter().any(|w| w == "WHERE");
+    if first == "VACUUM" {
+        if words.iter().any(|w| w == "INTO") {
+            return Some("VACUUM INTO is never allowed to tenants".into());
+        }
+        if rules.disabled_statements.contains(&StatementClass::Vacuum) {
+            return Some("VACUUM is disabled by the lockdown profile".into());
+        }
+    }
+    if first == "DELETE"
+        && !has_where
+        && rules
+            .disabled_statements
+            .contains(&StatementClass::DeleteWithoutWhere)
+    {
+        return Some("DELETE without WHERE is disabled by the lockdown profile".into());
+    }
+    if first == "UPDATE"
+        && !has_where
+        && rules
+            .disabled_statements
+            .contains(&StatementClass::UpdateWithoutWhere)
+    {
+        return Some("UPDATE without WHERE is disabled by the lockdown profile".into());
+    }
+    None
+}
+
+/// Upper-cased bare words of `sql`, skipping string literals, quoted identifiers and comments.
+fn keywords(sql: &str) -> Vec<String> {
+    let b = sql.as_bytes();
+    let (mut i, mut out) = (0, Vec::new());
+    while i < b.len() {
+        let c = b[i];
+        if c == b'-' && b.get(i + 1) == Some(&b'-') {
+            while i < b.len() && b[i] != b'\n' {
+                i += 1;
+            }
+        } else if c == b'/' && b.get(i + 1) == Some(&b'*') {
+            i += 2;
+            while i + 1 < b.len() && !(b[i] == b'*' && b[i + 1] == b'/') {
+                i += 1;
+            }
+            i += 2;
+        } else if matches!(c, b'\'' | b'"' | b'`' | b'[') {
+            let close = if c == b'[' { b']' } else { c };
+            i += 1;
+            while i < b.len() && b[i] != close {
+                i += 1;
+            }
+            i += 1;
+        } else if c.is_ascii_alphabetic() || c == b'_' {
+            let start = i;
+            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+                i += 1;
+            }
+            out.push(sql[start..i].to_ascii_uppercase());
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keywords_skip_strings_and_comments() {
+        assert_eq!(
+            keywords("delete from t -- where\n"),
+            vec!["DELETE", "FROM", "T"]
+        );
+        assert_eq!(
+            keywords("DELETE FROM t WHERE a = 'where'"),
+            vec!["DELETE", "FROM", "T", "WHERE", "A"]
+        );
+        assert_eq!(
+            keywords("update \"where\" set x=1 /* where */"),
+            vec!["UPDATE", "SET", "X"]
+        );
+    }
+
+    #[test]
+    fn text_rules() {
+        let mut r = LockdownRules::default();
+        assert!(
+            check_text(&r, "VACUUM INTO '/tmp/x'").is_some(),
+            "always refused"
+        );
+        assert!(check_text(&r, "delete from t").is_none());
+        r.disabled_statements
+            .insert(StatementClass::DeleteWithoutWhere);
+        assert!(check_text(&r, "delete from t").is_some());
+        assert!(check_text(&r, "delete from t where id = 1").is_none());
+        assert!(check_text(&r, "delete from t -- where id = 1").is_some());
+    }
+
+    #[test]
+    fn rules_parse_from_the_crd_spec() {
+        let r: LockdownRules = serde_json::from_str(r#"{"disabledStatements":["DROP_TABLE","DELETE_WITHOUT_WHERE"],"readOnly":true,"maxStatementMillis":50}"#).unwrap();
+        assert!(r.read_only && r.disabled_statements.contains(&StatementClass::DropTable));
+        assert!(
+            serde_json::from_str::<LockdownRules>(r#"{"disabledStatements":["NOPE"]}"#).is_err()
+        );
+    }
+}

@@ -1,0 +1,327 @@
+//! One pluggable database: its file, its state, and the sessions (pooled SQLite
+//! connections) that run statements on it. An idle database holds no connection.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, InterruptHandle, OpenFlags};
+
+use crate::catalog::{OpenMode, PdbRecord};
+use crate::error::{EngineError, Result};
+use crate::lockdown::{self, LockdownRules};
+
+/// Idle connections kept per database.
+const MAX_IDLE: usize = 4;
+
+/// Who runs a statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// The operator or an administrator: not subject to lockdown, may use Restricted databases.
+    Admin,
+    /// A tenant application with a data token.
+    Tenant,
+}
+
+/// A connection with the knobs its session changes per statement.
+struct PooledConn {
+    conn: Connection,
+    /// Lockdown rules version the connection's statement cache was prepared under.
+    rules_version: u64,
+    /// Admin sessions bypass the authorizer.
+    admin: Arc<AtomicBool>,
+    /// Instant (ns since `epoch`) after which the running statement is interrupted; 0 = none.
+    deadline: Arc<AtomicU64>,
+    /// Why the authorizer last refused something (SQLite's own message only says "not authorized").
+    denied: Arc<Mutex<Option<String>>>,
+    /// Whether `query_only` is on.
+    read_only: bool,
+}
+
+/// A pluggable database.
+pub struct Pdb {
+    /// Its name.
+    pub name: String,
+    /// Its SQLite file.
+    pub path: PathBuf,
+    /// Its catalog record as last written.
+    pub record: Mutex<PdbRecord>,
+    rules: Arc<RwLock<LockdownRules>>,
+    rules_version: AtomicU64,
+    idle: Mutex<Vec<PooledConn>>,
+    active: AtomicUsize,
+    /// Bumped on every close: connections of an older generation are not reused.
+    generation: AtomicU64,
+    closing: AtomicBool,
+    interrupts: Mutex<Vec<(u64, InterruptHandle)>>,
+    next_session: AtomicU64,
+    epoch: Instant,
+}
+
+/// A session: one pooled connection, returned to the pool when dropped.
+pub struct Session<'a> {
+    pdb: &'a Pdb,
+    conn: Option<PooledConn>,
+    generation: u64,
+    id: u64,
+}
+
+impl Pdb {
+    /// A handle for a database file and its record.
+    pub fn new(path: PathBuf, record: PdbRecord, rules: LockdownRules) -> Self {
+        Pdb {
+            name: record.name.clone(),
+            path,
+            record: Mutex::new(record),
+            rules: Arc::new(RwLock::new(rules)),
+            rules_version: AtomicU64::new(1),
+            idle: Mutex::new(Vec::new()),
+            active: AtomicUsize::new(0),
+            generation: AtomicU64::new(0),
+            closing: AtomicBool::new(false),
+            interrupts: Mutex::new(Vec::new()),
+            next_session: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// The record as it is now.
+    pub fn record(&self) -> PdbRecord {
+        self.record
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    /// Replace the lockdown rules; open sessions apply them at their next statement.
+    pub fn set_rules(&self, rules: LockdownRules) {
+        if let Ok(mut r) = self.rules.write() {
+            *r = rules;
+        }
+        self.rules_version.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> LockdownRules {
+        self.rules.read().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// In-flight sessions.
+    pub fn active_sessions(&self) -> usize {
+        self.active.load(Ordering::SeqCst)
+    }
+
+    fn open_conn(&self) -> Result<PooledConn> {
+        let mut conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.execute_batch(
+            "PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON;",
+        )?;
+        conn.set_prepared_statement_cache_capacity(64);
+        let admin = Arc::new(AtomicBool::new(true));
+        let deadline = Arc::new(AtomicU64::new(0));
+        let denied = Arc::new(Mutex::new(None));
+        let (a, rules, why) = (admin.clone(), self.rules.clone(), denied.clone());
+        conn.authorizer(Some(move |ctx: rusqlite::hooks::AuthContext<'_>| {
+            if a.load(Ordering::Relaxed) {
+                return rusqlite::hooks::Authorization::Allow;
+            }
+            let reason = match rules.read() {
+                Ok(r) => lockdown::check(&r, &ctx),
+                Err(_) => Some("lockdown rules unavailable".into()),
+            };
+            match reason {
+                Some(r) => {
+                    if let Ok(mut w) = why.lock() {
+                        *w = Some(r);
+                    }
+                    rusqlite::hooks::Authorization::Deny
+                }
+                None => rusqlite::hooks::Authorization::Allow,
+            }
+        }))?;
+        let (d, epoch) = (deadline.clone(), self.epoch);
+        conn.progress_handler(
+            1000,
+            Some(move || {
+                let at = d.load(Ordering::Relaxed);
+                at != 0 && epoch.elapsed().as_nanos() as u64 > at
+            }),
+        )?;
+        Ok(PooledConn {
+            conn,
+            rules_version: 0,
+            admin,
+            deadline,
+            denied,
+            read_only: false,
+        })
+    }
+
+    /// Start a session for `caller`, checking the open mode.
+    pub fn session(&self, caller: Caller) -> Result<Session<'_>> {
+        let mode = self.record().open_mode;
+        match (mode, caller) {
+            (None, _) => {
+                return Err(EngineError::Conflict(format!(
+                    "database {} is mounted, not open",
+                    self.name
+                )))
+            }
+            (Some(OpenMode::Restricted), Caller::Tenant) => {
+                return Err(EngineError::Forbidden(format!(
+                    "database {} is open Restricted: admin sessions only",
+                    self.name
+                )))
+            }
+            _ => {}
+        }
+        if self.closing.load(Ordering::SeqCst) {
+            return Err(EngineError::Conflict(format!(
+                "database {} is closing",
+                self.name
+            )));
+        }
+        self.active.fetch_add(1, Ordering::SeqCst);
+        let generation = self.generation.load(Ordering::SeqCst);
+        let pooled = self.idle.lock().ok().and_then(|mut v| v.pop());
+        let mut pooled = match pooled {
+            Some(p) => p,
+            None => match self.open_conn() {
+                Ok(p) => p,
+                Err(e) => {
+                    self.active.fetch_sub(1, Ordering::SeqCst);
+                    return Err(e);
+                }
+            },
+        };
+        // A profile change reaches this session now: statements prepared under old rules are dropped.
+        let version = self.rules_version.load(Ordering::SeqCst);
+        if pooled.rules_version != version {
+            pooled.conn.flush_prepared_statement_cache();
+            pooled.rules_version = version;
+        }
+        let read_only = mode == Some(OpenMode::ReadOnly)
+            || (caller == Caller::Tenant && self.rules().read_only);
+        if pooled.read_only != read_only {
+            pooled.admin.store(true, Ordering::Relaxed);
+            if let Err(e) = pooled.conn.pragma_update(None, "query_only", read_only) {
+                self.active.fetch_sub(1, Ordering::SeqCst);
+                return Err(e.into());
+            }
+            pooled.read_only = read_only;
+        }
+        pooled
+            .admin
+            .store(caller == Caller::Admin, Ordering::Relaxed);
+        if let Ok(mut w) = pooled.denied.lock() {
+            *w = None;
+        }
+        let id = self.next_session.fetch_add(1, Ordering::SeqCst);
+        if let Ok(mut i) = self.interrupts.lock() {
+            i.push((id, pooled.conn.get_interrupt_handle()));
+        }
+        Ok(Session {
+            pdb: self,
+            conn: Some(pooled),
+            generation,
+            id,
+        })
+    }
+
+    /// Close every session: `wait` for running ones up to `deadline` first (normal), or
+    /// interrupt them at once (immediate, abort). Idle connections are closed either way.
+    pub fn close_sessions(&self, wait: bool, deadline: Duration) -> Result<()> {
+        self.closing.store(true, Ordering::SeqCst);
+        let start = Instant::now();
+        if wait {
+            while self.active_sessions() > 0 && start.elapsed() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if self.active_sessions() > 0 {
+                self.closing.store(false, Ordering::SeqCst);
+                return Err(EngineError::Conflict(format!(
+                    "database {} still has {} active sessions after {deadline:?}; close with mode immediate to interrupt them",
+                    self.name,
+                    self.active_sessions()
+                )));
+            }
+        } else {
+            if let Ok(i) = self.interrupts.lock() {
+                i.iter().for_each(|(_, h)| h.interrupt());
+            }
+            while self.active_sessions() > 0 && start.elapsed() < Duration::from_secs(30) {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.clear();
+        }
+        self.closing.store(false, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn deadline_after(&self, budget: Duration) -> u64 {
+        (self.epoch.elapsed() + budget).as_nanos() as u64
+    }
+}
+
+impl Session<'_> {
+    /// The connection.
+    pub fn conn(&self) -> &Connection {
+        // Present from creation until drop.
+        &self.conn.as_ref().expect("session holds a connection").conn
+    }
+
+    /// Turn an error from this session into the engine's, naming the lockdown rule that refused.
+    pub fn explain(&self, err: EngineError) -> EngineError {
+        let why = self
+            .conn
+            .as_ref()
+            .and_then(|c| c.denied.lock().ok().and_then(|mut w| w.take()));
+        match (why, err) {
+            // The authorizer refused part of this statement: that is the reason, whatever
+            // code SQLite reported (functions come back as a plain error).
+            (Some(reason), _) => EngineError::Lockdown(reason),
+            (None, EngineError::Lockdown(_)) => {
+                EngineError::Lockdown("the statement is not allowed".into())
+            }
+            (None, other) => other,
+        }
+    }
+
+    /// Interrupt statements that run longer than `budget` from now.
+    pub fn set_budget(&self, budget: Duration) {
+        if let Some(c) = &self.conn {
+            c.deadline
+                .store(self.pdb.deadline_after(budget), Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.conn.take() {
+            c.deadline.store(0, Ordering::Relaxed);
+            if !c.conn.is_autocommit() {
+                let _ = c.conn.execute_batch("ROLLBACK");
+            }
+            let current = self.pdb.generation.load(Ordering::SeqCst) == self.generation;
+            if current {
+                if let Ok(mut idle) = self.pdb.idle.lock() {
+                    if idle.len() < MAX_IDLE {
+                        idle.push(c);
+                    }
+                }
+            }
+        }
+        if let Ok(mut i) = self.pdb.interrupts.lock() {
+            i.retain(|(id, _)| *id != self.id);
+        }
+        self.pdb.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}

@@ -1,0 +1,140 @@
+//! An engine behind its router, in-process, for the API tests.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tenantdb_engine::cgroup::CgroupReader;
+use tenantdb_engine::engine::{Engine, EngineOptions};
+use tenantdb_engine::http::{router, EngineState};
+use tenantdb_engine::metrics::Metrics;
+use tower::ServiceExt;
+
+pub const ADMIN: &str = "admin-secret";
+
+pub struct App {
+    pub router: Router,
+    pub dir: tempfile::TempDir,
+}
+
+pub fn app_with(opts: EngineOptions) -> App {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), opts).unwrap();
+    let state = Arc::new(EngineState {
+        engine: Arc::new(engine),
+        config: Default::default(),
+        cgroup: CgroupReader::new("/nonexistent", ""),
+        instance_id: "test".into(),
+        started: Instant::now(),
+        metrics: Metrics::new().unwrap(),
+        admin_token: Some(ADMIN.into()),
+    });
+    App {
+        router: router(state),
+        dir,
+    }
+}
+
+pub fn app() -> App {
+    app_with(EngineOptions {
+        seed_sql: Some("CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT);".into()),
+        close_deadline: Duration::from_millis(300),
+        ..Default::default()
+    })
+}
+
+impl App {
+    /// Send a request; `token` None sends none. Returns status and JSON (or text as a JSON string).
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = match body {
+            Some(b) => req
+                .header("content-type", "application/json")
+                .body(Body::from(b.to_string()))
+                .unwrap(),
+            None => req.body(Body::empty()).unwrap(),
+        };
+        self.raw(req).await
+    }
+
+    pub async fn raw(&self, req: Request<Body>) -> (StatusCode, Value) {
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let v = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        (status, v)
+    }
+
+    pub async fn admin(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        self.call(method, path, Some(ADMIN), body).await
+    }
+
+    pub async fn sql(
+        &self,
+        pdb: &str,
+        token: &str,
+        sql: &str,
+        params: Value,
+    ) -> (StatusCode, Value) {
+        self.call(
+            "POST",
+            &format!("/v1/databases/{pdb}/query"),
+            Some(token),
+            Some(serde_json::json!({"sql": sql, "params": params})),
+        )
+        .await
+    }
+
+    pub async fn create(&self, body: Value) -> Value {
+        let (s, v) = self.admin("POST", "/v1/databases", Some(body)).await;
+        assert!(s.is_success(), "create: {s} {v}");
+        v
+    }
+
+    pub async fn token(&self, dbs: &[&str]) -> String {
+        let (s, v) = self
+            .admin(
+                "POST",
+                "/v1/tokens",
+                Some(serde_json::json!({"databases": dbs})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        v["token"].as_str().unwrap().to_string()
+    }
+}
+
+/// Assert a JSON error with this status and a message containing `needle`.
+pub fn assert_err(got: (StatusCode, Value), status: StatusCode, needle: &str) {
+    assert_eq!(got.0, status, "body: {}", got.1);
+    let msg = got.1["message"].as_str().unwrap_or_default();
+    assert!(
+        got.1["code"].is_string(),
+        "error body has a code: {}",
+        got.1
+    );
+    assert!(
+        msg.contains(needle),
+        "message {msg:?} should contain {needle:?}"
+    );
+}
