@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{EngineError, Result};
 
 /// Open mode of a database.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum OpenMode {
     /// Reads and writes.
     ReadWrite,
@@ -41,7 +41,7 @@ impl OpenMode {
 }
 
 /// A database's row in the catalog.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PdbRecord {
     /// Name (also the file name).
@@ -61,7 +61,7 @@ pub struct PdbRecord {
 }
 
 /// An archive's row in the catalog.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ArchiveRecord {
     /// Archive name.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 /// Which cgroup hierarchy the limits were read from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CgroupVersion {
     /// The unified hierarchy.
@@ -18,7 +18,7 @@ pub enum CgroupVersion {
 }
 
 /// CPU limit as the kernel holds it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CpuLimit {
     /// Hierarchy the figures come from.
@@ -34,7 +34,7 @@ pub struct CpuLimit {
 }
 
 /// Memory limit as the kernel holds it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MemoryLimit {
     /// Hierarchy the figure comes from.

@@ -50,7 +50,7 @@ impl Default for EngineOptions {
 }
 
 /// Where a new database's content comes from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Source {
     /// From the seed (the default).
@@ -68,7 +68,7 @@ pub struct Source {
 }
 
 /// Clone from another database.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CloneSource {
     /// Source database.
@@ -79,7 +79,9 @@ pub struct CloneSource {
 }
 
 /// How a clone copies.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum CloneMode {
     /// Online backup; the source stays open for reads and writes.
@@ -92,7 +94,7 @@ pub enum CloneMode {
 }
 
 /// Plug an archive.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PlugSource {
     /// Archive name.
@@ -100,7 +102,7 @@ pub struct PlugSource {
 }
 
 /// A create request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateRequest {
     /// New database's name.
@@ -124,7 +126,9 @@ fn default_open() -> Option<OpenMode> {
 }
 
 /// How sessions end on close.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum CloseMode {
     /// Wait for sessions (with a deadline).
@@ -137,7 +141,7 @@ pub enum CloseMode {
 }
 
 /// What the API reports of a database.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PdbInfo {
     /// Catalog record.
@@ -152,7 +156,7 @@ pub struct PdbInfo {
 }
 
 /// An archive's manifest (`manifest.json` beside `data.db`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Manifest {
     /// Always [`ARCHIVE_FORMAT`].

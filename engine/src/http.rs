@@ -76,6 +76,10 @@ pub fn router(state: Arc<EngineState>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
+        .route(
+            "/openapi.json",
+            get(|| async { Json(crate::openapi::document()) }),
+        )
         .route("/v1/status", get(status))
         .route("/v1/isolation/cpu", get(isolation_cpu))
         .route("/v1/isolation/memory", get(isolation_memory))

@@ -13,6 +13,7 @@ pub mod http;
 pub mod lockdown;
 pub mod metrics;
 pub mod names;
+pub mod openapi;
 pub mod pdb;
 pub mod query;
 pub mod server;

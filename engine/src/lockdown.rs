@@ -9,7 +9,19 @@ use rusqlite::hooks::{AuthAction, AuthContext};
 use serde::{Deserialize, Serialize};
 
 /// A statement class a profile can disable (the names of the CRD's `disabledStatements`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 #[allow(missing_docs)]
 pub enum StatementClass {
@@ -36,7 +48,7 @@ pub enum StatementClass {
 }
 
 /// The rules of one profile (the CRD's `spec`, field for field).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LockdownRules {
     /// Statement classes refused.
@@ -192,6 +204,16 @@ fn is_internal(table: &str) -> bool {
 /// Classes decided from the statement text, which the authorizer cannot see:
 /// VACUUM, and DELETE/UPDATE without a WHERE clause. Returns the refusal, if any.
 pub fn check_text(rules: &LockdownRules, sql: &str) -> Option<String> {
+    // Fast path: only statements that start with one of these words can be refused here.
+    let head = sql.trim_start().get(..6).unwrap_or("").to_ascii_uppercase();
+    if !(head.starts_with("VACUUM")
+        || head.starts_with("DELETE")
+        || head.starts_with("UPDATE")
+        || sql.contains("/*")
+        || sql.contains("--"))
+    {
+        return None;
+    }
     let words = keywords(sql);
     let first = words.first().map(String::as_str).unwrap_or("");
     let has_where = words.iter().any(|w| w == "WHERE");

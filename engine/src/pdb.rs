@@ -47,7 +47,7 @@ pub struct Pdb {
     pub path: PathBuf,
     /// Its catalog record as last written.
     pub record: Mutex<PdbRecord>,
-    rules: Arc<RwLock<LockdownRules>>,
+    rules: Arc<RwLock<Arc<LockdownRules>>>,
     rules_version: AtomicU64,
     idle: Mutex<Vec<PooledConn>>,
     active: AtomicUsize,
@@ -74,7 +74,7 @@ impl Pdb {
             name: record.name.clone(),
             path,
             record: Mutex::new(record),
-            rules: Arc::new(RwLock::new(rules)),
+            rules: Arc::new(RwLock::new(Arc::new(rules))),
             rules_version: AtomicU64::new(1),
             idle: Mutex::new(Vec::new()),
             active: AtomicUsize::new(0),
@@ -97,14 +97,22 @@ impl Pdb {
     /// Replace the lockdown rules; open sessions apply them at their next statement.
     pub fn set_rules(&self, rules: LockdownRules) {
         if let Ok(mut r) = self.rules.write() {
-            *r = rules;
+            *r = Arc::new(rules);
         }
         self.rules_version.fetch_add(1, Ordering::SeqCst);
     }
 
     /// The rules in force.
-    pub fn rules(&self) -> LockdownRules {
+    pub fn rules(&self) -> Arc<LockdownRules> {
         self.rules.read().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// The open mode, without copying the whole record.
+    pub fn open_mode(&self) -> Option<OpenMode> {
+        self.record
+            .lock()
+            .map(|r| r.open_mode)
+            .unwrap_or_else(|e| e.into_inner().open_mode)
     }
 
     /// In-flight sessions.
@@ -163,7 +171,7 @@ impl Pdb {
 
     /// Start a session for `caller`, checking the open mode.
     pub fn session(&self, caller: Caller) -> Result<Session<'_>> {
-        let mode = self.record().open_mode;
+        let mode = self.open_mode();
         match (mode, caller) {
             (None, _) => {
                 return Err(EngineError::Conflict(format!(

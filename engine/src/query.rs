@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use crate::error::{EngineError, Result};
 
 /// One statement with its parameters.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Stmt {
     /// SQL text: exactly one statement.
@@ -21,7 +21,7 @@ pub struct Stmt {
 }
 
 /// A query request: one statement, or a batch run in one transaction.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueryRequest {
     /// A single statement.
@@ -58,7 +58,7 @@ impl QueryRequest {
 }
 
 /// The result of one statement.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StmtResult {
     /// Column names, when the statement returns rows.

@@ -1,0 +1,584 @@
+//! `cargo bench -p tenantdb-engine`: the engine's figures in one run, beside PostgreSQL
+//! (Debian's, started here on loopback) doing the same work. Prints a table.
+//!
+//! Set `TENANTDB_BENCH_QUICK=1` for a shorter run (smaller counts, 1 s HTTP phases).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+use serde_json::json;
+use tenantdb_engine::cgroup::CgroupReader;
+use tenantdb_engine::engine::{CreateRequest, Engine, EngineOptions};
+use tenantdb_engine::http::{router, EngineState};
+use tenantdb_engine::metrics::Metrics;
+use tenantdb_engine::pdb::Caller;
+use tenantdb_engine::query::QueryRequest;
+
+const ROWS: i64 = 100_000;
+
+fn quick() -> bool {
+    std::env::var("TENANTDB_BENCH_QUICK").is_ok_and(|v| v == "1")
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1e3)
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn create(engine: &Engine, name: &str, source: serde_json::Value) -> Duration {
+    let req: CreateRequest =
+        serde_json::from_value(json!({"name": name, "source": source})).expect("request");
+    let t = Instant::now();
+    engine.create(req).expect("create");
+    t.elapsed()
+}
+
+fn q(sql: &str, params: serde_json::Value) -> QueryRequest {
+    QueryRequest {
+        sql: Some(sql.to_string()),
+        params: Some(params),
+        batch: None,
+    }
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> i64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % ROWS as u64) as i64 + 1
+    }
+}
+
+fn fill(engine: &Engine, name: &str) {
+    create(engine, name, json!({"empty": {}}));
+    engine
+        .query(
+            name,
+            q(
+                "CREATE TABLE acct (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL, filler TEXT)",
+                json!(null),
+            ),
+            Caller::Admin,
+        )
+        .expect("schema");
+    engine
+        .query(name, q(&format!("WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM n WHERE x < {ROWS}) INSERT INTO acct SELECT x, 0, printf('%.80c', 'x') FROM n"), json!(null)), Caller::Admin)
+        .expect("rows");
+}
+
+/// Selects and inserts per second: through the engine's in-process path and raw rusqlite
+/// on the same file, in alternating rounds (best of three each, to damp machine noise).
+fn in_process(engine: &Engine, path: &Path, n: usize) -> [(String, f64); 4] {
+    let raw = Connection::open(path).expect("open");
+    raw.execute_batch("PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;")
+        .expect("pragma");
+    let sql = "SELECT balance FROM acct WHERE id = ?".to_string();
+    let mut rng = Rng(88172645463325252);
+    let m = n / 20;
+    let mut best = [0f64; 4];
+    for _round in 0..3 {
+        let t = Instant::now();
+        for _ in 0..n {
+            let req = QueryRequest {
+                sql: Some(sql.clone()),
+                params: Some(serde_json::Value::Array(vec![rng.next().into()])),
+                batch: None,
+            };
+            engine.query("bench", req, Caller::Tenant).expect("select");
+        }
+        best[0] = best[0].max(n as f64 / t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        for _ in 0..n {
+            let mut st = raw.prepare_cached(&sql).expect("prepare");
+            let _: i64 = st.query_row([rng.next()], |r| r.get(0)).expect("row");
+        }
+        best[1] = best[1].max(n as f64 / t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        for i in 0..m {
+            engine
+                .query(
+                    "bench",
+                    q(
+                        "INSERT INTO acct (balance, filler) VALUES (?, 'e')",
+                        json!([i]),
+                    ),
+                    Caller::Tenant,
+                )
+                .expect("insert");
+        }
+        best[2] = best[2].max(m as f64 / t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        for i in 0..m {
+            raw.prepare_cached("INSERT INTO acct (balance, filler) VALUES (?, 'r')")
+                .expect("prepare")
+                .execute([i as i64])
+                .expect("insert");
+        }
+        best[3] = best[3].max(m as f64 / t.elapsed().as_secs_f64());
+    }
+    [
+        ("engine select/s".into(), best[0]),
+        ("raw select/s".into(), best[1]),
+        ("engine insert/s".into(), best[2]),
+        ("raw insert/s".into(), best[3]),
+    ]
+}
+
+/// HTTP point selects at `conns` concurrent connections for `secs`: (ops/s, p50, p99).
+async fn http_load(base: &str, token: &str, conns: usize, secs: f64) -> (f64, Duration, Duration) {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let mut tasks = Vec::new();
+    for c in 0..conns {
+        let (base, token) = (base.to_string(), token.to_string());
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder().pool_max_idle_per_host(1).build().expect("client");
+            let url = format!("{base}/v1/databases/bench/query");
+            let mut rng = Rng(0x9E3779B97F4A7C15 ^ (c as u64 + 1));
+            let mut lat = Vec::new();
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let r = client.post(&url).bearer_auth(&token).json(&json!({"sql": "SELECT balance FROM acct WHERE id = ?", "params": [rng.next()]})).send().await;
+                match r {
+                    Ok(resp) if resp.status().is_success() => {
+                        let _ = resp.bytes().await;
+                        lat.push(t.elapsed());
+                    }
+                    _ => {}
+                }
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap_or_default());
+    }
+    all.sort();
+    (all.len() as f64 / secs, pct(&all, 0.5), pct(&all, 0.99))
+}
+
+/// The same load from wrk (a C load generator, like pgbench), when installed:
+/// (req/s, p50, p99). wrk's Lua script spreads ids over the table.
+fn wrk_load(base: &str, token: &str, conns: usize, secs: f64) -> Option<(f64, Duration, Duration)> {
+    let script = std::env::temp_dir().join("tenantdb-bench-wrk.lua");
+    std::fs::write(
+        &script,
+        format!(
+            r#"wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer {token}"
+request = function()
+  return wrk.format(nil, nil, nil, '{{"sql":"SELECT balance FROM acct WHERE id = ?","params":[' .. math.random(1, {ROWS}) .. ']}}')
+end
+"#
+        ),
+    )
+    .ok()?;
+    let out = Command::new("wrk")
+        .args([
+            "-t",
+            &conns.min(2).to_string(),
+            "-c",
+            &conns.to_string(),
+            "-d",
+            &format!("{}s", secs.ceil() as u64),
+            "--latency",
+            "-s",
+            &script.display().to_string(),
+            &format!("{base}/v1/databases/bench/query"),
+        ])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rps: f64 = text
+        .lines()
+        .find(|l| l.starts_with("Requests/sec:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    let lat = |p: &str| -> Option<Duration> {
+        let v = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(p))?
+            .split_whitespace()
+            .nth(1)?
+            .to_string();
+        let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic())?);
+        let x: f64 = num.parse().ok()?;
+        Some(Duration::from_secs_f64(match unit {
+            "us" => x / 1e6,
+            "ms" => x / 1e3,
+            "s" => x,
+            _ => return None,
+        }))
+    };
+    if text.contains("Non-2xx") {
+        eprintln!("wrk saw errors:\n{text}");
+    }
+    Some((rps, lat("50%")?, lat("99%")?))
+}
+
+struct Postgres {
+    dir: PathBuf,
+    bin: PathBuf,
+    port: u16,
+}
+
+impl Postgres {
+    fn start() -> Option<Postgres> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .flatten()
+            .map(|e| e.path().join("bin"))
+            .find(|p| p.join("pg_ctl").exists())?;
+        let dir = std::env::temp_dir().join(format!("tenantdb-bench-pg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).ok()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let as_pg = |args: &str| {
+            Command::new("runuser")
+                .args(["-u", "postgres", "--", "sh", "-c", args])
+                .output()
+        };
+        Command::new("chown")
+            .args(["postgres:postgres", &dir.display().to_string()])
+            .status()
+            .ok()?;
+        let data = dir.join("data");
+        let out = as_pg(&format!(
+            "{}/initdb -D {} -A trust -U postgres >/dev/null",
+            bin.display(),
+            data.display()
+        ))
+        .ok()?;
+        if !out.status.success() {
+            eprintln!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+            return None;
+        }
+        let opts = format!("-c listen_addresses=127.0.0.1 -p {port} -k {} -c max_connections=200 -c shared_buffers=256MB", dir.display());
+        let out = as_pg(&format!(
+            "{}/pg_ctl -D {} -o '{opts}' -w -l {}/log start >/dev/null",
+            bin.display(),
+            data.display(),
+            dir.display()
+        ))
+        .ok()?;
+        if !out.status.success() {
+            eprintln!(
+                "pg_ctl start failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return None;
+        }
+        Some(Postgres { dir, bin, port })
+    }
+
+    fn psql(&self, db: &str, sql: &str) -> bool {
+        Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                db,
+                "-qAt",
+                "-c",
+                sql,
+            ])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    fn pgbench(&self, args: &[&str]) -> Option<f64> {
+        let port = self.port.to_string();
+        let mut all = vec!["-h", "127.0.0.1", "-p", port.as_str(), "-U", "postgres"];
+        all.extend_from_slice(args);
+        let out = Command::new(self.bin.join("pgbench"))
+            .args(&all)
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .find(|l| l.starts_with("tps = "))
+            .and_then(|l| l.split_whitespace().nth(2)?.parse().ok())
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = Command::new("runuser")
+            .args([
+                "-u",
+                "postgres",
+                "--",
+                "sh",
+                "-c",
+                &format!(
+                    "{}/pg_ctl -D {}/data -m immediate stop >/dev/null 2>&1",
+                    self.bin.display(),
+                    self.dir.display()
+                ),
+            ])
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn main() {
+    let quick = quick();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Arc::new(
+        Engine::open(
+            dir.path(),
+            EngineOptions {
+                seed_sql: Some("CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT);".into()),
+                ..Default::default()
+            },
+        )
+        .expect("engine"),
+    );
+    let mut lines: Vec<(String, String)> = Vec::new();
+
+    // 1. Create from seed: durable (file and catalog fsynced before the call returns).
+    let n = if quick { 100 } else { 500 };
+    let mut lat: Vec<Duration> = (0..n)
+        .map(|i| create(&engine, &format!("seed{i}"), json!({"seed": {}})))
+        .collect();
+    lat.sort();
+    let (create_p50, create_p99) = (pct(&lat, 0.5), pct(&lat, 0.99));
+    lines.push((
+        "create from seed p50 / p99".into(),
+        format!("{} / {}", ms(create_p50), ms(create_p99)),
+    ));
+
+    // 2. In-process point select and insert vs raw rusqlite on the same file.
+    fill(&engine, "bench");
+    let path = dir.path().join("pdbs/bench.db");
+    let ops = in_process(&engine, &path, if quick { 50_000 } else { 200_000 });
+    let sel_overhead = ops[1].1 / ops[0].1 - 1.0;
+    let ins_overhead = ops[3].1 / ops[2].1 - 1.0;
+    for (k, v) in &ops {
+        lines.push((k.clone(), format!("{v:.0}")));
+    }
+    lines.push((
+        "engine overhead over raw rusqlite: select / insert".into(),
+        format!(
+            "{:.1}% / {:.1}%",
+            sel_overhead * 100.0,
+            ins_overhead * 100.0
+        ),
+    ));
+
+    // 3. HTTP point selects at 1, 16, 64 connections.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (token, _) = engine
+        .issue_token(vec!["bench".into()])
+        .map(|(id, t)| (t, id))
+        .expect("token");
+    let state = Arc::new(EngineState {
+        engine: engine.clone(),
+        config: Default::default(),
+        cgroup: CgroupReader::for_self(),
+        instance_id: "bench".into(),
+        started: Instant::now(),
+        metrics: Metrics::new().expect("metrics"),
+        admin_token: Some("bench-admin".into()),
+    });
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    rt.spawn(async move { axum::serve(listener, router(state)).await });
+    let base = format!("http://{addr}");
+    let secs = if quick { 1.0 } else { 4.0 };
+    let mut http = Vec::new();
+    for conns in [1, 16, 64] {
+        let (tool, (rps, p50, p99)) = match wrk_load(&base, &token, conns, secs) {
+            Some(r) => ("wrk", r),
+            None => (
+                "in-process client",
+                rt.block_on(http_load(&base, &token, conns, secs)),
+            ),
+        };
+        lines.push((
+            format!("HTTP point select, {conns} conns ({tool}): req/s, p50, p99"),
+            format!("{rps:.0}, {}, {}", ms(p50), ms(p99)),
+        ));
+        http.push(rps);
+    }
+
+    // 4. A 100 MiB database: hot clone, unplug, plug.
+    let mb = if quick { 20 } else { 100 };
+    create(&engine, "big", json!({"empty": {}}));
+    engine
+        .query(
+            "big",
+            q(
+                "CREATE TABLE blob (id INTEGER PRIMARY KEY, b BLOB)",
+                json!(null),
+            ),
+            Caller::Admin,
+        )
+        .expect("schema");
+    engine.query("big", q(&format!("WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM n WHERE x < {}) INSERT INTO blob (b) SELECT randomblob(65536) FROM n", mb * 16), json!(null)), Caller::Admin).expect("fill");
+    engine
+        .query(
+            "big",
+            q("PRAGMA wal_checkpoint(TRUNCATE)", json!(null)),
+            Caller::Admin,
+        )
+        .expect("checkpoint");
+    let size = engine.describe("big").expect("big").size_bytes;
+    let clone = create(
+        &engine,
+        "big-clone",
+        json!({"clone": {"from": "big", "mode": "full"}}),
+    );
+    let t = Instant::now();
+    engine
+        .unplug("big", Some("big-arch".into()))
+        .expect("unplug");
+    let unplug = t.elapsed();
+    let plug = create(&engine, "big2", json!({"plug": {"archive": "big-arch"}}));
+    lines.push((
+        format!("{} MiB database: hot clone / unplug / plug", size >> 20),
+        format!("{} / {} / {}", ms(clone), ms(unplug), ms(plug)),
+    ));
+
+    // 5. RSS of idle databases.
+    let before = rss_kib();
+    let count = if quick { 2_000 } else { 10_000 };
+    let t = Instant::now();
+    for i in 0..count {
+        create(&engine, &format!("idle{i}"), json!({"seed": {}}));
+    }
+    let took = t.elapsed();
+    let after = rss_kib();
+    lines.push((
+        format!("RSS after creating {count} databases (+ per database)"),
+        format!(
+            "{} MiB (+{:.2} KiB each; {count} creates in {:.1} s)",
+            after >> 10,
+            (after.saturating_sub(before)) as f64 / count as f64,
+            took.as_secs_f64()
+        ),
+    ));
+
+    // 6. PostgreSQL, same machine, same run.
+    let mut pg_lines = Vec::new();
+    match Postgres::start() {
+        None => pg_lines.push(("PostgreSQL".into(), "not available here: skipped".into())),
+        Some(pg) => {
+            let mut lat = Vec::new();
+            for i in 0..if quick { 10 } else { 30 } {
+                let t = Instant::now();
+                if pg.psql("postgres", &format!("CREATE DATABASE t{i}")) {
+                    lat.push(t.elapsed());
+                }
+            }
+            lat.sort();
+            let (pg50, pg99) = (pct(&lat, 0.5), pct(&lat, 0.99));
+            pg_lines.push((
+                "PostgreSQL CREATE DATABASE p50 / p99 (psql round trip)".into(),
+                format!(
+                    "{} / {}  → TenantDB create is {:.0}× faster at p50",
+                    ms(pg50),
+                    ms(pg99),
+                    pg50.as_secs_f64() / create_p50.as_secs_f64().max(1e-9)
+                ),
+            ));
+            pg.psql("postgres", "CREATE DATABASE bench");
+            let _ = pg.pgbench(&["-i", "-q", "-s", "1", "bench"]);
+            let t = if quick { "1" } else { "4" };
+            for (conns, ours) in [(1, http[0]), (16, http[1]), (64, http[2])] {
+                let c = conns.to_string();
+                let tps = pg
+                    .pgbench(&["-S", "-n", "-c", &c, "-j", "2", "-T", t, "bench"])
+                    .unwrap_or(0.0);
+                pg_lines.push((
+                    format!("PostgreSQL pgbench -S, {conns} clients: tps"),
+                    format!(
+                        "{tps:.0}  → TenantDB HTTP / PostgreSQL = {:.2}",
+                        ours / tps.max(1.0)
+                    ),
+                ));
+            }
+            let script = std::env::temp_dir().join("tenantdb-bench-insert.sql");
+            let _ = std::fs::write(&script, "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, 1, 1, now());\n");
+            let tps = pg
+                .pgbench(&[
+                    "-n",
+                    "-c",
+                    "1",
+                    "-T",
+                    t,
+                    "-f",
+                    &script.display().to_string(),
+                    "bench",
+                ])
+                .unwrap_or(0.0);
+            pg_lines.push((
+                "PostgreSQL single-row insert, 1 client: tps".into(),
+                format!(
+                    "{tps:.0}  → TenantDB in-process insert / PostgreSQL = {:.2}",
+                    ops[2].1 / tps.max(1.0)
+                ),
+            ));
+            let tps = pg
+                .pgbench(&["-S", "-n", "-c", "1", "-T", t, "bench"])
+                .unwrap_or(0.0);
+            pg_lines.push((
+                "PostgreSQL point select, 1 client (pgbench -S): tps".into(),
+                format!(
+                    "{tps:.0}  → TenantDB in-process select / PostgreSQL = {:.1}",
+                    ops[0].1 / tps.max(1.0)
+                ),
+            ));
+        }
+    }
+
+    println!(
+        "\nTenantDB engine benchmark ({} run, {} cores)",
+        if quick { "quick" } else { "full" },
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+    println!("{}", "-".repeat(100));
+    for (k, v) in lines.iter().chain(pg_lines.iter()) {
+        println!("{k:<62} {v}");
+    }
+}

@@ -1,0 +1,283 @@
+//! The OpenAPI document served at `/openapi.json`: the routes, from one table (which
+//! a test checks against the router), with schemas generated from the Rust types by schemars.
+
+use schemars::JsonSchema;
+use serde_json::{json, Map, Value};
+
+use crate::catalog::{ArchiveRecord, OpenMode};
+use crate::cgroup::{CpuLimit, MemoryLimit};
+use crate::engine::{CloseMode, CreateRequest, Manifest, PdbInfo};
+use crate::lockdown::LockdownRules;
+use crate::query::{QueryRequest, StmtResult};
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// Anyone (health, metrics, isolation figures).
+    None,
+    /// The admin token.
+    Admin,
+    /// The admin token or a data token valid for the database.
+    Data,
+}
+
+/// One documented route: method, path, summary, request schema, response schema, auth.
+pub type Route = (
+    &'static str,
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    Option<&'static str>,
+    Auth,
+);
+
+/// Every route the engine serves.
+pub const ROUTES: &[Route] = &[
+    ("get", "/healthz", "Liveness", None, None, Auth::None),
+    ("get", "/readyz", "Readiness", None, None, Auth::None),
+    (
+        "get",
+        "/metrics",
+        "Prometheus metrics",
+        None,
+        None,
+        Auth::None,
+    ),
+    (
+        "get",
+        "/openapi.json",
+        "This document",
+        None,
+        None,
+        Auth::None,
+    ),
+    (
+        "get",
+        "/v1/status",
+        "Tenant, limits, databases by state, uptime",
+        None,
+        None,
+        Auth::Admin,
+    ),
+    (
+        "get",
+        "/v1/isolation/cpu",
+        "CPU limit read from the cgroup",
+        None,
+        Some("CpuLimit"),
+        Auth::None,
+    ),
+    (
+        "get",
+        "/v1/isolation/memory",
+        "Memory limit read from the cgroup",
+        None,
+        Some("MemoryLimit"),
+        Auth::None,
+    ),
+    (
+        "get",
+        "/v1/databases",
+        "List databases (pageSize 1–1000, pageToken)",
+        None,
+        None,
+        Auth::Admin,
+    ),
+    (
+        "post",
+        "/v1/databases",
+        "Create a database (idempotent)",
+        Some("CreateRequest"),
+        Some("PdbInfo"),
+        Auth::Admin,
+    ),
+    (
+        "get",
+        "/v1/databases/{pdb}",
+        "Describe a database",
+        None,
+        Some("PdbInfo"),
+        Auth::Admin,
+    ),
+    (
+        "patch",
+        "/v1/databases/{pdb}",
+        "Set storageQuotaBytes or lockdownProfile (null clears)",
+        None,
+        Some("PdbInfo"),
+        Auth::Admin,
+    ),
+    (
+        "delete",
+        "/v1/databases/{pdb}",
+        "Drop a database (keepFiles=true keeps its file)",
+        None,
+        None,
+        Auth::Admin,
+    ),
+    (
+        "post",
+        "/v1/databases/{pdb}/query",
+        "Run one statement, or a batch in one transaction",
+        Some("QueryRequest"),
+        Some("StmtResult"),
+        Auth::Data,
+    ),
+    (
+        "post",
+        "/v1/databases/{pdb}/open",
+        "Open ReadWrite, ReadOnly or Restricted: {\"mode\": …}",
+        None,
+        Some("PdbInfo"),
+        Auth::Admin,
+    ),
+    (
+        "post",
+        "/v1/databases/{pdb}/close",
+        "Close to Mounted: {\"mode\": normal|immediate|abort}",
+        None,
+        Some("PdbInfo"),
+        Auth::Admin,
+    ),
+    (
+        "post",
+        "/v1/databases/{pdb}/unplug",
+        "Unplug into an archive: {\"archive\": name?}",
+        None,
+        Some("Manifest"),
+        Auth::Admin,
+    ),
+    (
+        "get",
+        "/v1/databases/{pdb}/history",
+        "Lifecycle history",
+        None,
+        None,
+        Auth::Admin,
+    ),
+    (
+        "get",
+        "/v1/archives",
+        "List archives",
+        None,
+        None,
+        Auth::Admin,
+    ),
+    (
+        "get",
+        "/v1/archives/{name}",
+        "An archive's manifest",
+        None,
+        Some("Manifest"),
+        Auth::Admin,
+    ),
+    (
+        "get",
+        "/v1/lockdown-profiles",
+        "List lockdown profiles",
+        None,
+        None,
+        Auth::Admin,
+    ),
+    (
+        "get",
+        "/v1/lockdown-profiles/{name}",
+        "A profile's rules",
+        None,
+        Some("LockdownRules"),
+        Auth::Admin,
+    ),
+    (
+        "put",
+        "/v1/lockdown-profiles/{name}",
+        "Create or replace a profile",
+        Some("LockdownRules"),
+        None,
+        Auth::Admin,
+    ),
+    (
+        "delete",
+        "/v1/lockdown-profiles/{name}",
+        "Delete an unused profile",
+        None,
+        None,
+        Auth::Admin,
+    ),
+    (
+        "post",
+        "/v1/tokens",
+        "Issue a data token: {\"databases\": [names or \"*\"]}",
+        None,
+        None,
+        Auth::Admin,
+    ),
+    (
+        "delete",
+        "/v1/tokens/{id}",
+        "Revoke a data token",
+        None,
+        None,
+        Auth::Admin,
+    ),
+];
+
+fn schemas() -> Map<String, Value> {
+    let mut g = schemars::generate::SchemaSettings::openapi3().into_generator();
+    let mut out = Map::new();
+    let mut add = |name: &str, s: schemars::Schema| {
+        out.insert(name.to_string(), s.to_value());
+    };
+    add("CreateRequest", CreateRequest::json_schema(&mut g));
+    add("PdbInfo", PdbInfo::json_schema(&mut g));
+    add("QueryRequest", QueryRequest::json_schema(&mut g));
+    add("StmtResult", StmtResult::json_schema(&mut g));
+    add("Manifest", Manifest::json_schema(&mut g));
+    add("ArchiveRecord", ArchiveRecord::json_schema(&mut g));
+    add("LockdownRules", LockdownRules::json_schema(&mut g));
+    add("OpenMode", OpenMode::json_schema(&mut g));
+    add("CloseMode", CloseMode::json_schema(&mut g));
+    add("CpuLimit", CpuLimit::json_schema(&mut g));
+    add("MemoryLimit", MemoryLimit::json_schema(&mut g));
+    for (name, s) in g.take_definitions(true) {
+        out.entry(name).or_insert(s);
+    }
+    out
+}
+
+/// The document.
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for (method, path, summary, req, resp, auth) in ROUTES {
+        let mut op = json!({
+            "summary": summary,
+            "responses": {
+                "200": {"description": "OK", "content": {"application/json": {"schema": resp.map(|r| json!({"$ref": format!("#/components/schemas/{r}")})).unwrap_or(json!({}))}}},
+                "4XX": {"description": "Error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+            }
+        });
+        if let Some(r) = req {
+            op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{r}")}}}});
+        }
+        if *auth != Auth::None {
+            op["security"] = json!([{"bearer": []}]);
+        }
+        let params: Vec<Value> = path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|p| json!({"name": p, "in": "path", "required": true, "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,62}$"}}))
+            .collect();
+        if !params.is_empty() {
+            op["parameters"] = Value::Array(params);
+        }
+        paths.entry(path.to_string()).or_insert_with(|| json!({}))[*method] = op;
+    }
+    let mut schemas = schemas();
+    schemas.insert("Error".into(), json!({"type": "object", "required": ["code", "message"], "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}));
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "tenantdb-engine", "version": env!("CARGO_PKG_VERSION"),
+                 "description": "One tenant's pluggable databases. Tokens go in `Authorization: Bearer …` or `X-Tenantdb-Token`."},
+        "paths": paths,
+        "components": {"schemas": schemas, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}}
+    })
+}
