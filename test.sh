@@ -40,4 +40,6 @@ e2e/install.sh
 
 step "e2e tests against $KUBECONFIG"
 cargo test -p tenantdb-e2e --features e2e --locked -- --test-threads 4
+step "the README's quick start, on the same cluster"
+./quickstart.sh
 step "all tests passed"

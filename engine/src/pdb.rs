@@ -37,6 +37,8 @@ struct PooledConn {
     denied: Arc<Mutex<Option<String>>>,
     /// Whether `query_only` is on.
     read_only: bool,
+    /// Key of this connection's interrupt handle in `Pdb::interrupts`.
+    id: u64,
 }
 
 /// A pluggable database.
@@ -64,7 +66,6 @@ pub struct Session<'a> {
     pdb: &'a Pdb,
     conn: Option<PooledConn>,
     generation: u64,
-    id: u64,
 }
 
 impl Pdb {
@@ -159,6 +160,12 @@ impl Pdb {
                 at != 0 && epoch.elapsed().as_nanos() as u64 > at
             }),
         )?;
+        // Registered once per connection (idle ones too: interrupting those is harmless), so a
+        // session costs no registry update.
+        let id = self.next_session.fetch_add(1, Ordering::SeqCst);
+        if let Ok(mut i) = self.interrupts.lock() {
+            i.push((id, conn.get_interrupt_handle()));
+        }
         Ok(PooledConn {
             conn,
             rules_version: 0,
@@ -166,6 +173,7 @@ impl Pdb {
             deadline,
             denied,
             read_only: false,
+            id,
         })
     }
 
@@ -225,18 +233,13 @@ impl Pdb {
         pooled
             .admin
             .store(caller == Caller::Admin, Ordering::Relaxed);
-        if let Ok(mut w) = pooled.denied.lock() {
-            *w = None;
-        }
-        let id = self.next_session.fetch_add(1, Ordering::SeqCst);
-        if let Ok(mut i) = self.interrupts.lock() {
-            i.push((id, pooled.conn.get_interrupt_handle()));
+        if let Ok(mut w) = pooled.denied.try_lock() {
+            w.take();
         }
         Ok(Session {
             pdb: self,
             conn: Some(pooled),
             generation,
-            id,
         })
     }
 
@@ -268,6 +271,10 @@ impl Pdb {
         self.generation.fetch_add(1, Ordering::SeqCst);
         if let Ok(mut idle) = self.idle.lock() {
             idle.clear();
+        }
+        // No session runs and none can start while closing: every handle is stale now.
+        if let Ok(mut i) = self.interrupts.lock() {
+            i.clear();
         }
         self.closing.store(false, Ordering::SeqCst);
         Ok(())
@@ -314,21 +321,25 @@ impl Session<'_> {
 impl Drop for Session<'_> {
     fn drop(&mut self) {
         if let Some(c) = self.conn.take() {
+            let c_id = c.id;
             c.deadline.store(0, Ordering::Relaxed);
             if !c.conn.is_autocommit() {
                 let _ = c.conn.execute_batch("ROLLBACK");
             }
             let current = self.pdb.generation.load(Ordering::SeqCst) == self.generation;
-            if current {
-                if let Ok(mut idle) = self.pdb.idle.lock() {
-                    if idle.len() < MAX_IDLE {
+            let kept = current
+                && self.pdb.idle.lock().is_ok_and(|mut idle| {
+                    let room = idle.len() < MAX_IDLE;
+                    if room {
                         idle.push(c);
                     }
+                    room
+                });
+            if !kept {
+                if let Ok(mut i) = self.pdb.interrupts.lock() {
+                    i.retain(|(id, _)| *id != c_id);
                 }
             }
-        }
-        if let Ok(mut i) = self.pdb.interrupts.lock() {
-            i.retain(|(id, _)| *id != self.id);
         }
         self.pdb.active.fetch_sub(1, Ordering::SeqCst);
     }

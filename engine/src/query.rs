@@ -189,6 +189,7 @@ pub fn run(conn: &Connection, s: &Stmt, limits: ResultLimits) -> Result<StmtResu
         out.rows_affected = stmt.raw_execute()? as u64;
     } else {
         let n = out.columns.len();
+        let writes = !stmt.readonly();
         let mut rows = stmt.raw_query();
         let mut bytes = 0usize;
         while let Some(row) = rows.next()? {
@@ -212,7 +213,9 @@ pub fn run(conn: &Connection, s: &Stmt, limits: ResultLimits) -> Result<StmtResu
             }
             out.rows.push(vals);
         }
-        out.rows_affected = conn.changes();
+        // Only a writing statement that returns rows (INSERT … RETURNING) affected any.
+        drop(rows);
+        out.rows_affected = if writes { conn.changes() } else { 0 };
     }
     out.last_insert_rowid = conn.last_insert_rowid();
     Ok(out)

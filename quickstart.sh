@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Quick start: a cluster, TenantDB installed, the sample tenants Ready, and a query
+# answered by a database in one of them.
+#   ./quickstart.sh
+# Which cluster: the one KUBECONFIG points at when it answers (TENANTDB_IMAGE_TAG
+# names images already available to it); else kind when Docker runs; else a local
+# one-node cluster built from registries (root, no Docker; see e2e/README.md).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+t0=$SECONDS
+say() { printf '\n==> %s (%ss)\n' "$*" "$((SECONDS - t0))"; }
+PATH="$(e2e/build-tools.sh --print):$PATH"; export PATH
+
+if [ -n "${KUBECONFIG:-}" ] && kubectl version >/dev/null 2>&1; then
+  say "using the cluster at $KUBECONFIG"
+elif command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1 && command -v kind >/dev/null 2>&1; then
+  say "kind cluster"
+  e2e/kind.sh up
+  KUBECONFIG="$(e2e/kind.sh kubeconfig)"; export KUBECONFIG
+else
+  say "local cluster (no Docker here)"
+  e2e/cluster.sh up
+  KUBECONFIG="$(e2e/cluster.sh kubeconfig)"; export KUBECONFIG
+  say "images"
+  e2e/images.sh
+fi
+
+say "install TenantDB (Helm)"
+e2e/install.sh
+
+say "sample tenants"
+kubectl apply -f manifests/samples/ >/dev/null
+for t in bronze silver gold platinum; do
+  kubectl -n tenantdb-samples wait "tnt/sample-$t" --for=jsonpath='{.status.phase}'=Ready --timeout=180s >/dev/null
+done
+kubectl -n tenantdb-samples wait tnt/sample-suspended --for=jsonpath='{.status.phase}'=Suspended --timeout=60s >/dev/null
+kubectl get tnt -n tenantdb-samples
+
+say "a database in sample-gold, and a query"
+kubectl -n tenantdb-samples port-forward svc/sample-gold-engine 18080:8080 >/dev/null 2>&1 &
+pf=$!
+trap 'kill $pf 2>/dev/null || true' EXIT
+TOKEN="$(kubectl -n tenantdb-samples get secret sample-gold-engine-credentials -o jsonpath='{.data.admin-token}' | base64 -d)"
+api() { curl -sS --retry 20 --retry-connrefused --retry-delay 1 -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' "$@"; }
+api -X POST localhost:18080/v1/databases -d '{"name": "orders"}' >/dev/null
+api -X POST localhost:18080/v1/databases/orders/query -d '{"sql": "CREATE TABLE IF NOT EXISTS greetings (msg TEXT)"}' >/dev/null
+api -X POST localhost:18080/v1/databases/orders/query -d '{"sql": "INSERT INTO greetings VALUES (?)", "params": ["hello from TenantDB"]}' >/dev/null
+api -X POST localhost:18080/v1/databases/orders/query -d '{"sql": "SELECT msg, count(*) AS n FROM greetings"}'
+echo
+say "done: export KUBECONFIG=$KUBECONFIG"
