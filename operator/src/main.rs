@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::Parser;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::Client;
+use tenantdb_engine::server::shutdown_signal;
 use tenantdb_operator::http::{router, Probe};
 use tenantdb_operator::leader::{LeaderElector, LeaseConfig};
 use tenantdb_operator::metrics::Metrics;
@@ -186,20 +187,4 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let _ = http.await;
     tracing::info!("stopped");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term => {},
-    }
-    tracing::info!("shutdown requested");
 }

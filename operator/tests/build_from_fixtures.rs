@@ -248,3 +248,19 @@ fn status_follows_the_statefulset() {
             .unwrap();
     assert_eq!(engine_state(Some(&suspended), true), EngineState::Suspended);
 }
+
+#[test]
+fn every_lockdown_class_of_the_crd_is_one_the_engine_enforces() {
+    use kube::CustomResourceExt;
+    let crd = serde_json::to_value(tenantdb_crds::LockdownProfile::crd()).unwrap();
+    let values = crd
+        .pointer("/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/disabledStatements/items/enum")
+        .cloned()
+        .expect("the CRD lists the statement classes");
+    let all: Vec<String> = serde_json::from_value(values).unwrap();
+    assert!(all.len() >= 20);
+    let spec = serde_json::json!({"disabledStatements": all});
+    let rules: tenantdb_engine::lockdown::LockdownRules =
+        serde_json::from_value(spec).expect("the engine reads every class the CRD allows");
+    assert_eq!(rules.disabled_statements.len(), all.len());
+}
