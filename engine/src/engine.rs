@@ -181,7 +181,7 @@ pub struct Manifest {
 pub struct Engine {
     dir: PathBuf,
     catalog: Catalog,
-    pdbs: RwLock<BTreeMap<String, Arc<Pdb>>>,
+    pdbs: RwLock<HashMap<String, Arc<Pdb>>>,
     profiles: RwLock<HashMap<String, LockdownRules>>,
     tokens: RwLock<HashMap<String, (String, Vec<String>)>>,
     opts: EngineOptions,
@@ -206,7 +206,7 @@ impl Engine {
         let engine = Engine {
             dir: dir.to_path_buf(),
             catalog,
-            pdbs: RwLock::new(BTreeMap::new()),
+            pdbs: RwLock::new(HashMap::new()),
             profiles: RwLock::new(HashMap::new()),
             tokens: RwLock::new(HashMap::new()),
             opts,
@@ -226,7 +226,7 @@ impl Engine {
             tokens.insert(hash, (id, serde_json::from_str(&dbs).unwrap_or_default()));
         }
         *engine.tokens.write().map_err(EngineError::internal)? = tokens;
-        let mut map = BTreeMap::new();
+        let mut map = HashMap::new();
         for rec in engine.catalog.pdbs()? {
             let path = engine.pdb_path(&rec.name);
             if !path.exists() {
@@ -315,14 +315,14 @@ impl Engine {
         page_size: usize,
         after: Option<&str>,
     ) -> Result<(Vec<PdbInfo>, Option<String>)> {
+        // Lookups by name are the hot path (a hash map); pages are sorted here.
         let map = self.pdbs.read().map_err(EngineError::internal)?;
-        let iter: Box<dyn Iterator<Item = &Arc<Pdb>>> = match after {
-            Some(a) => Box::new(
-                map.range::<str, _>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))
-                    .map(|(_, v)| v),
-            ),
-            None => Box::new(map.values()),
-        };
+        let mut names: Vec<&String> = map
+            .keys()
+            .filter(|n| after.is_none_or(|a| n.as_str() > a))
+            .collect();
+        names.sort_unstable();
+        let iter = names.into_iter().filter_map(|n| map.get(n));
         let mut page: Vec<PdbInfo> = iter.take(page_size + 1).map(|p| self.info(p)).collect();
         let next = if page.len() > page_size {
             page.truncate(page_size);
@@ -880,7 +880,7 @@ impl Engine {
             max_rows,
             max_bytes: self.opts.max_result_bytes,
         };
-        let session = pdb.session(caller)?;
+        let session = pdb.session_with(caller, &rules)?;
         session.set_budget(budget);
         let conn = session.conn();
         if !transaction {

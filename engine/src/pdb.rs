@@ -179,6 +179,12 @@ impl Pdb {
 
     /// Start a session for `caller`, checking the open mode.
     pub fn session(&self, caller: Caller) -> Result<Session<'_>> {
+        let rules = self.rules();
+        self.session_with(caller, &rules)
+    }
+
+    /// Start a session for `caller` under `rules` (already read by the caller).
+    pub fn session_with(&self, caller: Caller, rules: &LockdownRules) -> Result<Session<'_>> {
         let mode = self.open_mode();
         match (mode, caller) {
             (None, _) => {
@@ -220,8 +226,8 @@ impl Pdb {
             pooled.conn.flush_prepared_statement_cache();
             pooled.rules_version = version;
         }
-        let read_only = mode == Some(OpenMode::ReadOnly)
-            || (caller == Caller::Tenant && self.rules().read_only);
+        let read_only =
+            mode == Some(OpenMode::ReadOnly) || (caller == Caller::Tenant && rules.read_only);
         if pooled.read_only != read_only {
             pooled.admin.store(true, Ordering::Relaxed);
             if let Err(e) = pooled.conn.pragma_update(None, "query_only", read_only) {
