@@ -10,13 +10,16 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 t0=$SECONDS
 step() { printf '\n==> %s (%ss)\n' "$*" "$((SECONDS - t0))"; }
+results="$(mktemp)"
+# Every cargo test summary goes to $results too, for the closing count.
+counted() { "$@" 2>&1 | tee -a "$results"; }
 
 step "rustfmt"
 cargo fmt --all -- --check
 step "clippy"
 cargo clippy --workspace --all-targets --locked --features tenantdb-e2e/e2e -- -D warnings
 step "unit and integration tests"
-cargo test --workspace --locked
+counted cargo test --workspace --locked
 step "chart: helm lint and the rendered install bundle"
 PATH="$(e2e/build-tools.sh --print):$PATH"; export PATH
 e2e/build-tools.sh
@@ -39,7 +42,13 @@ step "install TenantDB with Helm"
 e2e/install.sh
 
 step "e2e tests against $KUBECONFIG"
-cargo test -p tenantdb-e2e --features e2e --locked -- --test-threads 4
+counted cargo test -p tenantdb-e2e --features e2e --locked -- --test-threads 4
 step "the README's quick start, on the same cluster"
 ./quickstart.sh
 step "all tests passed"
+if [ "${TENANTDB_E2E_CLUSTER:-local}" != existing ] && [ "${TENANTDB_E2E_KEEP:-0}" != 1 ]; then
+  trap - EXIT
+  e2e/cluster.sh down
+fi
+awk '/^test result:/ {p += $4; f += $6} END {printf "tests: %d passed, %d failed\n", p, f}' "$results"
+rm -f "$results"
