@@ -22,6 +22,17 @@ use crate::lockdown::LockdownRules;
 use crate::pdb::Caller;
 use crate::query::QueryRequest;
 
+/// How long a statement may run on an async worker before it moves to the blocking pool.
+const INLINE_CAP: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// Whether `sql` starts with SELECT (after white space).
+fn is_select(sql: &str) -> bool {
+    sql.trim_start()
+        .as_bytes()
+        .get(..6)
+        .is_some_and(|h| h.eq_ignore_ascii_case(b"SELECT"))
+}
+
 /// Largest request body accepted (bigger ones get 413 before they are read whole).
 pub const MAX_BODY_BYTES: usize = 8 << 20;
 
@@ -119,7 +130,21 @@ async fn run_query(
     let caller = data_caller(&s, &headers, &pdb)?;
     let ApiJson(req) = body?;
     let single = req.batch.is_none();
-    let results = blocking(&s, move |e| e.query(&pdb, req, caller)).await?;
+    // Fast path: a single SELECT runs right here, capped at INLINE_CAP. Readers never wait
+    // for locks under WAL, so the cap bounds how long this async worker is held; a
+    // statement that needs longer is interrupted (rolled back whole) and runs again on the
+    // blocking pool with its full budget. Everything else goes to the blocking pool.
+    let inline = single && req.sql.as_deref().is_some_and(is_select);
+    let first = if inline {
+        s.engine
+            .query_capped(&pdb, &req, caller, Some(INLINE_CAP))?
+    } else {
+        None
+    };
+    let results = match first {
+        Some(r) => r,
+        None => blocking(&s, move |e| e.query(&pdb, req, caller)).await?,
+    };
     Ok(if single {
         Json(&results[0]).into_response()
     } else {

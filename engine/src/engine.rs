@@ -850,12 +850,26 @@ impl Engine {
 
     /// Run a query on a database as `caller`.
     pub fn query(&self, name: &str, req: QueryRequest, caller: Caller) -> Result<Vec<StmtResult>> {
+        self.query_capped(name, &req, caller, None)?
+            .ok_or_else(|| EngineError::Internal("uncapped query gave up".into()))
+    }
+
+    /// Run a query with its time budget capped at `cap`: `Ok(None)` when the cap (not the
+    /// caller's own budget) interrupted it, so it can run again where blocking is fine.
+    /// An interrupted statement is rolled back whole, so running it again is safe.
+    pub fn query_capped(
+        &self,
+        name: &str,
+        req: &QueryRequest,
+        caller: Caller,
+        cap: Option<Duration>,
+    ) -> Result<Option<Vec<StmtResult>>> {
         let pdb = self.get(name)?;
         let (stmts, transaction) = req.statements()?;
         let rules = pdb.rules();
         if caller == Caller::Tenant {
             for s in &stmts {
-                if let Some(reason) = lockdown::check_text(&rules, &s.sql) {
+                if let Some(reason) = lockdown::check_text(&rules, s.sql) {
                     return Err(EngineError::Lockdown(reason));
                 }
             }
@@ -876,31 +890,41 @@ impl Engine {
                 self.opts.default_max_rows,
             ),
         };
+        let capped = cap.is_some_and(|c| c < budget);
         let limits = ResultLimits {
             max_rows,
             max_bytes: self.opts.max_result_bytes,
         };
         let session = pdb.session_with(caller, &rules)?;
-        session.set_budget(budget);
+        session.set_budget(if capped {
+            cap.unwrap_or(budget)
+        } else {
+            budget
+        });
         let conn = session.conn();
         if !transaction {
-            return Ok(vec![
-                query::run(conn, &stmts[0], limits).map_err(|e| session.explain(e))?
-            ]);
+            return match query::run(conn, stmts[0], limits).map_err(|e| session.explain(e)) {
+                Ok(r) => Ok(Some(vec![r])),
+                Err(EngineError::Timeout(_)) if capped => Ok(None),
+                Err(e) => Err(e),
+            };
         }
         conn.execute_batch("BEGIN IMMEDIATE")?;
         let mut out = Vec::with_capacity(stmts.len());
         for (i, s) in stmts.iter().enumerate() {
-            match query::run(conn, s, limits) {
+            match query::run(conn, *s, limits) {
                 Ok(r) => out.push(r),
                 Err(e) => {
                     let _ = conn.execute_batch("ROLLBACK");
-                    return Err(prefix(session.explain(e), i));
+                    return match session.explain(e) {
+                        EngineError::Timeout(_) if capped => Ok(None),
+                        e => Err(prefix(e, i)),
+                    };
                 }
             }
         }
         conn.execute_batch("COMMIT")?;
-        Ok(out)
+        Ok(Some(out))
     }
 }
 

@@ -35,18 +35,36 @@ pub struct QueryRequest {
     pub batch: Option<Vec<Stmt>>,
 }
 
+/// One statement of a request, borrowed from it.
+#[derive(Debug, Clone, Copy)]
+pub struct StmtRef<'a> {
+    /// SQL text.
+    pub sql: &'a str,
+    /// Parameters.
+    pub params: Option<&'a Value>,
+}
+
 impl QueryRequest {
     /// The statements to run, and whether they form a transaction.
-    pub fn statements(self) -> Result<(Vec<Stmt>, bool)> {
-        match (self.sql, self.batch) {
+    pub fn statements(&self) -> Result<(Vec<StmtRef<'_>>, bool)> {
+        match (&self.sql, &self.batch) {
             (Some(sql), None) => Ok((
-                vec![Stmt {
+                vec![StmtRef {
                     sql,
-                    params: self.params,
+                    params: self.params.as_ref(),
                 }],
                 false,
             )),
-            (None, Some(batch)) if !batch.is_empty() && self.params.is_none() => Ok((batch, true)),
+            (None, Some(batch)) if !batch.is_empty() && self.params.is_none() => Ok((
+                batch
+                    .iter()
+                    .map(|s| StmtRef {
+                        sql: &s.sql,
+                        params: s.params.as_ref(),
+                    })
+                    .collect(),
+                true,
+            )),
             (None, Some(_)) => Err(EngineError::BadRequest(
                 "batch must hold at least one statement, each with its own params".into(),
             )),
@@ -175,12 +193,12 @@ fn bind(stmt: &mut Statement<'_>, params: Option<&Value>) -> Result<()> {
 }
 
 /// Run one statement on `conn` (its cached prepared form when there is one).
-pub fn run(conn: &Connection, s: &Stmt, limits: ResultLimits) -> Result<StmtResult> {
+pub fn run(conn: &Connection, s: StmtRef<'_>, limits: ResultLimits) -> Result<StmtResult> {
     if s.sql.trim().is_empty() {
         return Err(EngineError::BadRequest("sql is empty".into()));
     }
-    let mut stmt = conn.prepare_cached(&s.sql)?;
-    bind(&mut stmt, s.params.as_ref())?;
+    let mut stmt = conn.prepare_cached(s.sql)?;
+    bind(&mut stmt, s.params)?;
     let mut out = StmtResult {
         columns: stmt.column_names().map(String::from).collect(),
         ..Default::default()
@@ -235,6 +253,17 @@ mod tests {
             sql: sql.into(),
             params: Some(params),
         }
+    }
+
+    fn run(c: &Connection, s: &Stmt, limits: ResultLimits) -> Result<StmtResult> {
+        super::run(
+            c,
+            StmtRef {
+                sql: &s.sql,
+                params: s.params.as_ref(),
+            },
+            limits,
+        )
     }
 
     #[test]
