@@ -257,7 +257,7 @@ impl Engine {
             }
             conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
         }
-        files::remove_db(&PathBuf::from(format!("{}-wal", tmp.display())))?;
+        files::remove_sidecars(&tmp)?;
         files::durable_rename(&tmp, &path)?;
         Ok(())
     }
@@ -480,7 +480,7 @@ impl Engine {
                         let c2 = Connection::open(tmp)?;
                         c2.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
                         drop(c2);
-                        files::remove_db(&tmp_wal).ok();
+                        files::remove_sidecars(tmp).ok();
                         Ok(format!("clone snapshot (reflink) of {}", c.from))
                     }
                     Err(e) => {

@@ -91,7 +91,16 @@ pub fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
 
 /// Remove a database file with its WAL and shared-memory files.
 pub fn remove_db(path: &Path) -> std::io::Result<()> {
-    for suffix in ["", "-wal", "-shm"] {
+    remove_suffixed(path, &["", "-wal", "-shm"])
+}
+
+/// Remove a closed database's WAL and shared-memory files, keeping the database.
+pub fn remove_sidecars(path: &Path) -> std::io::Result<()> {
+    remove_suffixed(path, &["-wal", "-shm"])
+}
+
+fn remove_suffixed(path: &Path, suffixes: &[&str]) -> std::io::Result<()> {
+    for suffix in suffixes {
         let p = format!("{}{suffix}", path.display());
         match std::fs::remove_file(&p) {
             Ok(()) => {}

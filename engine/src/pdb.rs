@@ -57,7 +57,7 @@ pub struct Pdb {
     generation: AtomicU64,
     closing: AtomicBool,
     interrupts: Mutex<Vec<(u64, InterruptHandle)>>,
-    next_session: AtomicU64,
+    next_conn_id: AtomicU64,
     epoch: Instant,
 }
 
@@ -82,7 +82,7 @@ impl Pdb {
             generation: AtomicU64::new(0),
             closing: AtomicBool::new(false),
             interrupts: Mutex::new(Vec::new()),
-            next_session: AtomicU64::new(0),
+            next_conn_id: AtomicU64::new(0),
             epoch: Instant::now(),
         }
     }
@@ -162,7 +162,7 @@ impl Pdb {
         )?;
         // Registered once per connection (idle ones too: interrupting those is harmless), so a
         // session costs no registry update.
-        let id = self.next_session.fetch_add(1, Ordering::SeqCst);
+        let id = self.next_conn_id.fetch_add(1, Ordering::SeqCst);
         if let Ok(mut i) = self.interrupts.lock() {
             i.push((id, conn.get_interrupt_handle()));
         }
@@ -177,13 +177,7 @@ impl Pdb {
         })
     }
 
-    /// Start a session for `caller`, checking the open mode.
-    pub fn session(&self, caller: Caller) -> Result<Session<'_>> {
-        let rules = self.rules();
-        self.session_with(caller, &rules)
-    }
-
-    /// Start a session for `caller` under `rules` (already read by the caller).
+    /// Start a session for `caller` under `rules` (read once by the caller), checking the open mode.
     pub fn session_with(&self, caller: Caller, rules: &LockdownRules) -> Result<Session<'_>> {
         let mode = self.open_mode();
         match (mode, caller) {

@@ -61,151 +61,91 @@ pub fn applied(
     let generation = tenant.metadata.generation;
     let was_ready = is_true(&status.conditions, "Ready");
     let c = &mut status.conditions;
+    let mut put = |type_: &str, on: bool, reason: &str, message: &str| {
+        set(c, type_, on, reason, message, generation, now)
+    };
     let phase = match state {
         EngineState::Ready => {
-            set(
-                c,
-                "Ready",
-                true,
-                "EngineReady",
-                "the engine serves",
-                generation,
-                now,
-            );
-            set(
-                c,
-                "Progressing",
-                false,
-                "Stable",
-                "every change is rolled out",
-                generation,
-                now,
-            );
-            set(
-                c,
-                "Degraded",
-                false,
-                "Healthy",
-                "the engine is ready",
-                generation,
-                now,
-            );
+            put("Ready", true, "EngineReady", "the engine serves");
+            put("Progressing", false, "Stable", "every change is rolled out");
+            put("Degraded", false, "Healthy", "the engine is ready");
             TenantPhase::Ready
         }
         EngineState::Rolling => {
-            set(
-                c,
+            put(
                 "Ready",
                 true,
                 "EngineReady",
                 "the engine serves while a change rolls out",
-                generation,
-                now,
             );
-            set(
-                c,
+            put(
                 "Progressing",
                 true,
                 "RollingUpdate",
                 "the engine pod is being replaced with the new spec",
-                generation,
-                now,
             );
-            set(
-                c,
-                "Degraded",
-                false,
-                "Healthy",
-                "the engine is ready",
-                generation,
-                now,
-            );
+            put("Degraded", false, "Healthy", "the engine is ready");
             TenantPhase::Provisioning
         }
         EngineState::NotReady => {
-            set(
-                c,
+            put(
                 "Ready",
                 false,
                 "EngineNotReady",
                 "the engine pod is not ready yet",
-                generation,
-                now,
             );
-            set(
-                c,
+            put(
                 "Progressing",
                 true,
                 "Provisioning",
                 "waiting for the engine pod to become ready",
-                generation,
-                now,
             );
             if was_ready {
-                set(
-                    c,
+                put(
                     "Degraded",
                     true,
                     "EngineNotReady",
                     "the engine was ready and is not now; see the pod's events",
-                    generation,
-                    now,
                 );
                 TenantPhase::Degraded
             } else {
                 TenantPhase::Provisioning
             }
         }
-        EngineState::Suspending | EngineState::Suspended => {
-            let done = state == EngineState::Suspended;
-            set(
-                c,
+        EngineState::Suspending => {
+            put(
                 "Ready",
                 false,
                 "Suspended",
                 "spec.suspended is true: the engine is scaled to zero, its volume kept",
-                generation,
-                now,
             );
-            set(
-                c,
+            put(
                 "Progressing",
-                !done,
-                if done { "Stable" } else { "Suspending" },
-                if done {
-                    "suspended"
-                } else {
-                    "scaling the engine to zero"
-                },
-                generation,
-                now,
+                true,
+                "Suspending",
+                "scaling the engine to zero",
             );
-            set(
-                c,
-                "Degraded",
+            put("Degraded", false, "Healthy", "suspended on request");
+            TenantPhase::Suspended
+        }
+        EngineState::Suspended => {
+            put(
+                "Ready",
                 false,
-                "Healthy",
-                "suspended on request",
-                generation,
-                now,
+                "Suspended",
+                "spec.suspended is true: the engine is scaled to zero, its volume kept",
             );
+            put("Progressing", false, "Stable", "suspended");
+            put("Degraded", false, "Healthy", "suspended on request");
             TenantPhase::Suspended
         }
     };
     let suspended = matches!(state, EngineState::Suspending | EngineState::Suspended);
-    set(
-        &mut status.conditions,
-        "Suspended",
-        suspended,
-        if suspended {
-            "SuspendRequested"
-        } else {
-            "Active"
-        },
-        if suspended { "hibernating" } else { "running" },
-        generation,
-        now,
-    );
+    if suspended {
+        put("Suspended", true, "SuspendRequested", "hibernating");
+    } else {
+        put("Suspended", false, "Active", "running");
+    }
     status.phase = Some(phase);
     status.observed_generation = generation;
     status.limits = Some(limits);
