@@ -147,7 +147,7 @@ async fn databases_in_a_tenant_pod_are_created_queried_isolated_and_durable() ->
         Some(q("SELECT * FROM o", Value::Null)),
     )
     .await?;
-    assert_eq!(s, 401, "another tenant's token is unknown here");
+    assert_eq!(s, 403, "another tenant's token is not valid here");
     let (s, _) = call(
         &client,
         &ns.name,
@@ -158,7 +158,7 @@ async fn databases_in_a_tenant_pod_are_created_queried_isolated_and_durable() ->
         None,
     )
     .await?;
-    assert_eq!(s, 401, "another tenant's admin token is not this one's");
+    assert_eq!(s, 403, "another tenant's admin token is not this one's");
 
     // Kill the engine pod: the database and its rows come back with the volume.
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);

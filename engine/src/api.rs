@@ -4,8 +4,10 @@
 
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
+use axum::handler::Handler;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -111,7 +113,11 @@ pub fn routes() -> Router<Arc<EngineState>> {
         .route("/v1/databases/{pdb}/unplug", post(unplug))
         .route("/v1/databases/{pdb}/history", get(history))
         .route("/v1/archives", get(archives))
-        .route("/v1/archives/{name}", get(archive))
+        .route("/v1/archives/{name}", get(archive).delete(delete_archive))
+        .route(
+            "/v1/archives/{name}/data",
+            get(download_archive).put(upload_archive.layer(DefaultBodyLimit::disable())),
+        )
         .route("/v1/lockdown-profiles", get(profiles))
         .route(
             "/v1/lockdown-profiles/{name}",
@@ -340,6 +346,89 @@ async fn archive(
 ) -> Result<Response> {
     admin(&s, &headers)?;
     Ok(Json(blocking(&s, move |e| e.archive_manifest(&name)).await?).into_response())
+}
+
+async fn delete_archive(
+    State(s): State<Arc<EngineState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    admin(&s, &headers)?;
+    blocking(&s, move |e| e.delete_archive(&name)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Header carrying an archive's sha256 on download.
+pub const SHA256_HEADER: &str = "x-tenantdb-sha256";
+/// Header carrying the database an archive came from on download.
+pub const DATABASE_HEADER: &str = "x-tenantdb-database";
+
+async fn download_archive(
+    State(s): State<Arc<EngineState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    admin(&s, &headers)?;
+    let (manifest, path) = blocking(&s, move |e| e.archive_data(&name)).await?;
+    let file = tokio::fs::File::open(&path).await?;
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    Ok((
+        [
+            ("content-type", "application/octet-stream".to_string()),
+            ("content-length", manifest.size_bytes.to_string()),
+            (SHA256_HEADER, manifest.sha256),
+            (DATABASE_HEADER, manifest.database),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UploadParams {
+    database: String,
+    sha256: String,
+}
+
+async fn upload_archive(
+    State(s): State<Arc<EngineState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    q: std::result::Result<Query<UploadParams>, QueryRejection>,
+    body: Body,
+) -> Result<Response> {
+    use futures::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    admin(&s, &headers)?;
+    let Query(p) = q.map_err(query_rejection)?;
+    if p.sha256.len() != 64 || !p.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(EngineError::BadRequest(
+            "sha256 must be 64 hexadecimal characters".into(),
+        ));
+    }
+    let path = s.engine.receive_path(&name)?;
+    let received = async {
+        let mut file = tokio::fs::File::create(&path).await?;
+        let mut stream = body.into_data_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk =
+                chunk.map_err(|e| EngineError::BadRequest(format!("the upload broke off: {e}")))?;
+            file.write_all(&chunk).await?;
+        }
+        file.sync_all().await?;
+        Ok::<_, EngineError>(())
+    }
+    .await;
+    if let Err(e) = received {
+        let _ = tokio::fs::remove_file(&path).await;
+        return Err(e);
+    }
+    let manifest = blocking(&s, move |e| {
+        e.import_archive(&name, &p.database, &p.sha256.to_ascii_lowercase(), &path)
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(manifest)).into_response())
 }
 
 async fn profiles(State(s): State<Arc<EngineState>>, headers: HeaderMap) -> Result<Response> {

@@ -629,6 +629,19 @@ impl Engine {
         let data = dir.join("data.db");
         std::fs::copy(&pdb.path, &data)?;
         files::sync_file(&data)?;
+        let manifest = self.register_archive(&archive, name, &dir)?;
+        self.pdbs
+            .write()
+            .map_err(EngineError::internal)?
+            .remove(name);
+        self.catalog.remove_pdb(name, "unplugged", &manifest.name)?;
+        files::remove_db(&pdb.path)?;
+        Ok(manifest)
+    }
+
+    /// Write the manifest of the data in `dir/data.db` and record the archive in the catalog.
+    fn register_archive(&self, archive: &str, database: &str, dir: &Path) -> Result<Manifest> {
+        let data = dir.join("data.db");
         let (sha256, size) = files::sha256_file(&data)?;
         let schema_version: i64 = Connection::open_with_flags(
             &data,
@@ -637,8 +650,8 @@ impl Engine {
         .query_row("PRAGMA user_version", [], |r| r.get(0))?;
         let manifest = Manifest {
             format: ARCHIVE_FORMAT.into(),
-            name: archive.clone(),
-            database: name.into(),
+            name: archive.into(),
+            database: database.into(),
             schema_version,
             sqlite_version: rusqlite::version().into(),
             size_bytes: size,
@@ -649,21 +662,99 @@ impl Engine {
             &dir.join("manifest.json"),
             &serde_json::to_vec_pretty(&manifest).map_err(EngineError::internal)?,
         )?;
-        files::sync_dir(&dir)?;
+        files::sync_dir(dir)?;
         self.catalog.put_archive(&ArchiveRecord {
-            name: archive,
-            database: name.into(),
+            name: archive.into(),
+            database: database.into(),
             sha256,
             size_bytes: size,
             created_at: manifest.created_at,
         })?;
-        self.pdbs
-            .write()
-            .map_err(EngineError::internal)?
-            .remove(name);
-        self.catalog.remove_pdb(name, "unplugged", &manifest.name)?;
-        files::remove_db(&pdb.path)?;
         Ok(manifest)
+    }
+
+    /// An archive's manifest and the path of its data, to send it to another engine.
+    pub fn archive_data(&self, archive: &str) -> Result<(Manifest, PathBuf)> {
+        let manifest = self.archive_manifest(archive)?;
+        Ok((
+            manifest,
+            self.dir.join("archives").join(archive).join("data.db"),
+        ))
+    }
+
+    /// A new file under `tmp/` to receive archive `archive` into.
+    pub fn receive_path(&self, archive: &str) -> Result<PathBuf> {
+        names::validate("archive", archive)?;
+        Ok(self.tmp_path(archive))
+    }
+
+    /// Register the data received into `received` (from [`Engine::receive_path`]) as
+    /// archive `archive` of database `database`. The data must have sha256 `sha256` and be
+    /// a sound SQLite database; otherwise nothing is registered and the file is removed.
+    /// Receiving the same archive again is a no-op; other data under its name is a conflict.
+    pub fn import_archive(
+        &self,
+        archive: &str,
+        database: &str,
+        sha256: &str,
+        received: &Path,
+    ) -> Result<Manifest> {
+        let result = (|| {
+            names::validate("archive", archive)?;
+            names::validate("database", database)?;
+            if let Some(existing) = self.catalog.archive(archive)? {
+                return if existing.sha256 == sha256 {
+                    self.archive_manifest(archive)
+                } else {
+                    Err(EngineError::Conflict(format!(
+                        "archive {archive} exists with other content (sha256 {})",
+                        existing.sha256
+                    )))
+                };
+            }
+            let check = |path: &Path| -> Result<String> {
+                let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
+                    .and_then(|c| c.query_row("PRAGMA quick_check", [], |r| r.get::<_, String>(0)));
+                conn.map_err(|e| {
+                    EngineError::BadRequest(format!("archive {archive} is not a database: {e}"))
+                })
+            };
+            let ok = check(received)?;
+            files::remove_sidecars(received)?;
+            if ok != "ok" {
+                return Err(EngineError::BadRequest(format!(
+                    "archive {archive} holds a damaged database: {ok}"
+                )));
+            }
+            let (sha, size) = files::sha256_file(received)?;
+            if sha != sha256 {
+                return Err(EngineError::BadRequest(format!(
+                    "archive {archive} failed verification: received {size} bytes with sha256 {sha}, the sender said {sha256}"
+                )));
+            }
+            let dir = self.dir.join("archives").join(archive);
+            std::fs::create_dir_all(&dir)?;
+            files::durable_rename(received, &dir.join("data.db"))?;
+            self.register_archive(archive, database, &dir)
+        })();
+        let _ = files::remove_db(received);
+        result
+    }
+
+    /// Delete an archive and its files.
+    pub fn delete_archive(&self, archive: &str) -> Result<()> {
+        names::validate("archive", archive)?;
+        let dir = self.dir.join("archives").join(archive);
+        let known = self.catalog.delete_archive(archive)?;
+        let present = dir.exists();
+        if present {
+            std::fs::remove_dir_all(&dir)?;
+            files::sync_dir(&self.dir.join("archives"))?;
+        }
+        if !known && !present {
+            return Err(EngineError::NotFound(format!("no archive named {archive}")));
+        }
+        Ok(())
     }
 
     /// Verify an archive and copy its data to `tmp`; nothing is registered here.
@@ -833,11 +924,14 @@ impl Engine {
         Ok(())
     }
 
-    /// Whether `token` may use database `name`: Ok, 401 (unknown) or 403 (other databases).
+    /// Whether `token` may use database `name`: Ok, or 403 when the token is unknown here
+    /// (revoked, or another tenant's) or valid only for other databases.
     pub fn authorize_data(&self, token: &str, name: &str) -> Result<()> {
         let tokens = self.tokens.read().map_err(EngineError::internal)?;
         let Some((_, dbs)) = tokens.get(&sha256_hex(token)) else {
-            return Err(EngineError::Unauthorized("unknown token".into()));
+            return Err(EngineError::Forbidden(format!(
+                "the token presented is not valid in this engine, so not for database {name}"
+            )));
         };
         if dbs.iter().any(|d| d == "*" || d == name) {
             Ok(())

@@ -57,8 +57,8 @@ pub fn require_admin(state: &EngineState, headers: &HeaderMap) -> Result<()> {
     match (&state.admin_token, request_token(headers)) {
         (None, _) => Ok(()),
         (Some(want), Some(got)) if constant_time_eq(want.as_bytes(), got.as_bytes()) => Ok(()),
-        (Some(_), Some(_)) => Err(EngineError::Unauthorized(
-            "the token is not the admin token".into(),
+        (Some(_), Some(_)) => Err(EngineError::Forbidden(
+            "the token presented is not this engine's admin token".into(),
         )),
         (Some(_), None) => Err(EngineError::Unauthorized(
             "an admin token is required (Authorization: Bearer …)".into(),

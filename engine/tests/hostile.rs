@@ -254,8 +254,8 @@ async fn tokens_never_reach_other_databases_or_engines() {
     );
     assert_err(
         a.sql("mine", &tb, "SELECT 1", json!(null)).await,
-        StatusCode::UNAUTHORIZED,
-        "unknown token",
+        StatusCode::FORBIDDEN,
+        "not valid in this engine",
     );
     assert_err(
         a.call(
@@ -270,7 +270,7 @@ async fn tokens_never_reach_other_databases_or_engines() {
     );
     assert_err(
         a.call("GET", "/v1/databases", Some(&ta), None).await,
-        StatusCode::UNAUTHORIZED,
+        StatusCode::FORBIDDEN,
         "admin token",
     );
     // Revoked tokens stop working.
@@ -287,8 +287,8 @@ async fn tokens_never_reach_other_databases_or_engines() {
     );
     assert_err(
         a.sql("mine", tok, "SELECT 1", json!(null)).await,
-        StatusCode::UNAUTHORIZED,
-        "unknown token",
+        StatusCode::FORBIDDEN,
+        "not valid in this engine",
     );
 }
 

@@ -372,3 +372,135 @@ async fn the_catalog_survives_a_restart() {
     );
     assert_eq!(e.describe("two").unwrap().state, "Mounted");
 }
+
+/// Download raw bytes (the archive data route answers octet-stream, not JSON).
+async fn download(app: &common::App, path: &str) -> (StatusCode, Vec<u8>, String) {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let req = axum::http::Request::builder()
+        .method("GET")
+        .uri(path)
+        .header("authorization", format!("Bearer {}", common::ADMIN))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let resp = app.router.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let sha = resp
+        .headers()
+        .get("x-tenantdb-sha256")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    (status, bytes, sha)
+}
+
+async fn upload(app: &common::App, path: &str, bytes: Vec<u8>) -> (StatusCode, serde_json::Value) {
+    let req = axum::http::Request::builder()
+        .method("PUT")
+        .uri(path)
+        .header("authorization", format!("Bearer {}", common::ADMIN))
+        .header("content-type", "application/octet-stream")
+        .body(axum::body::Body::from(bytes))
+        .unwrap();
+    app.raw(req).await
+}
+
+#[tokio::test]
+async fn archives_move_between_engines_verified_and_bad_uploads_register_nothing() {
+    let a = common::app();
+    let b = common::app();
+    a.create(json!({"name": "orders"})).await;
+    let tok = a.token(&["orders"]).await;
+    for i in 0..50 {
+        let (s, v) = a
+            .sql(
+                "orders",
+                &tok,
+                "INSERT INTO kv VALUES (?, 'x')",
+                json!([format!("k{i}")]),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    let (s, m) = a
+        .admin(
+            "POST",
+            "/v1/databases/orders/unplug",
+            Some(json!({"archive": "orders-move"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{m}");
+    let (s, bytes, sha) = download(&a, "/v1/archives/orders-move/data").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(sha, m["sha256"].as_str().unwrap());
+    assert_eq!(bytes.len() as u64, m["sizeBytes"].as_u64().unwrap());
+
+    // A corrupted copy or a wrong checksum is refused and leaves no archive behind.
+    let mut broken = bytes.clone();
+    let mid = broken.len() / 2;
+    broken[mid..mid + 4096].fill(0xA5);
+    let (s, v) = upload(
+        &b,
+        &format!("/v1/archives/orders-move/data?database=orders&sha256={sha}"),
+        broken,
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let zeros = "0".repeat(64);
+    let (s, v) = upload(
+        &b,
+        &format!("/v1/archives/orders-move/data?database=orders&sha256={zeros}"),
+        bytes.clone(),
+    )
+    .await;
+    common::assert_err((s, v), StatusCode::BAD_REQUEST, "failed verification");
+    let (s, v) = upload(
+        &b,
+        "/v1/archives/orders-move/data?database=orders&sha256=nothex",
+        bytes.clone(),
+    )
+    .await;
+    common::assert_err((s, v), StatusCode::BAD_REQUEST, "sha256");
+    let (_, list) = b.admin("GET", "/v1/archives", None).await;
+    assert_eq!(
+        list["items"],
+        json!([]),
+        "nothing registered after bad uploads"
+    );
+    assert_eq!(
+        std::fs::read_dir(b.dir.path().join("tmp")).unwrap().count(),
+        0,
+        "no received file left behind"
+    );
+
+    // The real bytes are registered, twice is a no-op, and they plug to the same rows.
+    let up = format!("/v1/archives/orders-move/data?database=orders&sha256={sha}");
+    let (s, v) = upload(&b, &up, bytes.clone()).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["sha256"], m["sha256"]);
+    assert_eq!(upload(&b, &up, bytes.clone()).await.0, StatusCode::CREATED);
+    b.create(json!({"name": "orders", "source": {"plug": {"archive": "orders-move"}}}))
+        .await;
+    let tb = b.token(&["orders"]).await;
+    let (s, v) = b
+        .sql("orders", &tb, "SELECT count(*) AS n FROM kv", json!(null))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["rows"][0][0], 50);
+
+    // Deleting the source archive removes its files; a second delete is 404.
+    let (s, _) = a.admin("DELETE", "/v1/archives/orders-move", None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert!(!a.dir.path().join("archives/orders-move").exists());
+    common::assert_err(
+        a.admin("DELETE", "/v1/archives/orders-move", None).await,
+        StatusCode::NOT_FOUND,
+        "no archive",
+    );
+}
