@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
     status = "LockdownProfileStatus",
     printcolumn = r#"{"name":"Read only","type":"boolean","jsonPath":".spec.readOnly"}"#,
     printcolumn = r#"{"name":"Applied to","type":"integer","jsonPath":".status.appliedCount"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = Rule::new("self.metadata.name.size() <= 63 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("LockdownProfile names are DNS labels: at most 63 lowercase letters, digits and '-'")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct LockdownProfileSpec {

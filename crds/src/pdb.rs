@@ -183,4 +183,10 @@ pub struct PluggableDatabaseStatus {
     /// The tenant currently holding the database.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
+    /// The lockdown profile the engine enforces on this database now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lockdown_profile: Option<String>,
+    /// Storage quota in force, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_quota_bytes: Option<u64>,
 }

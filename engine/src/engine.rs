@@ -338,10 +338,15 @@ impl Engine {
         let map = self
             .pdbs
             .read()
-            .map(|m| m.values().map(|p| p.record().open_mode).collect::<Vec<_>>())
+            .map(|m| {
+                m.values()
+                    .map(|p| (p.record().open_mode, p.path.clone()))
+                    .collect::<Vec<_>>()
+            })
             .unwrap_or_default();
+        let storage_bytes: u64 = map.iter().map(|(_, path)| files::db_size(path)).sum();
         let mut by_state: BTreeMap<&str, usize> = BTreeMap::new();
-        for m in map {
+        for (m, _) in map {
             let key = match m {
                 None => "Mounted",
                 Some(OpenMode::ReadWrite) => "ReadWrite",
@@ -353,6 +358,7 @@ impl Engine {
         serde_json::json!({
             "databases": by_state.values().sum::<usize>(),
             "byState": by_state,
+            "storageBytes": storage_bytes,
             "archives": self.catalog.archives().map(|a| a.len()).unwrap_or(0),
             "uptimeSeconds": self.started.elapsed().as_secs(),
         })

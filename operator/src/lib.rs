@@ -4,10 +4,14 @@
 //! functions, unit-tested from YAML fixtures) → server-side apply → write status.
 
 pub mod conditions;
+pub mod engine_client;
 pub mod http;
 pub mod leader;
+pub mod lockdown;
 pub mod metrics;
+pub mod pdb;
 pub mod quantity;
+pub mod runtime;
 pub mod tenant;
 pub mod tiers;
 

@@ -11,12 +11,14 @@ use clap::Parser;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::Client;
 use tenantdb_engine::server::shutdown_signal;
+use tenantdb_operator::engine_client::EngineLocator;
 use tenantdb_operator::http::{router, Probe};
 use tenantdb_operator::leader::{LeaderElector, LeaseConfig};
 use tenantdb_operator::metrics::Metrics;
 use tenantdb_operator::tenant::build::BuildContext;
 use tenantdb_operator::tenant::controller::{self, Context};
 use tenantdb_operator::tiers::TierTable;
+use tenantdb_operator::{lockdown, pdb};
 use tokio::sync::watch;
 
 #[derive(Parser, Debug)]
@@ -58,6 +60,10 @@ struct Args {
     /// This replica's identity in the Lease.
     #[arg(long, env = "POD_NAME", default_value = "tenantdb-operator-local")]
     identity: String,
+    /// URL of a tenant's engine, with `{tenant}` and `{namespace}` filled in; the
+    /// engine Service by cluster DNS unless the operator runs elsewhere.
+    #[arg(long, env = "TENANTDB_ENGINE_URL", default_value = tenantdb_operator::engine_client::DEFAULT_ENGINE_URL)]
+    engine_url: String,
     /// Log format: json or text.
     #[arg(long, env = "TENANTDB_LOG_FORMAT", default_value = "json")]
     log_format: String,
@@ -151,12 +157,28 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             instance: Some(args.identity),
         },
     );
-    let ctx = Arc::new(Context::new(client, build, recorder, metrics));
+    let locator = EngineLocator::new(&args.engine_url)?;
+    let stopped = |rx: &watch::Receiver<bool>| {
+        let mut stop = rx.clone();
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }
+    };
+    let pdb_ctx = Arc::new(pdb::controller::Context::new(
+        client.clone(),
+        locator.clone(),
+        recorder.clone(),
+        metrics.clone(),
+    ));
+    let ldp_ctx = Arc::new(lockdown::controller::Context::new(
+        client.clone(),
+        metrics.clone(),
+    ));
+    let ctx = Arc::new(Context::new(client, build, recorder, metrics).with_engines(locator));
     let (store_tx, store_rx) = tokio::sync::oneshot::channel();
-    let mut stop = stop_rx.clone();
-    let tenants = tokio::spawn(controller::run(ctx, store_tx, async move {
-        let _ = stop.wait_for(|s| *s).await;
-    }));
+    let tenants = tokio::spawn(controller::run(ctx, store_tx, stopped(&stop_rx)));
+    let databases = tokio::spawn(pdb::controller::run(pdb_ctx, stopped(&stop_rx)));
+    let profiles = tokio::spawn(lockdown::controller::run(ldp_ctx, stopped(&stop_rx)));
     if let Ok(store) = store_rx.await {
         let _ = probe.tenants.set(store);
     }
@@ -180,7 +202,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         tracing::error!(%reason, "lost leadership; exiting");
         std::process::exit(1);
     }
-    let _ = tenants.await;
+    let _ = tokio::join!(tenants, databases, profiles);
     if let Some(e) = &elector {
         e.release().await;
     }

@@ -4,8 +4,7 @@
 //! the current types cannot read becomes a status condition and an Event instead of
 //! breaking the watch for every tenant.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -13,10 +12,9 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
@@ -26,7 +24,9 @@ use tenantdb_crds::{Tenant, TenantStatus};
 
 use super::build::{self, BuildContext, BuildError};
 use super::status::{self, engine_state, EngineState};
+use crate::engine_client::EngineLocator;
 use crate::metrics::Metrics;
+use crate::runtime::{now, Backoff};
 use crate::FIELD_MANAGER;
 
 const CONTROLLER: &str = "tenant";
@@ -75,8 +75,9 @@ pub struct Context {
     pub recorder: Recorder,
     /// Operator metrics.
     pub metrics: Metrics,
-    /// Consecutive failures per object, for exponential backoff.
-    failures: Mutex<HashMap<String, u32>>,
+    /// Where the engines are, to read their database count and storage use.
+    pub engines: Option<EngineLocator>,
+    backoff: Backoff,
 }
 
 impl Context {
@@ -87,8 +88,15 @@ impl Context {
             build,
             recorder,
             metrics,
-            failures: Mutex::new(HashMap::new()),
+            engines: None,
+            backoff: Backoff::default(),
         }
+    }
+
+    /// Also read each Ready engine's container status into the Tenant's status.
+    pub fn with_engines(mut self, locator: EngineLocator) -> Self {
+        self.engines = Some(locator);
+        self
     }
 }
 
@@ -117,20 +125,14 @@ where
 }
 
 async fn publish(ctx: &Context, obj: &DynamicObject, type_: EventType, reason: &str, note: String) {
-    let ev = Event {
+    crate::runtime::publish(
+        &ctx.recorder,
+        &obj.object_ref(&tenant_resource()),
         type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx
-        .recorder
-        .publish(&ev, &obj.object_ref(&tenant_resource()))
-        .await
-    {
-        tracing::warn!(error = %e, "publishing event");
-    }
+        reason,
+        note,
+    )
+    .await
 }
 
 async fn write_status(
@@ -152,10 +154,6 @@ async fn write_status(
         obj.name_any()
     )))?;
     Ok(())
-}
-
-fn now() -> Time {
-    Time(k8s_openapi::jiff::Timestamp::now())
 }
 
 /// Create the credentials Secret unless it exists; never overwrite it.
@@ -227,10 +225,7 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action,
         result.as_ref().err().map(Error::label),
     );
     if result.is_ok() {
-        ctx.failures
-            .lock()
-            .map(|mut f| f.remove(&obj_key(&obj)))
-            .ok();
+        ctx.backoff.succeeded(&obj_key(&obj));
     }
     result
 }
@@ -299,14 +294,22 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action, E
 
     let state = engine_state(Some(&sts), tenant.spec.suspended);
     let old_limits = tenant.status.as_ref().and_then(|s| s.limits.clone());
-    let status = status::applied(
+    let mut status = status::applied(
         &tenant,
         desired.limits.clone(),
         build::endpoint(&tenant.name_any(), &ns),
-        credentials,
+        credentials.clone(),
         state,
         &now(),
     );
+    if matches!(state, EngineState::Ready | EngineState::Rolling) {
+        if let Some(summary) = engine_summary(ctx, &ns, &name, &credentials).await {
+            status.databases = Some(summary.container.databases);
+            status.storage_used = Some(crate::quantity::format_bytes(
+                summary.container.storage_bytes,
+            ));
+        }
+    }
     if old_limits.as_ref().is_some_and(|l| *l != desired.limits) {
         let note = format!(
             "limits now cpu {} memory {} storage {} (tier {})",
@@ -342,9 +345,37 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action, E
         write_status(ctx, obj, &status).await?;
     }
     Ok(match state {
-        EngineState::Ready | EngineState::Suspended => Action::requeue(Duration::from_secs(300)),
+        // Ready engines are looked at again for their database count and storage use.
+        EngineState::Ready => Action::requeue(Duration::from_secs(30)),
+        EngineState::Suspended => Action::requeue(Duration::from_secs(300)),
         _ => Action::requeue(Duration::from_secs(5)),
     })
+}
+
+/// The engine's container status, or `None` when it cannot be read now (the next
+/// reconcile tries again; the Tenant's own state does not depend on it).
+async fn engine_summary(
+    ctx: &Context,
+    ns: &str,
+    tenant: &str,
+    secret: &str,
+) -> Option<crate::engine_client::EngineSummary> {
+    let locator = ctx.engines.as_ref()?;
+    let token = Api::<Secret>::namespaced(ctx.client.clone(), ns)
+        .get_opt(secret)
+        .await
+        .ok()??
+        .data?
+        .get(build::ADMIN_TOKEN_KEY)
+        .cloned()
+        .and_then(|v| String::from_utf8(v.0).ok())?;
+    match locator.client(ns, tenant, &token).summary().await {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::debug!(tenant = %format!("{ns}/{tenant}"), error = %e, "engine status not read");
+            None
+        }
+    }
 }
 
 /// Apply every child, configuration before the StatefulSet, so a new pod never starts
@@ -457,13 +488,7 @@ async fn invalid(
 }
 
 fn error_policy(obj: Arc<DynamicObject>, error: &Error, ctx: Arc<Context>) -> Action {
-    let n = ctx.failures.lock().map(|mut f| {
-        let n = f.entry(obj_key(&obj)).or_insert(0);
-        *n = n.saturating_add(1);
-        *n
-    });
-    let n = n.unwrap_or(1);
-    let delay = Duration::from_secs((1u64 << n.min(8)).min(300));
+    let delay = ctx.backoff.failed(&obj_key(&obj));
     tracing::warn!(tenant = %obj_key(&obj), %error, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }

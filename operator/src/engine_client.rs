@@ -1,0 +1,356 @@
+//! A client of one tenant engine's admin API, as the PluggableDatabase and
+//! LockdownProfile controllers use it. Every call carries the engine's admin token in
+//! `X-Tenantdb-Token` (the API server's service proxy would drop `Authorization`).
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tenantdb_engine::catalog::OpenMode;
+use tenantdb_engine::engine::{CloseMode, CreateRequest, Manifest};
+use tenantdb_engine::lockdown::LockdownRules;
+
+/// Why a call to an engine failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineCallError {
+    /// No answer (DNS, connection, timeout).
+    #[error("engine at {url} did not answer: {source}")]
+    Unreachable {
+        /// The URL called.
+        url: String,
+        /// Underlying error.
+        source: reqwest::Error,
+    },
+    /// The engine answered with an error.
+    #[error("engine answered {status} {code}: {message}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The engine's error code.
+        code: String,
+        /// The engine's message.
+        message: String,
+    },
+}
+
+impl EngineCallError {
+    /// The HTTP status, when the engine answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            EngineCallError::Api { status, .. } => Some(*status),
+            EngineCallError::Unreachable { .. } => None,
+        }
+    }
+
+    /// The engine's message, or the transport error.
+    pub fn message(&self) -> String {
+        match self {
+            EngineCallError::Api { message, .. } => message.clone(),
+            e => e.to_string(),
+        }
+    }
+
+    /// Whether this is an answer about the request itself (4xx), not the engine's health.
+    pub fn is_client_error(&self) -> bool {
+        self.status().is_some_and(|s| (400..500).contains(&s))
+    }
+}
+
+/// Result of an engine call.
+pub type CallResult<T> = Result<T, EngineCallError>;
+
+/// A database as the engine reports it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EngineDatabase {
+    /// Name.
+    pub name: String,
+    /// `None` when mounted.
+    pub open_mode: Option<OpenMode>,
+    /// Where its content came from, as it happened.
+    pub source: String,
+    /// Storage quota in bytes.
+    pub storage_quota_bytes: Option<u64>,
+    /// Lockdown profile in force.
+    pub lockdown_profile: Option<String>,
+    /// Size with its WAL.
+    pub size_bytes: u64,
+    /// Sessions in flight.
+    #[serde(default)]
+    pub active_sessions: u64,
+}
+
+/// The engine's status (`GET /v1/status`), the parts the operator reads.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct EngineSummary {
+    /// Seconds since the engine started.
+    #[serde(default)]
+    pub uptime_seconds: u64,
+    /// Databases and storage.
+    #[serde(default)]
+    pub container: ContainerSummary,
+}
+
+/// The container part of the engine's status.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerSummary {
+    /// Number of registered databases.
+    #[serde(default)]
+    pub databases: u32,
+    /// Bytes used by every database file.
+    #[serde(default)]
+    pub storage_bytes: u64,
+}
+
+/// Where the engines are: a URL template with `{tenant}` and `{namespace}`.
+#[derive(Debug, Clone)]
+pub struct EngineLocator {
+    template: String,
+    http: reqwest::Client,
+}
+
+/// The default template: the tenant's engine Service, by cluster DNS.
+pub const DEFAULT_ENGINE_URL: &str = "http://{tenant}-engine.{namespace}.svc:8080";
+
+impl EngineLocator {
+    /// A locator from a URL template such as [`DEFAULT_ENGINE_URL`].
+    pub fn new(template: &str) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(120))
+            .build()?;
+        Ok(EngineLocator {
+            template: template.to_string(),
+            http,
+        })
+    }
+
+    /// The base URL of a tenant's engine.
+    pub fn url(&self, namespace: &str, tenant: &str) -> String {
+        self.template
+            .replace("{tenant}", tenant)
+            .replace("{namespace}", namespace)
+            .trim_end_matches('/')
+            .to_string()
+    }
+
+    /// A client of a tenant's engine with its admin token.
+    pub fn client(&self, namespace: &str, tenant: &str, admin_token: &str) -> EngineClient {
+        EngineClient {
+            http: self.http.clone(),
+            base: self.url(namespace, tenant),
+            token: admin_token.to_string(),
+        }
+    }
+}
+
+/// One engine's admin API.
+#[derive(Debug, Clone)]
+pub struct EngineClient {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
+const TOKEN_HEADER: &str = "x-tenantdb-token";
+
+impl EngineClient {
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .header(TOKEN_HEADER, &self.token)
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> CallResult<reqwest::Response> {
+        let resp = req
+            .send()
+            .await
+            .map_err(|source| EngineCallError::Unreachable {
+                url: self.base.clone(),
+                source,
+            })?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        let body: ErrorBody = serde_json::from_str(&text).unwrap_or(ErrorBody {
+            code: "unknown".into(),
+            message: text,
+        });
+        Err(EngineCallError::Api {
+            status,
+            code: body.code,
+            message: body.message,
+        })
+    }
+
+    async fn json<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> CallResult<T> {
+        let resp = self.send(req).await?;
+        resp.json()
+            .await
+            .map_err(|source| EngineCallError::Unreachable {
+                url: self.base.clone(),
+                source,
+            })
+    }
+
+    /// `Ok(None)` for a 404, so "not there" and "failed" stay apart.
+    fn absent<T>(r: CallResult<T>) -> CallResult<Option<T>> {
+        match r {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.status() == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A database, or `None` when the engine has none of that name.
+    pub async fn database(&self, name: &str) -> CallResult<Option<EngineDatabase>> {
+        let req = self.request(reqwest::Method::GET, &format!("/v1/databases/{name}"));
+        Self::absent(self.json(req).await)
+    }
+
+    /// Create a database (idempotent on the engine's side).
+    pub async fn create(&self, req: &CreateRequest) -> CallResult<EngineDatabase> {
+        self.json(
+            self.request(reqwest::Method::POST, "/v1/databases")
+                .json(req),
+        )
+        .await
+    }
+
+    /// Open a database in `mode`.
+    pub async fn open(&self, name: &str, mode: OpenMode) -> CallResult<EngineDatabase> {
+        let req = self
+            .request(reqwest::Method::POST, &format!("/v1/databases/{name}/open"))
+            .json(&json!({ "mode": mode }));
+        self.json(req).await
+    }
+
+    /// Close a database to Mounted.
+    pub async fn close(&self, name: &str, mode: CloseMode) -> CallResult<EngineDatabase> {
+        let req = self
+            .request(
+                reqwest::Method::POST,
+                &format!("/v1/databases/{name}/close"),
+            )
+            .json(&json!({ "mode": mode }));
+        self.json(req).await
+    }
+
+    /// Set the storage quota and the lockdown profile (`None` clears either).
+    pub async fn configure(
+        &self,
+        name: &str,
+        storage_quota_bytes: Option<u64>,
+        lockdown_profile: Option<&str>,
+    ) -> CallResult<EngineDatabase> {
+        let req = self
+            .request(reqwest::Method::PATCH, &format!("/v1/databases/{name}"))
+            .json(&json!({"storageQuotaBytes": storage_quota_bytes, "lockdownProfile": lockdown_profile}));
+        self.json(req).await
+    }
+
+    /// Drop a database, keeping its file when `keep_files`. `false` when it was not there.
+    pub async fn drop_database(&self, name: &str, keep_files: bool) -> CallResult<bool> {
+        let req = self.request(
+            reqwest::Method::DELETE,
+            &format!("/v1/databases/{name}?keepFiles={keep_files}"),
+        );
+        Ok(Self::absent(self.send(req).await)?.is_some())
+    }
+
+    /// Unplug a database into archive `archive`; `None` when there was no such database.
+    pub async fn unplug(&self, name: &str, archive: &str) -> CallResult<Option<Manifest>> {
+        let req = self
+            .request(
+                reqwest::Method::POST,
+                &format!("/v1/databases/{name}/unplug"),
+            )
+            .json(&json!({ "archive": archive }));
+        Self::absent(self.json(req).await)
+    }
+
+    /// An archive's manifest, or `None`.
+    pub async fn archive(&self, name: &str) -> CallResult<Option<Manifest>> {
+        let req = self.request(reqwest::Method::GET, &format!("/v1/archives/{name}"));
+        Self::absent(self.json(req).await)
+    }
+
+    /// Delete an archive; `false` when it was not there.
+    pub async fn delete_archive(&self, name: &str) -> CallResult<bool> {
+        let req = self.request(reqwest::Method::DELETE, &format!("/v1/archives/{name}"));
+        Ok(Self::absent(self.send(req).await)?.is_some())
+    }
+
+    /// Stream archive `name` from this engine into `to`, which verifies its sha256
+    /// before registering it. Returns the manifest `to` wrote.
+    pub async fn send_archive(&self, name: &str, to: &EngineClient) -> CallResult<Manifest> {
+        let resp = self
+            .send(self.request(reqwest::Method::GET, &format!("/v1/archives/{name}/data")))
+            .await?;
+        let header = |h: &str| {
+            resp.headers()
+                .get(h)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let (sha, database) = (
+            header(tenantdb_engine::api::SHA256_HEADER),
+            header(tenantdb_engine::api::DATABASE_HEADER),
+        );
+        let length = resp.content_length();
+        let mut put = to
+            .request(reqwest::Method::PUT, &format!("/v1/archives/{name}/data"))
+            .query(&[("database", database.as_str()), ("sha256", sha.as_str())])
+            .header("content-type", "application/octet-stream");
+        if let Some(n) = length {
+            put = put.header("content-length", n);
+        }
+        to.json(put.body(reqwest::Body::wrap_stream(resp.bytes_stream())))
+            .await
+    }
+
+    /// Install or replace lockdown profile `name`.
+    pub async fn put_profile(&self, name: &str, rules: &LockdownRules) -> CallResult<()> {
+        let req = self
+            .request(
+                reqwest::Method::PUT,
+                &format!("/v1/lockdown-profiles/{name}"),
+            )
+            .json(rules);
+        self.send(req).await.map(|_| ())
+    }
+
+    /// The engine's container status.
+    pub async fn summary(&self) -> CallResult<EngineSummary> {
+        self.json(self.request(reqwest::Method::GET, "/v1/status"))
+            .await
+    }
+
+    /// Any other admin call, for tests and tools.
+    pub async fn call<B: Serialize>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> CallResult<Value> {
+        let mut req = self.request(method, path);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        self.json(req).await
+    }
+}

@@ -1,0 +1,190 @@
+//! The part of the LockdownProfile controller that talks to the API server: it checks
+//! that the engines can take the rules and reports which databases enforce them.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use tenantdb_crds::{LockdownProfile, LockdownProfileStatus, PluggableDatabase};
+
+use super::rules;
+use crate::conditions::{is_true, set};
+use crate::metrics::Metrics;
+use crate::runtime::{now, Backoff};
+
+const CONTROLLER: &str = "lockdownprofile";
+
+/// Errors of one reconcile.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A call to the API server failed.
+    #[error("{action}: {source}")]
+    Kube {
+        /// What was being done.
+        action: String,
+        /// Underlying error.
+        source: kube::Error,
+    },
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    /// API client.
+    pub client: Client,
+    /// Operator metrics.
+    pub metrics: Metrics,
+    backoff: Backoff,
+}
+
+impl Context {
+    /// A context for the controller.
+    pub fn new(client: Client, metrics: Metrics) -> Self {
+        Context {
+            client,
+            metrics,
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+/// Pure: the status of profile `name` given every PluggableDatabase. A database counts
+/// once its engine enforces the profile (its status says so and it is Ready).
+pub fn profile_status(
+    profile: &LockdownProfile,
+    pdbs: &[PluggableDatabase],
+    now: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+) -> LockdownProfileStatus {
+    let name = profile.name_any();
+    let mut applied: Vec<String> = pdbs
+        .iter()
+        .filter(|p| {
+            p.status.as_ref().is_some_and(|s| {
+                s.lockdown_profile.as_deref() == Some(name.as_str())
+                    && is_true(&s.conditions, "Ready")
+            })
+        })
+        .map(|p| format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()))
+        .collect();
+    applied.sort();
+    let mut status = profile.status.clone().unwrap_or_default();
+    let generation = profile.metadata.generation;
+    let check =
+        rules::valid_name(&name).and_then(|()| rules::engine_rules(&profile.spec).map(|_| ()));
+    match check {
+        Ok(()) => set(
+            &mut status.conditions,
+            "Ready",
+            true,
+            "Valid",
+            format!("enforced on {} database(s)", applied.len()),
+            generation,
+            now,
+        ),
+        Err(e) => set(
+            &mut status.conditions,
+            "Ready",
+            false,
+            "InvalidRules",
+            e,
+            generation,
+            now,
+        ),
+    }
+    status.applied_count = Some(applied.len() as u32);
+    status.applied_to = applied;
+    status.observed_generation = generation;
+    status
+}
+
+async fn reconcile(profile: Arc<LockdownProfile>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = async {
+        let pdbs = Api::<PluggableDatabase>::all(ctx.client.clone())
+            .list(&ListParams::default())
+            .await
+            .map_err(|source| Error::Kube {
+                action: "listing PluggableDatabases".into(),
+                source,
+            })?;
+        let status = profile_status(&profile, &pdbs.items, &now());
+        // Compare without the clock: only a real change is written.
+        let same = profile.status.as_ref().is_some_and(|old| {
+            old.applied_to == status.applied_to
+                && old.observed_generation == status.observed_generation
+                && old
+                    .conditions
+                    .iter()
+                    .map(|c| (&c.status, &c.reason, &c.message))
+                    .eq(status
+                        .conditions
+                        .iter()
+                        .map(|c| (&c.status, &c.reason, &c.message)))
+        });
+        if !same {
+            Api::<LockdownProfile>::all(ctx.client.clone())
+                .patch_status(
+                    &profile.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&serde_json::json!({ "status": status })),
+                )
+                .await
+                .map_err(|source| Error::Kube {
+                    action: format!("writing status of LockdownProfile {}", profile.name_any()),
+                    source,
+                })?;
+        }
+        Ok(Action::requeue(Duration::from_secs(300)))
+    }
+    .await;
+    ctx.metrics.observe_reconcile(
+        CONTROLLER,
+        started.elapsed(),
+        result.as_ref().err().map(|_| "kube"),
+    );
+    if result.is_ok() {
+        ctx.backoff.succeeded(&profile.name_any());
+    }
+    result
+}
+
+fn error_policy(profile: Arc<LockdownProfile>, error: &Error, ctx: Arc<Context>) -> Action {
+    let delay = ctx.backoff.failed(&profile.name_any());
+    tracing::warn!(profile = %profile.name_any(), %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Run the controller until `shutdown` resolves; a PluggableDatabase change
+/// re-reconciles the profiles it names or enforces.
+pub async fn run(
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    Controller::new(
+        Api::<LockdownProfile>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .watches(
+        Api::<PluggableDatabase>::all(client),
+        watcher::Config::default(),
+        |p: PluggableDatabase| {
+            rules::profiles_of(&p)
+                .into_iter()
+                .map(|n| ObjectRef::<LockdownProfile>::new(&n))
+                .collect::<Vec<_>>()
+        },
+    )
+    .graceful_shutdown_on(shutdown)
+    .run(reconcile, error_policy, ctx)
+    .for_each(|res| async move {
+        if let Err(e) = res {
+            tracing::debug!(error = %e, "controller event");
+        }
+    })
+    .await;
+}
