@@ -214,9 +214,13 @@ impl Pdb {
                 }
             },
         };
-        // A profile change reaches this session now: statements prepared under old rules are dropped.
+        // The authorizer runs when a statement is prepared, so cached statements must not
+        // outlive the rules or the caller they were checked for: a profile change reaches
+        // this session now, and a statement an admin session prepared is never reused
+        // unchecked by a tenant session.
         let version = self.rules_version.load(Ordering::SeqCst);
-        if pooled.rules_version != version {
+        let admin = caller == Caller::Admin;
+        if pooled.rules_version != version || pooled.admin.load(Ordering::Relaxed) != admin {
             pooled.conn.flush_prepared_statement_cache();
             pooled.rules_version = version;
         }
@@ -230,9 +234,7 @@ impl Pdb {
             }
             pooled.read_only = read_only;
         }
-        pooled
-            .admin
-            .store(caller == Caller::Admin, Ordering::Relaxed);
+        pooled.admin.store(admin, Ordering::Relaxed);
         if let Ok(mut w) = pooled.denied.try_lock() {
             w.take();
         }

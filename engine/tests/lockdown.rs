@@ -270,3 +270,31 @@ async fn a_profile_change_reaches_an_open_session_at_its_next_statement() {
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn a_statement_an_admin_prepared_is_checked_again_for_a_tenant() {
+    let (app, t) = setup().await;
+    profile(&app, json!({"disabledStatements": ["DROP_TABLE"]})).await;
+    // The admin session prepares (and caches) the statement; admin sessions bypass lockdown.
+    for _ in 0..3 {
+        let (s, v) = app
+            .admin(
+                "POST",
+                "/v1/databases/db/query",
+                Some(json!({"sql": "EXPLAIN DROP TABLE t"})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    // The same text from a tenant, on the same pooled connection, is refused.
+    assert_err(
+        app.sql("db", &t, "EXPLAIN DROP TABLE t", json!(null)).await,
+        StatusCode::FORBIDDEN,
+        "DROP TABLE",
+    );
+    assert_err(
+        app.sql("db", &t, "DROP TABLE t", json!(null)).await,
+        StatusCode::FORBIDDEN,
+        "DROP TABLE",
+    );
+}
