@@ -28,21 +28,34 @@ fi
 say "install TenantDB (Helm)"
 e2e/install.sh
 
-say "sample tenants"
+say "sample tenants, lockdown profiles and databases"
 kubectl apply -f manifests/samples/ >/dev/null
 for t in bronze silver gold platinum; do
   kubectl -n tenantdb-samples wait "tnt/sample-$t" --for=jsonpath='{.status.phase}'=Ready --timeout=180s >/dev/null
 done
 kubectl -n tenantdb-samples wait tnt/sample-suspended --for=jsonpath='{.status.phase}'=Suspended --timeout=60s >/dev/null
-kubectl get tnt -n tenantdb-samples
+kubectl -n tenantdb-samples wait pldb --all --for=condition=Ready --timeout=120s >/dev/null
 
-say "a database in sample-gold, and a query"
+say "relocate ledger from sample-bronze to sample-silver"
+kubectl -n tenantdb-samples patch pldb ledger --type merge -p '{"spec":{"tenant":"sample-silver"}}' >/dev/null
+kubectl -n tenantdb-samples wait pldb/ledger --for=jsonpath='{.status.tenant}'=sample-silver --timeout=120s >/dev/null
+kubectl -n tenantdb-samples wait pldb/ledger --for=condition=Ready --timeout=60s >/dev/null
+
+say "unplug legacy, plug it back as legacy-restored"
+kubectl apply -f manifests/samples/unplug-plug/1-unplug.yaml >/dev/null
+kubectl -n tenantdb-samples wait pldb/legacy --for=condition=Ready --timeout=60s >/dev/null
+kubectl -n tenantdb-samples delete pldb legacy --timeout=60s >/dev/null
+kubectl apply -f manifests/samples/unplug-plug/2-plug.yaml >/dev/null
+kubectl -n tenantdb-samples wait pldb/legacy-restored --for=condition=Ready --timeout=90s >/dev/null
+kubectl get lockdownprofiles
+kubectl get tnt,pldb -n tenantdb-samples
+
+say "a query in sample-gold's orders database"
 kubectl -n tenantdb-samples port-forward svc/sample-gold-engine 18080:8080 >/dev/null 2>&1 &
 pf=$!
 trap 'kill $pf 2>/dev/null || true' EXIT
 TOKEN="$(kubectl -n tenantdb-samples get secret sample-gold-engine-credentials -o jsonpath='{.data.admin-token}' | base64 -d)"
 api() { curl -sS --retry 20 --retry-connrefused --retry-delay 1 -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' "$@"; }
-api -X POST localhost:18080/v1/databases -d '{"name": "orders"}' >/dev/null
 api -X POST localhost:18080/v1/databases/orders/query -d '{"sql": "CREATE TABLE IF NOT EXISTS greetings (msg TEXT)"}' >/dev/null
 api -X POST localhost:18080/v1/databases/orders/query -d '{"sql": "INSERT INTO greetings VALUES (?)", "params": ["hello from TenantDB"]}' >/dev/null
 api -X POST localhost:18080/v1/databases/orders/query -d '{"sql": "SELECT msg, count(*) AS n FROM greetings"}'

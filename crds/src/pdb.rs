@@ -52,6 +52,11 @@ pub struct PluggableDatabaseSpec {
     /// What deleting this object does to the data: Delete, Unplug (archive then drop) or Retain (keep the file).
     #[serde(default)]
     pub deletion_policy: PdbDeletionPolicy,
+    /// Name of the archive written when `deletionPolicy: Unplug` runs (default
+    /// `<name>-<UTC timestamp>`), so another PluggableDatabase can name it in `source.plug`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9_-]{0,62}$"))]
+    pub unplug_archive: Option<String>,
 }
 
 /// Where a database's first content comes from.

@@ -154,6 +154,93 @@ pub async fn service_get(
     Ok(client.request_text(req.body(Vec::new())?).await?)
 }
 
+/// Call a tenant's engine through the API server's service proxy with `token` in
+/// `X-Tenantdb-Token`; returns the status and the JSON body (`null` when not JSON).
+pub async fn call(
+    client: &Client,
+    ns: &str,
+    tenant: &str,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<serde_json::Value>,
+) -> Result<(u16, serde_json::Value)> {
+    let uri = format!("/api/v1/namespaces/{ns}/services/{tenant}-engine:http/proxy{path}");
+    let req = http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("X-Tenantdb-Token", token)
+        .header("Content-Type", "application/json");
+    let req = req.body(body.map(|b| b.to_string().into_bytes()).unwrap_or_default())?;
+    // request_text fails on non-2xx; send keeps the status and the body.
+    let resp = client.send(req.map(kube::client::Body::from)).await?;
+    let status = resp.status().as_u16();
+    let bytes = http_body_util::BodyExt::collect(resp.into_body())
+        .await?
+        .to_bytes();
+    Ok((
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    ))
+}
+
+/// Run one SQL statement on `pdb` in `tenant`'s engine.
+pub async fn sql(
+    client: &Client,
+    ns: &str,
+    tenant: &str,
+    pdb: &str,
+    token: &str,
+    sql: &str,
+) -> Result<(u16, serde_json::Value)> {
+    call(
+        client,
+        ns,
+        tenant,
+        "POST",
+        &format!("/v1/databases/{pdb}/query"),
+        token,
+        Some(serde_json::json!({ "sql": sql })),
+    )
+    .await
+}
+
+/// The admin token in a tenant's credentials Secret.
+pub async fn admin_token(client: &Client, ns: &str, tenant: &str) -> Result<String> {
+    let s = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), ns)
+        .get(&format!("{tenant}-engine-credentials"))
+        .await?;
+    Ok(String::from_utf8(
+        s.data
+            .unwrap_or_default()
+            .get("admin-token")
+            .map(|b| b.0.clone())
+            .unwrap_or_default(),
+    )?)
+}
+
+/// Create Tenant `name` of `tier`, wait until it is Ready, and return its admin token.
+pub async fn ready_tenant(client: &Client, ns: &str, name: &str, tier: &str) -> Result<String> {
+    use tenantdb_crds::{Tenant, TenantPhase};
+    let api: Api<Tenant> = Api::namespaced(client.clone(), ns);
+    let tenant: Tenant = serde_json::from_value(serde_json::json!({
+        "apiVersion": "tenantdb.io/v1alpha1", "kind": "Tenant",
+        "metadata": {"name": name}, "spec": {"tier": tier}
+    }))?;
+    api.create(&kube::api::PostParams::default(), &tenant)
+        .await?;
+    eventually(
+        &format!("Tenant {name} Ready"),
+        Duration::from_secs(180),
+        || async {
+            let t = api.get(name).await?;
+            Ok((t.status.and_then(|s| s.phase) == Some(TenantPhase::Ready)).then_some(()))
+        },
+    )
+    .await?;
+    admin_token(client, ns, name).await
+}
+
 /// Poll `check` every 500 ms until it returns `Some`, or fail after `timeout` with `what`.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
 where

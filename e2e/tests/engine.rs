@@ -5,72 +5,18 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{Api, DeleteParams, PostParams};
-use kube::Client;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams};
 use serde_json::{json, Value};
-use tenantdb_crds::{Tenant, TenantPhase};
 use tenantdb_e2e::*;
-
-async fn call(
-    client: &Client,
-    ns: &str,
-    tenant: &str,
-    method: &str,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> anyhow::Result<(u16, Value)> {
-    let uri = format!("/api/v1/namespaces/{ns}/services/{tenant}-engine:http/proxy{path}");
-    let req = http::Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("X-Tenantdb-Token", token)
-        .header("Content-Type", "application/json");
-    let req = req.body(body.map(|b| b.to_string().into_bytes()).unwrap_or_default())?;
-    // request_text fails on non-2xx; use send to read status and body.
-    let resp = client.send(req.map(kube::client::Body::from)).await?;
-    let status = resp.status().as_u16();
-    let bytes = http_body_util::BodyExt::collect(resp.into_body())
-        .await?
-        .to_bytes();
-    Ok((
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    ))
-}
-
-async fn ready_tenant(client: &Client, ns: &str, name: &str) -> anyhow::Result<String> {
-    let api: Api<Tenant> = Api::namespaced(client.clone(), ns);
-    api.create(&PostParams::default(), &serde_json::from_value(json!({"apiVersion": "tenantdb.io/v1alpha1", "kind": "Tenant", "metadata": {"name": name}, "spec": {"tier": "bronze"}}))?).await?;
-    eventually(
-        &format!("Tenant {name} Ready"),
-        Duration::from_secs(180),
-        || async {
-            let t = api.get(name).await?;
-            Ok((t.status.and_then(|s| s.phase) == Some(TenantPhase::Ready)).then_some(()))
-        },
-    )
-    .await?;
-    let s = Api::<Secret>::namespaced(client.clone(), ns)
-        .get(&format!("{name}-engine-credentials"))
-        .await?;
-    Ok(String::from_utf8(
-        s.data
-            .unwrap_or_default()
-            .get("admin-token")
-            .map(|b| b.0.clone())
-            .unwrap_or_default(),
-    )?)
-}
 
 #[tokio::test]
 async fn databases_in_a_tenant_pod_are_created_queried_isolated_and_durable() -> anyhow::Result<()>
 {
     let client = client().await?;
     let ns = TestNamespace::create(&client, "e2e-engine").await?;
-    let admin = ready_tenant(&client, &ns.name, "shop").await?;
-    let other_admin = ready_tenant(&client, &ns.name, "rival").await?;
+    let admin = ready_tenant(&client, &ns.name, "shop", "bronze").await?;
+    let other_admin = ready_tenant(&client, &ns.name, "rival", "bronze").await?;
 
     let (s, v) = call(
         &client,

@@ -416,6 +416,7 @@ fn main() {
         started: Instant::now(),
         metrics: Metrics::new().expect("metrics"),
         admin_token: Some("bench-admin".into()),
+        rate: None,
     });
     let listener = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))

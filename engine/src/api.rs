@@ -134,6 +134,39 @@ async fn run_query(
     body: std::result::Result<ApiJson<QueryRequest>, EngineError>,
 ) -> Result<Response> {
     let caller = data_caller(&s, &headers, &pdb)?;
+    let rate = s.rate.as_ref().map(|r| r.check());
+    if let Some(d) = rate.filter(|d| !d.allowed) {
+        let message = format!(
+            "over the tier's request rate (burst {}); retry in {} s",
+            d.limit, d.retry_after_secs
+        );
+        let mut resp = EngineError::RateLimited(message).into_response();
+        rate_headers(resp.headers_mut(), &d);
+        resp.headers_mut()
+            .insert("retry-after", d.retry_after_secs.into());
+        return Ok(resp);
+    }
+    let mut resp = query_response(&s, pdb, caller, body).await?;
+    if let Some(d) = rate {
+        rate_headers(resp.headers_mut(), &d);
+    }
+    Ok(resp)
+}
+
+/// `X-RateLimit-Limit` (the burst), `-Remaining` (requests left now) and `-Reset`
+/// (seconds until the bucket is full again).
+fn rate_headers(h: &mut HeaderMap, d: &crate::ratelimit::Decision) {
+    h.insert("x-ratelimit-limit", d.limit.into());
+    h.insert("x-ratelimit-remaining", d.remaining.into());
+    h.insert("x-ratelimit-reset", d.reset_secs.into());
+}
+
+async fn query_response(
+    s: &Arc<EngineState>,
+    pdb: String,
+    caller: Caller,
+    body: std::result::Result<ApiJson<QueryRequest>, EngineError>,
+) -> Result<Response> {
     let ApiJson(req) = body?;
     let single = req.batch.is_none();
     // Fast path: a single SELECT runs right here, capped at INLINE_CAP. Readers never wait
@@ -149,7 +182,7 @@ async fn run_query(
     };
     let results = match first {
         Some(r) => r,
-        None => blocking(&s, move |e| e.query(&pdb, req, caller)).await?,
+        None => blocking(s, move |e| e.query(&pdb, req, caller)).await?,
     };
     Ok(if single {
         Json(&results[0]).into_response()

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
@@ -35,6 +35,8 @@ pub struct EngineOptions {
     pub max_result_bytes: usize,
     /// How long a normal close waits for sessions.
     pub close_deadline: Duration,
+    /// Storage for all databases together (the tenant's tier), in bytes.
+    pub storage_bytes: Option<u64>,
 }
 
 impl Default for EngineOptions {
@@ -45,6 +47,7 @@ impl Default for EngineOptions {
             default_max_rows: 10_000,
             max_result_bytes: 16 << 20,
             close_deadline: Duration::from_secs(10),
+            storage_bytes: None,
         }
     }
 }
@@ -186,6 +189,8 @@ pub struct Engine {
     tokens: RwLock<HashMap<String, (String, Vec<String>)>>,
     opts: EngineOptions,
     started: Instant,
+    /// Bytes used by every database, and when that was measured (refreshed at most once a second).
+    used: Mutex<(Instant, u64)>,
 }
 
 fn sha256_hex(s: &str) -> String {
@@ -211,6 +216,7 @@ impl Engine {
             tokens: RwLock::new(HashMap::new()),
             opts,
             started: Instant::now(),
+            used: Mutex::new((Instant::now() - Duration::from_secs(60), 0)),
         };
         engine.ensure_template("seed.db", engine.opts.seed_sql.as_deref())?;
         engine.ensure_template("empty.db", None)?;
@@ -948,6 +954,40 @@ impl Engine {
         }
     }
 
+    /// The most bytes `pdb` may grow to now: its own quota, and what the tenant's storage
+    /// leaves once every other database is counted. `None` when neither is set.
+    fn size_budget(&self, pdb: &Pdb) -> Option<u64> {
+        let own = pdb.record().storage_quota_bytes;
+        let tenant = self.opts.storage_bytes.map(|limit| {
+            let used = self.used_bytes();
+            let mine = files::db_size(&pdb.path);
+            limit.saturating_sub(used.saturating_sub(mine))
+        });
+        match (own, tenant) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Bytes used by every database, measured at most once a second.
+    fn used_bytes(&self) -> u64 {
+        let Ok(mut used) = self.used.lock() else {
+            return 0;
+        };
+        if used.0.elapsed() >= Duration::from_secs(1) {
+            let paths: Vec<PathBuf> = self
+                .pdbs
+                .read()
+                .map(|m| m.values().map(|p| p.path.clone()).collect())
+                .unwrap_or_default();
+            *used = (
+                Instant::now(),
+                paths.iter().map(|p| files::db_size(p)).sum(),
+            );
+        }
+        used.1
+    }
+
     /// Run a query on a database as `caller`.
     pub fn query(&self, name: &str, req: QueryRequest, caller: Caller) -> Result<Vec<StmtResult>> {
         self.query_capped(name, &req, caller, None)?
@@ -995,7 +1035,8 @@ impl Engine {
             max_rows,
             max_bytes: self.opts.max_result_bytes,
         };
-        let session = pdb.session_with(caller, &rules)?;
+        let mut session = pdb.session_with(caller, &rules)?;
+        session.limit_size(self.size_budget(&pdb))?;
         session.set_budget(if capped {
             cap.unwrap_or(budget)
         } else {

@@ -34,6 +34,8 @@ pub struct EngineState {
     pub metrics: Metrics,
     /// Token the operator presents on the admin plane; `None` disables the check (standalone use).
     pub admin_token: Option<String>,
+    /// The tier's request rate on the data plane; `None` is unlimited.
+    pub rate: Option<crate::ratelimit::RateLimiter>,
 }
 
 /// The bearer token of a request: `Authorization: Bearer T`, or `X-Tenantdb-Token: T`

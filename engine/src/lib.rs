@@ -16,4 +16,5 @@ pub mod names;
 pub mod openapi;
 pub mod pdb;
 pub mod query;
+pub mod ratelimit;
 pub mod server;

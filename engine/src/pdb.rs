@@ -37,6 +37,10 @@ struct PooledConn {
     denied: Arc<Mutex<Option<String>>>,
     /// Whether `query_only` is on.
     read_only: bool,
+    /// `max_page_count` in force (`u64::MAX` when never limited).
+    max_pages: u64,
+    /// The database's page size.
+    page_size: u64,
     /// Key of this connection's interrupt handle in `Pdb::interrupts`.
     id: u64,
 }
@@ -166,8 +170,11 @@ impl Pdb {
         if let Ok(mut i) = self.interrupts.lock() {
             i.push((id, conn.get_interrupt_handle()));
         }
+        let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
         Ok(PooledConn {
             conn,
+            max_pages: u64::MAX,
+            page_size: page_size.max(512) as u64,
             rules_version: 0,
             admin,
             deadline,
@@ -309,6 +316,29 @@ impl Session<'_> {
             }
             (None, other) => other,
         }
+    }
+
+    /// Let the database grow to at most `max_bytes` in this session (`None`: no limit).
+    /// A write past it fails with SQLITE_FULL (HTTP 507) and its statement is rolled
+    /// back whole, so nothing is partly written; reads are unaffected.
+    pub fn limit_size(&mut self, max_bytes: Option<u64>) -> Result<()> {
+        let Some(c) = self.conn.as_mut() else {
+            return Ok(());
+        };
+        // SQLite never sets the limit below the current size, so a full database stays readable.
+        let pages = max_bytes.map_or(u64::MAX, |b| (b / c.page_size).max(1));
+        if pages == c.max_pages {
+            return Ok(());
+        }
+        let admin = c.admin.swap(true, Ordering::Relaxed);
+        let set = pages.min(0xFFFF_FFFE);
+        let r = c
+            .conn
+            .query_row(&format!("PRAGMA max_page_count = {set}"), [], |_| Ok(()));
+        c.admin.store(admin, Ordering::Relaxed);
+        r?;
+        c.max_pages = pages;
+        Ok(())
     }
 
     /// Interrupt statements that run longer than `budget` from now.

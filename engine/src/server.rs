@@ -87,14 +87,17 @@ pub async fn serve(
         &opts.data_dir,
         EngineOptions {
             seed_sql: config.seed_sql.clone(),
+            storage_bytes: config.limits.storage_bytes,
             ..Default::default()
         },
     )
     .map_err(|e| StartError::Engine(e.to_string()))?;
     let cgroup = CgroupReader::for_self();
     tracing::info!(cpu = ?cgroup.cpu(), memory = ?cgroup.memory(), tenant = ?config.tenant, tier = ?config.tier, %instance_id, "engine starting");
+    let rate = config.rate_limiter();
     let state = Arc::new(EngineState {
         engine: Arc::new(engine),
+        rate,
         config,
         cgroup,
         instance_id,

@@ -23,6 +23,21 @@ pub struct App {
 }
 
 pub fn app_with(opts: EngineOptions) -> App {
+    app_full(opts, None)
+}
+
+/// An app whose data plane is rate limited.
+pub fn app_limited(per_hour: u32, burst: u32) -> App {
+    app_full(
+        EngineOptions {
+            seed_sql: Some("CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT);".into()),
+            ..Default::default()
+        },
+        tenantdb_engine::ratelimit::RateLimiter::new(per_hour, burst),
+    )
+}
+
+fn app_full(opts: EngineOptions, rate: Option<tenantdb_engine::ratelimit::RateLimiter>) -> App {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(dir.path(), opts).unwrap();
     let state = Arc::new(EngineState {
@@ -33,6 +48,7 @@ pub fn app_with(opts: EngineOptions) -> App {
         started: Instant::now(),
         metrics: Metrics::new().unwrap(),
         admin_token: Some(ADMIN.into()),
+        rate,
     });
     App {
         router: router(state),
@@ -72,12 +88,22 @@ impl App {
     }
 
     pub async fn raw(&self, req: Request<Body>) -> (StatusCode, Value) {
+        let (status, _, v) = self.raw_with_headers(req).await;
+        (status, v)
+    }
+
+    /// As `raw`, with the response headers.
+    pub async fn raw_with_headers(
+        &self,
+        req: Request<Body>,
+    ) -> (StatusCode, axum::http::HeaderMap, Value) {
         let resp = self.router.clone().oneshot(req).await.unwrap();
         let status = resp.status();
+        let headers = resp.headers().clone();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
         let v = serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-        (status, v)
+        (status, headers, v)
     }
 
     pub async fn admin(

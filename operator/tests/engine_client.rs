@@ -35,6 +35,7 @@ async fn engine() -> (EngineClient, tempfile::TempDir) {
         started: Instant::now(),
         metrics: Metrics::new().unwrap(),
         admin_token: Some(TOKEN.into()),
+        rate: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();

@@ -408,6 +408,18 @@ async fn apply(pdb: &PluggableDatabase, ctx: &Context, ns: &str) -> Result<Actio
                     )
                     .await;
                 }
+                Some(f)
+                    if !f
+                        .status
+                        .as_ref()
+                        .is_some_and(|s| crate::conditions::is_true(&s.conditions, "Ready")) =>
+                {
+                    // Applied together with its source (kubectl apply -f dir/): wait for it.
+                    let m = format!("waiting for clone source {} to be Ready", c.from);
+                    let again = Action::requeue(Duration::from_secs(3));
+                    return block(ctx, pdb, phase::PENDING, "WaitingForCloneSource", &m, again)
+                        .await;
+                }
                 Some(_) => {}
             }
         }
@@ -464,6 +476,17 @@ async fn converge(
                 let Some(have) = have else { break };
                 let s = status::in_sync(pdb, &have, tenant, &now());
                 write_status(ctx, pdb, &s).await?;
+                if let Some(note) = status::quota_warning(&have) {
+                    let r = pdb.object_ref(&());
+                    publish(
+                        &ctx.recorder,
+                        &r,
+                        EventType::Warning,
+                        "StorageQuotaNearlyFull",
+                        note,
+                    )
+                    .await;
+                }
                 // Size and sessions change without any event: look again now and then.
                 return Ok(Action::requeue(Duration::from_secs(60)));
             }
@@ -745,8 +768,35 @@ async fn cleanup(pdb: &PluggableDatabase, ctx: &Context, ns: &str) -> Result<Act
             )
         }
         PdbDeletionPolicy::Unplug => {
-            let short: String = name.chars().take(40).collect();
-            let archive = format!("{short}-{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
+            let stamped = || {
+                let short: String = name.chars().take(40).collect();
+                format!("{short}-{}", chrono::Utc::now().format("%Y%m%d%H%M%S"))
+            };
+            let archive = match &pdb.spec.unplug_archive {
+                // A name already taken (an earlier unplug) must not block deletion forever.
+                Some(a)
+                    if engine
+                        .archive(a)
+                        .await
+                        .map_err(engine_err(&holder))?
+                        .is_none() =>
+                {
+                    a.clone()
+                }
+                Some(a) => {
+                    let s = stamped();
+                    publish(
+                        &ctx.recorder,
+                        &pdb.object_ref(&()),
+                        EventType::Warning,
+                        "ArchiveNameTaken",
+                        format!("archive {a} exists already; unplugging to {s} instead"),
+                    )
+                    .await;
+                    s
+                }
+                None => stamped(),
+            };
             match engine.unplug(&name, &archive).await.map_err(engine_err(&holder))? {
                 Some(m) => format!("unplugged {name} to archive {} (sha256 {}) in tenant {holder}'s engine; plug it with spec.source.plug.archive: {}", m.name, m.sha256, m.name),
                 None => format!("{name} was not in tenant {holder}'s engine; nothing to unplug"),

@@ -65,6 +65,20 @@ pub fn in_sync(
     s
 }
 
+/// A warning when the database uses 90% or more of its storage quota (writes past the
+/// quota get HTTP 507).
+pub fn quota_warning(have: &EngineDatabase) -> Option<String> {
+    let quota = have.storage_quota_bytes.filter(|q| *q > 0)?;
+    (have.size_bytes.saturating_mul(10) >= quota.saturating_mul(9)).then(|| {
+        format!(
+            "{} of its {} storage quota used ({}%); writes past it are refused with 507",
+            format_bytes(have.size_bytes),
+            format_bytes(quota),
+            have.size_bytes.saturating_mul(100) / quota
+        )
+    })
+}
+
 /// Status while something stands in the way: `phase`, `Ready=False` with `reason`.
 /// `progressing` says whether the operator is still moving (True) or waits for a change.
 pub fn blocked(

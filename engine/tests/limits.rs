@@ -1,0 +1,147 @@
+//! Tier limits the engine enforces itself, through the HTTP API.
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use common::*;
+use serde_json::json;
+
+fn query(token: &str) -> Request<Body> {
+    Request::builder()
+        .method("POST")
+        .uri("/v1/databases/db/query")
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(Body::from(json!({"sql": "SELECT 1"}).to_string()))
+        .unwrap()
+}
+
+fn header(h: &axum::http::HeaderMap, name: &str) -> u64 {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("header {name} missing in {h:?}"))
+}
+
+#[tokio::test]
+async fn the_burst_passes_then_429_with_rate_limit_headers() {
+    let app = app_limited(1000, 50);
+    app.create(json!({"name": "db"})).await;
+    let t = app.token(&["db"]).await;
+    for i in 0..50u64 {
+        let (s, h, v) = app.raw_with_headers(query(&t)).await;
+        assert_eq!(s, StatusCode::OK, "request {i}: {v}");
+        assert_eq!(header(&h, "x-ratelimit-limit"), 50);
+        assert_eq!(header(&h, "x-ratelimit-remaining"), 49 - i);
+    }
+    let (s, h, v) = app.raw_with_headers(query(&t)).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{v}");
+    assert_eq!(v["code"], "rate_limited");
+    assert_eq!(header(&h, "x-ratelimit-remaining"), 0);
+    assert!(header(&h, "retry-after") >= 3, "a token every 3.6 s");
+    assert!((170..=180).contains(&header(&h, "x-ratelimit-reset")));
+    // The admin plane (the operator's channel) is not metered against the tenant's rate.
+    let (s, _) = app.admin("GET", "/v1/databases", None).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+/// Insert 8 KB rows until the engine refuses; returns (rows stored, the refusal).
+async fn fill(app: &App, db: &str, token: &str) -> (i64, (StatusCode, serde_json::Value)) {
+    for i in 0..10_000 {
+        let r = app
+            .sql(
+                db,
+                token,
+                "INSERT INTO kv VALUES (?, randomblob(8000))",
+                json!([format!("k{i}")]),
+            )
+            .await;
+        if r.0 != StatusCode::OK {
+            return (i, r);
+        }
+    }
+    panic!("no quota reached in {db}");
+}
+
+async fn count(app: &App, db: &str, token: &str) -> i64 {
+    let (s, v) = app
+        .sql(db, token, "SELECT count(*) FROM kv", json!(null))
+        .await;
+    assert_eq!(s, StatusCode::OK, "reads still work: {v}");
+    v["rows"][0][0].as_i64().unwrap()
+}
+
+#[tokio::test]
+async fn a_database_at_its_quota_gets_507_keeps_reading_and_has_no_partial_row() {
+    let app = app();
+    app.create(json!({"name": "db", "storageQuotaBytes": 256 * 1024}))
+        .await;
+    let t = app.token(&["db"]).await;
+    let (stored, refused) = fill(&app, "db", &t).await;
+    assert_err(refused, StatusCode::INSUFFICIENT_STORAGE, "storage quota");
+    assert!(
+        (20..=32).contains(&stored),
+        "256 KiB holds about 30 rows of 8 KB, not {stored}"
+    );
+    assert_eq!(
+        count(&app, "db", &t).await,
+        stored,
+        "the refused row is not there"
+    );
+    // A batch that crosses the quota is rolled back whole.
+    app.admin(
+        "PATCH",
+        "/v1/databases/db",
+        Some(json!({"storageQuotaBytes": 512 * 1024})),
+    )
+    .await;
+    let batch: Vec<_> = (0..60)
+        .map(|i| json!({"sql": "INSERT INTO kv VALUES (?, randomblob(8000))", "params": [format!("b{i}")]}))
+        .collect();
+    let (s, v) = app
+        .call(
+            "POST",
+            "/v1/databases/db/query",
+            Some(&t),
+            Some(json!({"batch": batch})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::INSUFFICIENT_STORAGE, "{v}");
+    assert_eq!(
+        count(&app, "db", &t).await,
+        stored,
+        "nothing of the batch remains"
+    );
+    // Raising the quota lets writes through again.
+    let (s, v) = app
+        .sql(
+            "db",
+            &t,
+            "INSERT INTO kv VALUES ('after', 'x')",
+            json!(null),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+#[tokio::test]
+async fn the_tenant_storage_limit_is_shared_by_its_databases() {
+    let app = app_with(tenantdb_engine::engine::EngineOptions {
+        seed_sql: Some("CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT);".into()),
+        storage_bytes: Some(512 * 1024),
+        ..Default::default()
+    });
+    app.create(json!({"name": "a"})).await;
+    app.create(json!({"name": "b"})).await;
+    let t = app.token(&["a", "b"]).await;
+    let (in_a, refused) = fill(&app, "a", &t).await;
+    assert_err(refused, StatusCode::INSUFFICIENT_STORAGE, "storage quota");
+    // Wait out the one-second cache of the tenant's usage, then b has almost nothing left.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (in_b, refused) = fill(&app, "b", &t).await;
+    assert_err(refused, StatusCode::INSUFFICIENT_STORAGE, "storage quota");
+    assert!(in_a > 40, "a alone filled most of 512 KiB ({in_a} rows)");
+    assert!(in_b < 5, "b got only what a left ({in_b} rows)");
+    assert_eq!(count(&app, "b", &t).await, in_b);
+}
