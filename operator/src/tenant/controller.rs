@@ -15,7 +15,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{EventType, Recorder};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -503,11 +503,27 @@ pub async fn run(
     let ar = tenant_resource();
     let tenants: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
     let wc = watcher::Config::default().labels("app.kubernetes.io/managed-by=tenantdb-operator");
+    let holder = ar.clone();
     let controller = Controller::new_with(tenants, watcher::Config::default(), ar)
         .owns(Api::<StatefulSet>::all(client.clone()), wc.clone())
         .owns(Api::<Service>::all(client.clone()), wc.clone())
         .owns(Api::<ConfigMap>::all(client.clone()), wc.clone())
-        .owns(Api::<Secret>::all(client), wc)
+        .owns(Api::<Secret>::all(client.clone()), wc)
+        // A database created, moved or dropped changes its tenant's count and storage.
+        .watches(
+            Api::<tenantdb_crds::PluggableDatabase>::all(client),
+            watcher::Config::default(),
+            move |p: tenantdb_crds::PluggableDatabase| {
+                let ns = p.namespace().unwrap_or_default();
+                let mut tenants = vec![p.spec.tenant.clone()];
+                tenants.extend(p.status.and_then(|s| s.tenant));
+                tenants.dedup();
+                tenants
+                    .into_iter()
+                    .map(|t| ObjectRef::new_with(&t, holder.clone()).within(&ns))
+                    .collect::<Vec<_>>()
+            },
+        )
         .graceful_shutdown_on(shutdown);
     let _ = store_out.send(controller.store());
     controller
