@@ -17,12 +17,14 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::catalog::OpenMode;
+use crate::config::BillingConfig;
 use crate::engine::{CloseMode, CreateRequest, Engine};
 use crate::error::{EngineError, Result};
 use crate::http::{request_token, EngineState};
 use crate::lockdown::LockdownRules;
 use crate::pdb::Caller;
 use crate::query::QueryRequest;
+use crate::reports::{self, Period};
 
 /// How long a statement may run on an async worker before it moves to the blocking pool.
 const INLINE_CAP: std::time::Duration = std::time::Duration::from_millis(2);
@@ -123,6 +125,9 @@ pub fn routes() -> Router<Arc<EngineState>> {
             "/v1/lockdown-profiles/{name}",
             get(profile).put(put_profile).delete(delete_profile),
         )
+        .route("/v1/usage", get(usage))
+        .route("/v1/sla", get(sla))
+        .route("/v1/billing", get(billing))
         .route("/v1/tokens", post(issue_token))
         .route("/v1/tokens/{id}", axum::routing::delete(revoke_token))
 }
@@ -132,8 +137,34 @@ async fn run_query(
     Path(pdb): Path<String>,
     headers: HeaderMap,
     body: std::result::Result<ApiJson<QueryRequest>, EngineError>,
-) -> Result<Response> {
-    let caller = data_caller(&s, &headers, &pdb)?;
+) -> Response {
+    let started = std::time::Instant::now();
+    let bytes_in = headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    // Every request on an existing database is metered, refusals included (SLA error rate).
+    let metered = s.engine.get(&pdb).ok();
+    let (resp, bytes_out) = match query_or_refuse(&s, pdb, &headers, body).await {
+        Ok(r) => r,
+        Err(e) => (e.into_response(), 0),
+    };
+    if let Some(p) = metered {
+        let error = !resp.status().is_success();
+        p.meter
+            .record_request(started.elapsed(), bytes_in, bytes_out, error);
+    }
+    resp
+}
+
+async fn query_or_refuse(
+    s: &Arc<EngineState>,
+    pdb: String,
+    headers: &HeaderMap,
+    body: std::result::Result<ApiJson<QueryRequest>, EngineError>,
+) -> Result<(Response, u64)> {
+    let caller = data_caller(s, headers, &pdb)?;
     let rate = s.rate.as_ref().map(|r| r.check());
     if let Some(d) = rate.filter(|d| !d.allowed) {
         let message = format!(
@@ -144,13 +175,13 @@ async fn run_query(
         rate_headers(resp.headers_mut(), &d);
         resp.headers_mut()
             .insert("retry-after", d.retry_after_secs.into());
-        return Ok(resp);
+        return Ok((resp, 0));
     }
-    let mut resp = query_response(&s, pdb, caller, body).await?;
+    let (mut resp, n) = query_response(s, pdb, caller, body).await?;
     if let Some(d) = rate {
         rate_headers(resp.headers_mut(), &d);
     }
-    Ok(resp)
+    Ok((resp, n))
 }
 
 /// `X-RateLimit-Limit` (the burst), `-Remaining` (requests left now) and `-Reset`
@@ -166,7 +197,7 @@ async fn query_response(
     pdb: String,
     caller: Caller,
     body: std::result::Result<ApiJson<QueryRequest>, EngineError>,
-) -> Result<Response> {
+) -> Result<(Response, u64)> {
     let ApiJson(req) = body?;
     let single = req.batch.is_none();
     // Fast path: a single SELECT runs right here, capped at INLINE_CAP. Readers never wait
@@ -184,11 +215,17 @@ async fn query_response(
         Some(r) => r,
         None => blocking(s, move |e| e.query(&pdb, req, caller)).await?,
     };
-    Ok(if single {
-        Json(&results[0]).into_response()
+    let body = if single {
+        serde_json::to_vec(&results[0])
     } else {
-        Json(json!({"results": results})).into_response()
-    })
+        serde_json::to_vec(&json!({"results": results}))
+    }
+    .map_err(EngineError::internal)?;
+    let n = body.len() as u64;
+    Ok((
+        ([("content-type", "application/json")], body).into_response(),
+        n,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -462,6 +499,64 @@ async fn upload_archive(
     })
     .await?;
     Ok((StatusCode::CREATED, Json(manifest)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PeriodParams {
+    period: Option<String>,
+}
+
+fn period(q: std::result::Result<Query<PeriodParams>, QueryRejection>) -> Result<Period> {
+    let Query(p) = q.map_err(query_rejection)?;
+    match p.period {
+        Some(text) => Period::parse(&text),
+        None => Ok(Period::of(crate::catalog::now())),
+    }
+}
+
+async fn usage(
+    State(s): State<Arc<EngineState>>,
+    headers: HeaderMap,
+    q: std::result::Result<Query<PeriodParams>, QueryRejection>,
+) -> Result<Response> {
+    admin(&s, &headers)?;
+    let p = period(q)?;
+    Ok(Json(blocking(&s, move |e| e.usage_report(p)).await?).into_response())
+}
+
+async fn sla(
+    State(s): State<Arc<EngineState>>,
+    headers: HeaderMap,
+    q: std::result::Result<Query<PeriodParams>, QueryRejection>,
+) -> Result<Response> {
+    admin(&s, &headers)?;
+    let p = period(q)?;
+    let targets = s.config.sla.clone();
+    let report = blocking(&s, move |e| {
+        let usage = e.usage_report(p)?;
+        let uptime = e.uptime_percent(p)?;
+        Ok(reports::sla_report(&usage, uptime, targets.as_ref()))
+    })
+    .await?;
+    Ok(Json(report).into_response())
+}
+
+async fn billing(
+    State(s): State<Arc<EngineState>>,
+    headers: HeaderMap,
+    q: std::result::Result<Query<PeriodParams>, QueryRejection>,
+) -> Result<Response> {
+    admin(&s, &headers)?;
+    let p = period(q)?;
+    // Standalone engines have no tier: no base price, the default price list.
+    let config = s.config.billing.clone().unwrap_or(BillingConfig {
+        currency: "USD".into(),
+        base_price_per_month: 0.0,
+        prices: Default::default(),
+    });
+    let usage = blocking(&s, move |e| e.usage_report(p)).await?;
+    Ok(Json(reports::bill(&usage, p, &config)).into_response())
 }
 
 async fn profiles(State(s): State<Arc<EngineState>>, headers: HeaderMap) -> Result<Response> {

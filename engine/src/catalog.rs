@@ -107,7 +107,11 @@ impl Catalog {
              CREATE TABLE IF NOT EXISTS tokens (id TEXT PRIMARY KEY, hash TEXT UNIQUE NOT NULL, databases TEXT NOT NULL,
                created_at INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS archives (name TEXT PRIMARY KEY, pdb TEXT NOT NULL, sha256 TEXT NOT NULL,
-               size_bytes INTEGER NOT NULL, created_at INTEGER NOT NULL);",
+               size_bytes INTEGER NOT NULL, created_at INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS usage (pdb TEXT NOT NULL, period TEXT NOT NULL, counters TEXT NOT NULL,
+               storage_bytes INTEGER NOT NULL DEFAULT 0, storage_byte_seconds REAL NOT NULL DEFAULT 0,
+               updated_at INTEGER NOT NULL, PRIMARY KEY (pdb, period));
+             CREATE TABLE IF NOT EXISTS uptime (started_at INTEGER PRIMARY KEY, last_seen INTEGER NOT NULL);",
         )?;
         Ok(Catalog {
             conn: Mutex::new(conn),
@@ -269,6 +273,112 @@ impl Catalog {
             })
         })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Add `delta` to database `pdb`'s usage in `period` (`YYYY-MM`), with its storage now
+    /// and the byte-seconds of storage since the last flush; one durable transaction.
+    pub fn add_usage(
+        &self,
+        entries: &[(String, crate::metering::Usage, u64)],
+        period: &str,
+        at: i64,
+    ) -> Result<()> {
+        let mut conn = self.conn.lock().map_err(lock_err)?;
+        let tx = conn.transaction()?;
+        for (pdb, delta, storage) in entries {
+            let old: Option<(String, i64, i64)> = tx
+                .query_row(
+                    "SELECT counters, storage_bytes, updated_at FROM usage WHERE pdb = ?1 AND period = ?2",
+                    params![pdb, period],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?;
+            let (mut total, seconds) = match &old {
+                Some((json, _, updated)) => (
+                    serde_json::from_str::<crate::metering::Usage>(json).unwrap_or_default(),
+                    (at - updated).max(0) as f64,
+                ),
+                None => (Default::default(), 0.0),
+            };
+            total.add(delta);
+            let prev_storage = old.as_ref().map_or(*storage as i64, |o| o.1) as f64;
+            tx.execute(
+                "INSERT INTO usage (pdb, period, counters, storage_bytes, storage_byte_seconds, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (pdb, period) DO UPDATE SET counters = ?3, storage_bytes = ?4,
+                   storage_byte_seconds = storage_byte_seconds + ?5, updated_at = ?6",
+                params![
+                    pdb,
+                    period,
+                    serde_json::to_string(&total).map_err(EngineError::internal)?,
+                    *storage as i64,
+                    prev_storage * seconds,
+                    at
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Usage recorded for `period`: (database, counters, storage bytes, storage byte-seconds).
+    pub fn usage(&self, period: &str) -> Result<Vec<(String, crate::metering::Usage, u64, f64)>> {
+        let conn = self.conn.lock().map_err(lock_err)?;
+        let mut stmt = conn.prepare(
+            "SELECT pdb, counters, storage_bytes, storage_byte_seconds FROM usage WHERE period = ?1 ORDER BY pdb",
+        )?;
+        let rows = stmt
+            .query_map([period], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, f64>(3)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows
+            .into_iter()
+            .map(|(pdb, json, storage, bs)| {
+                (
+                    pdb,
+                    serde_json::from_str(&json).unwrap_or_default(),
+                    storage.max(0) as u64,
+                    bs,
+                )
+            })
+            .collect())
+    }
+
+    /// Record that an engine started at `at`.
+    pub fn start_uptime(&self, at: i64) -> Result<()> {
+        let conn = self.conn.lock().map_err(lock_err)?;
+        conn.execute(
+            "INSERT OR REPLACE INTO uptime (started_at, last_seen) VALUES (?1, ?1)",
+            [at],
+        )?;
+        Ok(())
+    }
+
+    /// Record that the engine that started at `started` was alive at `at`.
+    pub fn touch_uptime(&self, started: i64, at: i64) -> Result<()> {
+        let conn = self.conn.lock().map_err(lock_err)?;
+        conn.execute(
+            "UPDATE uptime SET last_seen = ?2 WHERE started_at = ?1",
+            [started, at],
+        )?;
+        Ok(())
+    }
+
+    /// Every run of the engine: (started, last seen alive), oldest first.
+    pub fn uptime(&self) -> Result<Vec<(i64, i64)>> {
+        let conn = self.conn.lock().map_err(lock_err)?;
+        let mut stmt =
+            conn.prepare("SELECT started_at, last_seen FROM uptime ORDER BY started_at")?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
     }
 
     /// Forget an archive; `false` when there was none.

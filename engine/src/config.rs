@@ -48,6 +48,72 @@ pub struct EngineConfig {
     /// SQL run once into the seed database (`PDB$SEED`) when it is first made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed_sql: Option<String>,
+    /// The tier's service-level targets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sla: Option<SlaTargets>,
+    /// The tier's price and the price list for usage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billing: Option<BillingConfig>,
+}
+
+/// Service-level targets of a tier (DESIGN §3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SlaTargets {
+    /// Uptime target in percent (e.g. 99.9).
+    pub uptime_percent: f64,
+    /// Average request latency target in milliseconds.
+    pub max_avg_latency_ms: f64,
+    /// Error rate (errors per request) above which a violation is reported.
+    #[serde(default = "default_max_error_rate")]
+    pub max_error_rate: f64,
+}
+
+fn default_max_error_rate() -> f64 {
+    0.01
+}
+
+/// What a tenant pays: the tier's base price and usage at a price list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BillingConfig {
+    /// ISO 4217 currency of every amount.
+    #[serde(default = "default_currency")]
+    pub currency: String,
+    /// The tier's base price per month.
+    pub base_price_per_month: f64,
+    /// Prices of usage beyond the base.
+    #[serde(default)]
+    pub prices: PriceList,
+}
+
+fn default_currency() -> String {
+    "USD".into()
+}
+
+/// Unit prices of metered usage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PriceList {
+    /// Per million data-plane requests.
+    pub per_million_requests: f64,
+    /// Per GiB-month of storage (averaged over the period).
+    pub per_gib_month_storage: f64,
+    /// Per GiB of response bytes.
+    pub per_gib_egress: f64,
+    /// Per hour of CPU time spent in statements.
+    pub per_cpu_hour: f64,
+}
+
+impl Default for PriceList {
+    fn default() -> Self {
+        PriceList {
+            per_million_requests: 0.40,
+            per_gib_month_storage: 0.10,
+            per_gib_egress: 0.09,
+            per_cpu_hour: 0.05,
+        }
+    }
 }
 
 /// Tier limits the engine enforces itself; `None` means unlimited.

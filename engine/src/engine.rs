@@ -15,9 +15,11 @@ use crate::catalog::{now, ArchiveRecord, Catalog, OpenMode, PdbRecord};
 use crate::error::{EngineError, Result};
 use crate::files;
 use crate::lockdown::{self, LockdownRules};
+use crate::metering;
 use crate::names;
 use crate::pdb::{Caller, Pdb};
 use crate::query::{self, QueryRequest, ResultLimits, StmtResult};
+use crate::reports;
 
 /// Format tag of archives this engine writes and reads.
 pub const ARCHIVE_FORMAT: &str = "tenantdb-archive/v1";
@@ -191,6 +193,8 @@ pub struct Engine {
     started: Instant,
     /// Bytes used by every database, and when that was measured (refreshed at most once a second).
     used: Mutex<(Instant, u64)>,
+    /// When this run started (unix seconds), the key of its uptime record.
+    started_unix: i64,
 }
 
 fn sha256_hex(s: &str) -> String {
@@ -216,8 +220,10 @@ impl Engine {
             tokens: RwLock::new(HashMap::new()),
             opts,
             started: Instant::now(),
+            started_unix: now(),
             used: Mutex::new((Instant::now() - Duration::from_secs(60), 0)),
         };
+        engine.catalog.start_uptime(engine.started_unix)?;
         engine.ensure_template("seed.db", engine.opts.seed_sql.as_deref())?;
         engine.ensure_template("empty.db", None)?;
         let mut profiles = HashMap::new();
@@ -598,6 +604,7 @@ impl Engine {
     pub fn drop_pdb(&self, name: &str, keep_files: bool) -> Result<()> {
         let pdb = self.get(name)?;
         pdb.close_sessions(false, self.opts.close_deadline)?;
+        self.flush_pdbs(std::slice::from_ref(&pdb))?;
         self.pdbs
             .write()
             .map_err(EngineError::internal)?
@@ -635,6 +642,7 @@ impl Engine {
         }
         pdb.close_sessions(true, self.opts.close_deadline)?;
         self.update(&pdb, "closed", "for unplug", |r| r.open_mode = None)?;
+        self.flush_pdbs(std::slice::from_ref(&pdb))?;
         checkpoint(&pdb.path)?;
         let dir = self.dir.join("archives").join(&archive);
         std::fs::create_dir_all(&dir)?;
@@ -988,6 +996,85 @@ impl Engine {
         used.1
     }
 
+    /// Fold every database's metered counters into the catalog and note that the engine
+    /// is alive. Called every few seconds and at shutdown, so a crash loses at most that.
+    pub fn flush_usage(&self) -> Result<()> {
+        let all: Vec<Arc<Pdb>> = self
+            .pdbs
+            .read()
+            .map_err(EngineError::internal)?
+            .values()
+            .cloned()
+            .collect();
+        self.flush_pdbs(&all)?;
+        self.catalog.touch_uptime(self.started_unix, now())
+    }
+
+    fn flush_pdbs(&self, pdbs: &[Arc<Pdb>]) -> Result<()> {
+        let at = now();
+        let entries: Vec<_> = pdbs
+            .iter()
+            .map(|p| (p.name.clone(), p.meter.take(), files::db_size(&p.path)))
+            .collect();
+        let result = self
+            .catalog
+            .add_usage(&entries, &reports::Period::of(at).to_string(), at);
+        if result.is_err() {
+            // Not lost: put the counts back for the next flush.
+            for (p, (_, u, _)) in pdbs.iter().zip(&entries) {
+                p.meter.restore(u);
+            }
+        }
+        result
+    }
+
+    /// Usage in `period`: what the catalog holds, plus what is metered since the last
+    /// flush when `period` is the current one.
+    pub fn usage_report(&self, period: reports::Period) -> Result<reports::UsageReport> {
+        let mut rows = self.catalog.usage(&period.to_string())?;
+        if period == reports::Period::of(now()) {
+            let live: Vec<Arc<Pdb>> = self
+                .pdbs
+                .read()
+                .map_err(EngineError::internal)?
+                .values()
+                .cloned()
+                .collect();
+            for p in live {
+                let pending = p.meter.peek();
+                let size = files::db_size(&p.path);
+                match rows.iter_mut().find(|r| r.0 == p.name) {
+                    Some(r) => {
+                        r.1.add(&pending);
+                        r.2 = size;
+                    }
+                    None => rows.push((p.name.clone(), pending, size, 0.0)),
+                }
+            }
+            rows.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        Ok(reports::usage_report(period, rows))
+    }
+
+    /// Uptime in `period` so far, in percent, counted from the engine's first run.
+    pub fn uptime_percent(&self, period: reports::Period) -> Result<f64> {
+        let mut runs = self.catalog.uptime()?;
+        let t = now();
+        for r in runs.iter_mut() {
+            if r.0 == self.started_unix {
+                r.1 = t;
+            }
+        }
+        let (start, end) = period.bounds();
+        let from = start.max(runs.first().map_or(start, |r| r.0));
+        let to = end.min(t);
+        if to <= from {
+            return Ok(100.0);
+        }
+        let up = reports::up_seconds(&runs, from, to);
+        Ok((up as f64 / (to - from) as f64 * 100.0).min(100.0))
+    }
+
     /// Run a query on a database as `caller`.
     pub fn query(&self, name: &str, req: QueryRequest, caller: Caller) -> Result<Vec<StmtResult>> {
         self.query_capped(name, &req, caller, None)?
@@ -1042,31 +1129,59 @@ impl Engine {
         } else {
             budget
         });
+        let cpu_start = metering::thread_cpu_time();
         let conn = session.conn();
-        if !transaction {
-            return match query::run(conn, stmts[0], limits).map_err(|e| session.explain(e)) {
-                Ok(r) => Ok(Some(vec![r])),
-                Err(EngineError::Timeout(_)) if capped => Ok(None),
-                Err(e) => Err(e),
-            };
+        let outcome = run_statements(conn, &session, &stmts, transaction, limits, capped);
+        let (pages_read, pages_written) = metering::take_page_io(conn);
+        let mut work = metering::Work {
+            cpu_micros: (metering::thread_cpu_time().saturating_sub(cpu_start)).as_micros() as u64,
+            pages_read,
+            pages_written,
+            ..Default::default()
+        };
+        if let Ok(Some(results)) = &outcome {
+            work.statements = results.len() as u64;
+            work.rows_read = results.iter().map(|r| r.rows.len() as u64).sum();
+            work.rows_written = results.iter().map(|r| r.rows_affected).sum();
+            work.committed = transaction || work.rows_written > 0;
         }
-        conn.execute_batch("BEGIN IMMEDIATE")?;
-        let mut out = Vec::with_capacity(stmts.len());
-        for (i, s) in stmts.iter().enumerate() {
-            match query::run(conn, *s, limits) {
-                Ok(r) => out.push(r),
-                Err(e) => {
-                    let _ = conn.execute_batch("ROLLBACK");
-                    return match session.explain(e) {
-                        EngineError::Timeout(_) if capped => Ok(None),
-                        e => Err(prefix(e, i)),
-                    };
-                }
+        pdb.meter.record_work(&work);
+        outcome
+    }
+}
+
+/// Run one statement, or a batch in one transaction, on a session's connection.
+fn run_statements(
+    conn: &Connection,
+    session: &crate::pdb::Session<'_>,
+    stmts: &[query::StmtRef<'_>],
+    transaction: bool,
+    limits: ResultLimits,
+    capped: bool,
+) -> Result<Option<Vec<StmtResult>>> {
+    if !transaction {
+        return match query::run(conn, stmts[0], limits).map_err(|e| session.explain(e)) {
+            Ok(r) => Ok(Some(vec![r])),
+            Err(EngineError::Timeout(_)) if capped => Ok(None),
+            Err(e) => Err(e),
+        };
+    }
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let mut out = Vec::with_capacity(stmts.len());
+    for (i, s) in stmts.iter().enumerate() {
+        match query::run(conn, *s, limits) {
+            Ok(r) => out.push(r),
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return match session.explain(e) {
+                    EngineError::Timeout(_) if capped => Ok(None),
+                    e => Err(prefix(e, i)),
+                };
             }
         }
-        conn.execute_batch("COMMIT")?;
-        Ok(Some(out))
     }
+    conn.execute_batch("COMMIT")?;
+    Ok(Some(out))
 }
 
 fn prefix(e: EngineError, i: usize) -> EngineError {

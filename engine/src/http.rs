@@ -121,6 +121,20 @@ async fn metrics(State(state): State<Arc<EngineState>>) -> String {
         .metrics
         .memory_limit_bytes
         .set(state.cgroup.memory().limit_bytes.unwrap_or(0) as f64);
+    let (engine, targets) = (state.engine.clone(), state.config.sla.clone());
+    let reports = tokio::task::spawn_blocking(move || {
+        let period = crate::reports::Period::of(crate::catalog::now());
+        let usage = engine.usage_report(period)?;
+        let sla =
+            crate::reports::sla_report(&usage, engine.uptime_percent(period)?, targets.as_ref());
+        Ok::<_, crate::error::EngineError>((usage, sla))
+    })
+    .await;
+    match reports {
+        Ok(Ok((usage, sla))) => state.metrics.observe_reports(&usage, &sla),
+        Ok(Err(e)) => tracing::warn!(error = %e, "usage for /metrics"),
+        Err(e) => tracing::warn!(error = %e, "usage for /metrics"),
+    }
     state.metrics.render()
 }
 

@@ -1,6 +1,8 @@
 //! Prometheus metrics the engine exports at `/metrics`.
 
-use prometheus::{Encoder, Gauge, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, Gauge, GaugeVec, IntCounterVec, Opts, Registry, TextEncoder};
+
+use crate::reports::{SlaReport, UsageReport};
 
 /// The engine's metric families, registered in their own registry.
 #[derive(Clone)]
@@ -12,6 +14,16 @@ pub struct Metrics {
     pub cpu_limit_cores: Gauge,
     /// Memory limit from the cgroup, in bytes (0 when unlimited).
     pub memory_limit_bytes: Gauge,
+    /// Metered usage this period, per database and counter.
+    pub usage: GaugeVec,
+    /// Request latency this period (avg, p95, p99) per database, in ms.
+    pub latency_ms: GaugeVec,
+    /// Uptime this period, percent.
+    pub uptime_percent: Gauge,
+    /// 1 when every SLA target is met this period, else 0.
+    pub sla_compliant: Gauge,
+    /// SLA violations this period by metric and severity.
+    pub sla_violations: GaugeVec,
 }
 
 impl Metrics {
@@ -30,6 +42,34 @@ impl Metrics {
             "memory_limit_bytes",
             "Memory limit read from the cgroup (0 = unlimited)",
         )?;
+        let usage = GaugeVec::new(
+            Opts::new("database_usage", "Metered usage this billing period (counter: requests, errors, statements, rows_read, rows_written, cpu_seconds, pages_read, pages_written, bytes_in, bytes_out, storage_bytes)"),
+            &["database", "counter"],
+        )?;
+        let latency_ms = GaugeVec::new(
+            Opts::new(
+                "database_latency_ms",
+                "Request latency this billing period (stat: avg, p95, p99)",
+            ),
+            &["database", "stat"],
+        )?;
+        let uptime_percent = Gauge::new(
+            "uptime_percent",
+            "Uptime this billing period, across restarts",
+        )?;
+        let sla_compliant = Gauge::new(
+            "sla_compliant",
+            "1 when every SLA target of the tier is met this period",
+        )?;
+        let sla_violations = GaugeVec::new(
+            Opts::new("sla_violations", "SLA violations this period"),
+            &["metric", "severity"],
+        )?;
+        registry.register(Box::new(usage.clone()))?;
+        registry.register(Box::new(latency_ms.clone()))?;
+        registry.register(Box::new(uptime_percent.clone()))?;
+        registry.register(Box::new(sla_compliant.clone()))?;
+        registry.register(Box::new(sla_violations.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(cpu_limit_cores.clone()))?;
         registry.register(Box::new(memory_limit_bytes.clone()))?;
@@ -38,7 +78,58 @@ impl Metrics {
             http_requests,
             cpu_limit_cores,
             memory_limit_bytes,
+            usage,
+            latency_ms,
+            uptime_percent,
+            sla_compliant,
+            sla_violations,
         })
+    }
+
+    /// Set the usage and SLA families from this period's reports.
+    pub fn observe_reports(&self, usage: &UsageReport, sla: &SlaReport) {
+        self.usage.reset();
+        self.latency_ms.reset();
+        self.sla_violations.reset();
+        for d in usage.databases.iter().chain(std::iter::once(&usage.total)) {
+            let u = &d.usage;
+            for (counter, v) in [
+                ("requests", u.requests as f64),
+                ("errors", u.errors as f64),
+                ("statements", u.statements as f64),
+                ("rows_read", u.rows_read as f64),
+                ("rows_written", u.rows_written as f64),
+                ("cpu_seconds", u.cpu_micros as f64 / 1e6),
+                ("pages_read", u.pages_read as f64),
+                ("pages_written", u.pages_written as f64),
+                ("bytes_in", u.bytes_in as f64),
+                ("bytes_out", u.bytes_out as f64),
+                ("storage_bytes", d.storage_bytes as f64),
+            ] {
+                self.usage
+                    .with_label_values(&[d.name.as_str(), counter])
+                    .set(v);
+            }
+        }
+        for f in sla.databases.iter().chain(std::iter::once(&sla.total)) {
+            for (stat, v) in [
+                ("avg", f.avg_latency_ms),
+                ("p95", f.p95_latency_ms),
+                ("p99", f.p99_latency_ms),
+            ] {
+                self.latency_ms
+                    .with_label_values(&[f.name.as_str(), stat])
+                    .set(v);
+            }
+        }
+        self.uptime_percent.set(sla.uptime_percent);
+        self.sla_compliant
+            .set(if sla.compliant { 1.0 } else { 0.0 });
+        for v in &sla.violations {
+            self.sla_violations
+                .with_label_values(&[v.metric, v.severity])
+                .inc();
+        }
     }
 
     /// The text exposition format of every family.

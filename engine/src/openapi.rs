@@ -9,6 +9,7 @@ use crate::cgroup::{CpuLimit, MemoryLimit};
 use crate::engine::{CloseMode, CreateRequest, Manifest, PdbInfo};
 use crate::lockdown::LockdownRules;
 use crate::query::{QueryRequest, StmtResult};
+use crate::reports::{Bill, SlaReport, UsageReport};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,6 +229,30 @@ pub const ROUTES: &[Route] = &[
         Auth::Admin,
     ),
     (
+        "get",
+        "/v1/usage",
+        "Metered usage per database and in total (?period=YYYY-MM, default this month)",
+        None,
+        Some("UsageReport"),
+        Auth::Admin,
+    ),
+    (
+        "get",
+        "/v1/sla",
+        "Latency (avg, p95, p99), error rate and uptime against the tier's targets, with violations",
+        None,
+        Some("SlaReport"),
+        Auth::Admin,
+    ),
+    (
+        "get",
+        "/v1/billing",
+        "The bill of a period: tier base price plus usage by resource and by database",
+        None,
+        Some("Bill"),
+        Auth::Admin,
+    ),
+    (
         "post",
         "/v1/tokens",
         "Issue a data token: {\"databases\": [names or \"*\"]}",
@@ -262,6 +287,9 @@ fn schemas() -> Map<String, Value> {
     add("CloseMode", CloseMode::json_schema(&mut g));
     add("CpuLimit", CpuLimit::json_schema(&mut g));
     add("MemoryLimit", MemoryLimit::json_schema(&mut g));
+    add("UsageReport", UsageReport::json_schema(&mut g));
+    add("SlaReport", SlaReport::json_schema(&mut g));
+    add("Bill", Bill::json_schema(&mut g));
     for (name, s) in g.take_definitions(true) {
         out.entry(name).or_insert(s);
     }

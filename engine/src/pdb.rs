@@ -49,6 +49,8 @@ struct PooledConn {
 pub struct Pdb {
     /// Its name.
     pub name: String,
+    /// What its requests cost since the last flush to the catalog.
+    pub meter: crate::metering::Meter,
     /// Its SQLite file.
     pub path: PathBuf,
     /// Its catalog record as last written.
@@ -77,6 +79,7 @@ impl Pdb {
     pub fn new(path: PathBuf, record: PdbRecord, rules: LockdownRules) -> Self {
         Pdb {
             name: record.name.clone(),
+            meter: Default::default(),
             path,
             record: Mutex::new(record),
             rules: Arc::new(RwLock::new(Arc::new(rules))),

@@ -112,14 +112,36 @@ pub async fn serve(
             source,
         })?;
     tracing::info!(addr = %opts.listen, "serving HTTP");
-    axum::serve(listener, router(state))
+    // Metering reaches the catalog every few seconds, and once more on the way out.
+    let engine = state.engine.clone();
+    let flusher = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(USAGE_FLUSH_EVERY);
+        loop {
+            tick.tick().await;
+            let e = engine.clone();
+            match tokio::task::spawn_blocking(move || e.flush_usage()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "flushing usage"),
+                Err(e) => tracing::warn!(error = %e, "flushing usage"),
+            }
+        }
+    });
+    let engine = state.engine.clone();
+    let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|source| StartError::Listen {
-            addr: opts.listen,
-            source,
-        })
+        .await;
+    flusher.abort();
+    if let Err(e) = tokio::task::spawn_blocking(move || engine.flush_usage()).await {
+        tracing::warn!(error = %e, "flushing usage at shutdown");
+    }
+    served.map_err(|source| StartError::Listen {
+        addr: opts.listen,
+        source,
+    })
 }
+
+/// How often metered usage is written to the catalog: the most a crash can lose.
+pub const USAGE_FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Resolves on SIGTERM (what the kubelet sends) or Ctrl-C.
 pub async fn shutdown_signal() {

@@ -180,3 +180,126 @@ async fn a_created_database_survives_kill_9_right_after_the_response() {
     engine.child.kill().unwrap();
     engine.child.wait().unwrap();
 }
+
+async fn usage(client: &reqwest::Client, base: &str) -> serde_json::Value {
+    client
+        .get(format!("{base}/v1/usage"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metering_matches_the_workload_and_survives_kill_9_within_the_flush_window() {
+    let client = reqwest::Client::new();
+    let dir = tempfile::tempdir().unwrap();
+    let mut engine = start(dir.path()).await;
+    let base = engine.base.clone();
+    client
+        .post(format!("{base}/v1/databases"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"name": "m", "source": {"empty": {}}}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    sql(
+        &client,
+        &base,
+        "m",
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)",
+        json!(null),
+    )
+    .await
+    .unwrap();
+    // 10,000 inserts, 16 at a time.
+    let done = stream::iter(0..10_000)
+        .map(|i| {
+            let (client, base) = (client.clone(), base.clone());
+            async move {
+                sql(
+                    &client,
+                    &base,
+                    "m",
+                    "INSERT INTO t (v) VALUES (?)",
+                    json!([format!("row {i}")]),
+                )
+                .await
+                .is_ok()
+            }
+        })
+        .buffer_unordered(16)
+        .filter(|ok| std::future::ready(*ok))
+        .count()
+        .await;
+    assert_eq!(done, 10_000);
+    sql(&client, &base, "m", "SELECT * FROM t LIMIT 7", json!(null))
+        .await
+        .unwrap();
+    let u = usage(&client, &base).await;
+    let db = &u["databases"][0];
+    assert_eq!(db["name"], "m");
+    assert_eq!(db["rowsWritten"], 10_000, "{u}");
+    assert_eq!(db["rowsRead"], 7, "{u}");
+    assert_eq!(db["requests"], 10_002, "{u}");
+    assert_eq!(db["statements"], 10_002, "{u}");
+    assert_eq!(db["transactions"], 10_000, "{u}");
+    assert!(db["pagesWritten"].as_u64().unwrap() > 0, "{u}");
+    assert!(db["cpuMicros"].as_u64().unwrap() > 0, "{u}");
+    assert!(db["bytesIn"].as_u64().unwrap() > 10_000 * 30, "{u}");
+    // Wait for a flush, then kill -9: at most the last window's counts are lost.
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    for i in 0..100 {
+        sql(
+            &client,
+            &base,
+            "m",
+            "INSERT INTO t (v) VALUES (?)",
+            json!([format!("late {i}")]),
+        )
+        .await
+        .unwrap();
+    }
+    engine.child.kill().unwrap();
+    engine.child.wait().unwrap();
+    let engine2 = start(dir.path()).await;
+    let u = usage(&client, &engine2.base).await;
+    let written = u["databases"][0]["rowsWritten"].as_u64().unwrap();
+    println!("metered rows written after kill -9: {written} of 10,100 (flush every 5 s)");
+    assert!(
+        (10_000..=10_100).contains(&written),
+        "lost at most the last window: {written}"
+    );
+    let sla: serde_json::Value = client
+        .get(format!("{}/v1/sla", engine2.base))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(sla["uptimePercent"].as_f64().unwrap() > 50.0, "{sla}");
+    assert!(
+        sla["total"]["p99LatencyMs"].as_f64().unwrap() > 0.0,
+        "{sla}"
+    );
+    let bill: serde_json::Value = client
+        .get(format!("{}/v1/billing?period=2026-13", engine2.base))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(bill["code"], "bad_request", "{bill}");
+    let mut child = engine2.child;
+    let _ = child.kill();
+    let _ = child.wait();
+}

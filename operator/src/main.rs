@@ -64,6 +64,13 @@ struct Args {
     /// engine Service by cluster DNS unless the operator runs elsewhere.
     #[arg(long, env = "TENANTDB_ENGINE_URL", default_value = tenantdb_operator::engine_client::DEFAULT_ENGINE_URL)]
     engine_url: String,
+    /// Currency of tenant bills.
+    #[arg(long, env = "TENANTDB_CURRENCY", default_value = "USD")]
+    currency: String,
+    /// Price list of metered usage (YAML or JSON: perMillionRequests, perGibMonthStorage,
+    /// perGibEgress, perCpuHour); the built-in list when absent.
+    #[arg(long, env = "TENANTDB_PRICE_LIST")]
+    price_list: Option<String>,
     /// Log format: json or text.
     #[arg(long, env = "TENANTDB_LOG_FORMAT", default_value = "json")]
     log_format: String,
@@ -143,7 +150,14 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
 
+    let prices = match &args.price_list {
+        Some(text) if !text.trim().is_empty() => serde_yaml::from_str(text)
+            .map_err(|e| format!("TENANTDB_PRICE_LIST is not a price list: {e}"))?,
+        _ => Default::default(),
+    };
     let build = BuildContext {
+        currency: args.currency,
+        prices,
         tiers,
         engine_image: args.engine_image,
         image_pull_policy: args.engine_image_pull_policy,

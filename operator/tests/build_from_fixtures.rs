@@ -15,6 +15,8 @@ fn fixture(name: &str) -> Tenant {
 
 fn ctx() -> BuildContext {
     BuildContext {
+        currency: "USD".into(),
+        prices: Default::default(),
         tiers: TierTable::default(),
         engine_image: "localhost/tenantdb-engine:test".into(),
         image_pull_policy: "IfNotPresent".into(),
@@ -80,6 +82,17 @@ fn tier_gives_guaranteed_resources_and_overrides_apply() {
     assert_eq!(cfg.limits.iops, Some(12_000));
     assert_eq!(cfg.limits.storage_bytes, Some(250 << 30));
     assert_eq!(cfg.priority.as_deref(), Some("high"));
+    let sla = cfg.sla.as_ref().unwrap();
+    assert_eq!(
+        (sla.uptime_percent, sla.max_avg_latency_ms),
+        (99.9, 20.0),
+        "gold's targets"
+    );
+    let billing = cfg.billing.as_ref().unwrap();
+    assert_eq!(
+        (billing.base_price_per_month, billing.currency.as_str()),
+        (500.0, "USD")
+    );
     for owner in [
         &d.stateful_set.metadata,
         &d.config_map.metadata,

@@ -12,10 +12,10 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tenantdb_crds::{DeletionPolicy, EffectiveLimits, Priority, Tenant};
-use tenantdb_engine::config::{EngineConfig, EngineLimits};
+use tenantdb_engine::config::{BillingConfig, EngineConfig, EngineLimits, PriceList, SlaTargets};
 
 use crate::quantity;
-use crate::tiers::{effective_limits, TierError, TierTable};
+use crate::tiers::{effective_limits, TierError, TierSpec, TierTable};
 
 /// Port of the engine's HTTP API.
 pub const ENGINE_PORT: u16 = 8080;
@@ -39,6 +39,10 @@ pub struct BuildContext {
     pub operator_namespace: String,
     /// StorageClass for data volumes; the cluster default when `None`.
     pub storage_class: Option<String>,
+    /// Currency of bills.
+    pub currency: String,
+    /// Prices of metered usage.
+    pub prices: PriceList,
 }
 
 /// Why no objects can be built for a Tenant.
@@ -160,6 +164,8 @@ fn priority_name(p: Priority) -> &'static str {
 pub fn engine_config(
     tenant: &Tenant,
     limits: &EffectiveLimits,
+    tier: &TierSpec,
+    ctx: &BuildContext,
 ) -> Result<EngineConfig, BuildError> {
     let storage_bytes = quantity::bytes(&limits.storage).map_err(|source| TierError::Quantity {
         field: "storage".into(),
@@ -180,6 +186,16 @@ pub fn engine_config(
             max_databases: Some(limits.max_databases),
         },
         seed_sql: None,
+        sla: Some(SlaTargets {
+            uptime_percent: tier.sla_uptime_percent,
+            max_avg_latency_ms: f64::from(tier.max_avg_latency_ms),
+            max_error_rate: 0.01,
+        }),
+        billing: Some(BillingConfig {
+            currency: ctx.currency.clone(),
+            base_price_per_month: tier.price_per_month,
+            prices: ctx.prices.clone(),
+        }),
     })
 }
 
@@ -197,8 +213,9 @@ pub fn desired(
     let owner = owner(tenant)?;
     let labels = labels(tenant);
     let selector = selector_labels(&name);
-    let limits = effective_limits(ctx.tiers.get(tenant.spec.tier), tenant.spec.quota.as_ref())?;
-    let config_text = engine_config(tenant, &limits)?.to_yaml();
+    let tier = ctx.tiers.get(tenant.spec.tier);
+    let limits = effective_limits(tier, tenant.spec.quota.as_ref())?;
+    let config_text = engine_config(tenant, &limits, tier, ctx)?.to_yaml();
     let config_hash = hex::encode(&Sha256::digest(config_text.as_bytes())[..8]);
     let meta = |obj_name: &str| json!({"name": obj_name, "namespace": ns, "labels": labels, "ownerReferences": [owner]});
 
