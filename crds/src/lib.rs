@@ -12,8 +12,8 @@ pub use pdb::{
     PluggableDatabase, PluggableDatabaseSpec, PluggableDatabaseStatus, SeedSource,
 };
 pub use tenant::{
-    AdminSpec, DeletionPolicy, EffectiveLimits, Priority, QuotaOverrides, SecretKeyRef, Tenant,
-    TenantPhase, TenantSpec, TenantStatus, Tier,
+    AdminSpec, DeletionPolicy, EffectiveLimits, Priority, QuotaOverrides, SecretKeyRef, SlaSummary,
+    Tenant, TenantPhase, TenantSpec, TenantStatus, Tier, UsageSummary,
 };
 
 /// The API group of every TenantDB resource.

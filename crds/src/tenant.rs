@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Databases","type":"integer","jsonPath":".status.databases"}"#,
     printcolumn = r#"{"name":"Storage used","type":"string","jsonPath":".status.storageUsed"}"#,
+    printcolumn = r#"{"name":"SLA met","type":"boolean","jsonPath":".status.sla.compliant"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     validation = Rule::new("self.metadata.name.size() <= 45").message("Tenant names are at most 45 characters, so the names of the objects made from them stay within 63"),
     validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("Tenant names start with a letter and hold only lowercase letters, digits and '-'")
@@ -231,6 +232,45 @@ pub struct TenantStatus {
     /// Storage used by all databases, as a quantity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_used: Option<String>,
+    /// Service level this billing period, as the engine measures it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sla: Option<SlaSummary>,
+    /// Usage statistics this billing period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<UsageSummary>,
+}
+
+/// A tenant's service level this period.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SlaSummary {
+    /// Every target of the tier met.
+    pub compliant: bool,
+    /// Uptime across restarts, percent (as text, e.g. "99.95").
+    pub uptime_percent: String,
+    /// 99th percentile request latency, ms.
+    pub p99_latency_ms: String,
+    /// Targets missed (`metric/severity`), empty when compliant.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub violations: Vec<String>,
+}
+
+/// A tenant's usage statistics this period.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageSummary {
+    /// Billing period, `YYYY-MM`.
+    pub period: String,
+    /// Data-plane requests.
+    pub requests: u64,
+    /// The busiest minute since the engine started.
+    pub peak_requests_per_minute: u64,
+    /// Average response time, ms (as text).
+    pub avg_response_ms: String,
+    /// Errors per request (as text).
+    pub error_rate: String,
+    /// Storage growth, as a quantity per day (e.g. "12Mi").
+    pub storage_growth_per_day: String,
 }
 
 /// Phase of a tenant.

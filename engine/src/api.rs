@@ -146,6 +146,9 @@ async fn run_query(
         .unwrap_or(0);
     // Every request on an existing database is metered, refusals included (SLA error rate).
     let metered = s.engine.get(&pdb).ok();
+    s.engine
+        .requests_per_minute
+        .record(crate::catalog::now().max(0) as u64);
     let (resp, bytes_out) = match query_or_refuse(&s, pdb, &headers, body).await {
         Ok(r) => r,
         Err(e) => (e.into_response(), 0),

@@ -110,6 +110,7 @@ impl Catalog {
                size_bytes INTEGER NOT NULL, created_at INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS usage (pdb TEXT NOT NULL, period TEXT NOT NULL, counters TEXT NOT NULL,
                storage_bytes INTEGER NOT NULL DEFAULT 0, storage_byte_seconds REAL NOT NULL DEFAULT 0,
+               first_storage_bytes INTEGER NOT NULL DEFAULT 0, first_at INTEGER NOT NULL DEFAULT 0,
                updated_at INTEGER NOT NULL, PRIMARY KEY (pdb, period));
              CREATE TABLE IF NOT EXISTS uptime (started_at INTEGER PRIMARY KEY, last_seen INTEGER NOT NULL);",
         )?;
@@ -303,8 +304,8 @@ impl Catalog {
             total.add(delta);
             let prev_storage = old.as_ref().map_or(*storage as i64, |o| o.1) as f64;
             tx.execute(
-                "INSERT INTO usage (pdb, period, counters, storage_bytes, storage_byte_seconds, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                "INSERT INTO usage (pdb, period, counters, storage_bytes, storage_byte_seconds, updated_at, first_storage_bytes, first_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?4, ?6)
                  ON CONFLICT (pdb, period) DO UPDATE SET counters = ?3, storage_bytes = ?4,
                    storage_byte_seconds = storage_byte_seconds + ?5, updated_at = ?6",
                 params![
@@ -348,6 +349,18 @@ impl Catalog {
                 )
             })
             .collect())
+    }
+
+    /// Storage growth in `period`: (bytes at first flush, when, bytes at last flush, when), summed.
+    pub fn storage_growth(&self, period: &str) -> Result<(i64, i64, i64, i64)> {
+        let conn = self.conn.lock().map_err(lock_err)?;
+        Ok(conn.query_row(
+            "SELECT COALESCE(SUM(first_storage_bytes), 0), COALESCE(MIN(first_at), 0),
+                    COALESCE(SUM(storage_bytes), 0), COALESCE(MAX(updated_at), 0)
+             FROM usage WHERE period = ?1",
+            [period],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )?)
     }
 
     /// Record that an engine started at `at`.

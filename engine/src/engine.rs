@@ -195,6 +195,8 @@ pub struct Engine {
     used: Mutex<(Instant, u64)>,
     /// When this run started (unix seconds), the key of its uptime record.
     started_unix: i64,
+    /// Data-plane requests per minute, and the peak.
+    pub requests_per_minute: metering::MinuteRate,
 }
 
 fn sha256_hex(s: &str) -> String {
@@ -221,6 +223,7 @@ impl Engine {
             opts,
             started: Instant::now(),
             started_unix: now(),
+            requests_per_minute: Default::default(),
             used: Mutex::new((Instant::now() - Duration::from_secs(60), 0)),
         };
         engine.catalog.start_uptime(engine.started_unix)?;
@@ -1054,6 +1057,27 @@ impl Engine {
             rows.sort_by(|a, b| a.0.cmp(&b.0));
         }
         Ok(reports::usage_report(period, rows))
+    }
+
+    /// The statistics the operator surfaces: storage growth, peak request rate, average
+    /// response time and error rate, for `period`.
+    pub fn stats(&self, period: reports::Period) -> Result<reports::Stats> {
+        let usage = self.usage_report(period)?;
+        let (first, first_at, last, last_at) = self.catalog.storage_growth(&period.to_string())?;
+        let span = (last_at - first_at) as f64;
+        Ok(reports::Stats {
+            period: period.to_string(),
+            storage_bytes: usage.total.storage_bytes,
+            storage_growth_bytes_per_day: if span > 0.0 {
+                (last - first) as f64 / span * 86_400.0
+            } else {
+                0.0
+            },
+            peak_requests_per_minute: self.requests_per_minute.peak(),
+            avg_response_ms: usage.total.usage.avg_latency_ms(),
+            error_rate: usage.total.usage.error_rate(),
+            requests: usage.total.usage.requests,
+        })
     }
 
     /// Uptime in `period` so far, in percent, counted from the engine's first run.

@@ -143,8 +143,21 @@ async fn status(
     headers: HeaderMap,
 ) -> Result<impl IntoResponse> {
     require_admin(&state, &headers)?;
+    let (engine, targets) = (state.engine.clone(), state.config.sla.clone());
+    let (sla, stats) = tokio::task::spawn_blocking(move || {
+        let period = crate::reports::Period::of(crate::catalog::now());
+        let usage = engine.usage_report(period)?;
+        let sla =
+            crate::reports::sla_report(&usage, engine.uptime_percent(period)?, targets.as_ref());
+        Ok::<_, EngineError>((sla, engine.stats(period)?))
+    })
+    .await
+    .map_err(EngineError::internal)??;
     let c = &state.config;
     Ok(Json(json!({
+        "sla": {"compliant": sla.compliant, "uptimePercent": sla.uptime_percent,
+                "violations": sla.violations, "p99LatencyMs": sla.total.p99_latency_ms},
+        "stats": stats,
         "tenant": c.tenant,
         "namespace": c.namespace,
         "tier": c.tier,

@@ -369,3 +369,56 @@ mod tests {
         assert!(thread_cpu_time() > before);
     }
 }
+
+/// Requests per minute across the engine, and the busiest minute seen.
+#[derive(Debug, Default)]
+pub struct MinuteRate {
+    minute: AtomicU64,
+    count: AtomicU64,
+    peak: AtomicU64,
+}
+
+impl MinuteRate {
+    /// Count a request at unix second `now`.
+    pub fn record(&self, now: u64) {
+        let m = now / 60;
+        let current = self.minute.load(Ordering::Relaxed);
+        if current != m
+            && self
+                .minute
+                .compare_exchange(current, m, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let last = self.count.swap(0, Ordering::Relaxed);
+            self.peak.fetch_max(last, Ordering::Relaxed);
+        }
+        let n = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak.fetch_max(n, Ordering::Relaxed);
+    }
+
+    /// The most requests seen in one minute since the engine started.
+    pub fn peak(&self) -> u64 {
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod minute_tests {
+    use super::*;
+
+    #[test]
+    fn the_busiest_minute_is_kept() {
+        let r = MinuteRate::default();
+        for _ in 0..30 {
+            r.record(600);
+        }
+        for _ in 0..10 {
+            r.record(660);
+        }
+        assert_eq!(r.peak(), 30);
+        for _ in 0..45 {
+            r.record(725);
+        }
+        assert_eq!(r.peak(), 45);
+    }
+}

@@ -55,7 +55,7 @@ pub const ROUTES: &[Route] = &[
     (
         "get",
         "/v1/status",
-        "Tenant, limits, databases by state, uptime",
+        "Tenant, limits, databases by state, uptime, SLA summary and statistics (storage growth, peak requests per minute, average response time, error rate)",
         None,
         None,
         Auth::Admin,

@@ -125,6 +125,26 @@ pub fn usage_report(period: Period, rows: Vec<(String, Usage, u64, f64)>) -> Usa
     }
 }
 
+/// Figures the operator shows on a Tenant.
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    /// `YYYY-MM`.
+    pub period: String,
+    /// Storage used by every database now.
+    pub storage_bytes: u64,
+    /// Storage growth over the period so far, bytes per day.
+    pub storage_growth_bytes_per_day: f64,
+    /// The busiest minute since the engine started.
+    pub peak_requests_per_minute: u64,
+    /// Average response time this period, ms.
+    pub avg_response_ms: f64,
+    /// Errors per request this period.
+    pub error_rate: f64,
+    /// Requests this period.
+    pub requests: u64,
+}
+
 /// Seconds the engine was up within `[from, to)`, from its runs (started, last seen).
 pub fn up_seconds(runs: &[(i64, i64)], from: i64, to: i64) -> i64 {
     runs.iter()

@@ -91,6 +91,61 @@ pub struct EngineSummary {
     /// Databases and storage.
     #[serde(default)]
     pub container: ContainerSummary,
+    /// Service level this period.
+    #[serde(default)]
+    pub sla: Option<EngineSla>,
+    /// Statistics this period.
+    #[serde(default)]
+    pub stats: Option<EngineStats>,
+}
+
+/// The SLA part of the engine's status.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct EngineSla {
+    /// Every target met.
+    pub compliant: bool,
+    /// Uptime this period, percent.
+    pub uptime_percent: f64,
+    /// p99 latency, ms.
+    #[serde(default)]
+    pub p99_latency_ms: f64,
+    /// Targets missed.
+    #[serde(default)]
+    pub violations: Vec<EngineViolation>,
+}
+
+/// One missed target.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct EngineViolation {
+    /// `uptime`, `latency` or `errorRate`.
+    pub metric: String,
+    /// `warning` or `critical`.
+    pub severity: String,
+    /// Database or `total`.
+    pub scope: String,
+    /// What to do.
+    #[serde(default)]
+    pub remediation: String,
+}
+
+/// The statistics part of the engine's status.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct EngineStats {
+    /// `YYYY-MM`.
+    pub period: String,
+    /// Requests this period.
+    pub requests: u64,
+    /// Busiest minute.
+    pub peak_requests_per_minute: u64,
+    /// Average response time, ms.
+    pub avg_response_ms: f64,
+    /// Errors per request.
+    pub error_rate: f64,
+    /// Storage growth, bytes per day.
+    pub storage_growth_bytes_per_day: f64,
 }
 
 /// The container part of the engine's status.

@@ -145,6 +145,21 @@ async fn the_planner_drives_an_engine_through_every_open_mode() {
     assert_eq!(d.storage_quota_bytes, Some(2 << 20));
     let summary = e.summary().await.unwrap();
     assert_eq!(summary.container.databases, 1);
+    let stats = summary
+        .stats
+        .as_ref()
+        .expect("the engine reports statistics");
+    assert!(
+        stats.requests >= 3,
+        "the queries above were metered: {stats:?}"
+    );
+    assert!(stats.peak_requests_per_minute >= 3);
+    let (sla, usage) = tenantdb_operator::tenant::status::engine_figures(&summary);
+    assert!(
+        sla.is_some_and(|s| s.compliant),
+        "no targets given, so nothing is violated"
+    );
+    assert_eq!(usage.unwrap().requests, stats.requests);
     assert!(summary.container.storage_bytes >= 4096, "{summary:?}");
 
     // Clone from a missing source: a 404 the controller turns into CloneSourceNotFound.

@@ -308,6 +308,33 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action, E
             status.storage_used = Some(crate::quantity::format_bytes(
                 summary.container.storage_bytes,
             ));
+            let (sla, usage) = status::engine_figures(&summary);
+            let was_compliant = tenant
+                .status
+                .as_ref()
+                .and_then(|s| s.sla.as_ref())
+                .is_none_or(|s| s.compliant);
+            if let Some(s) = sla.as_ref().filter(|s| !s.compliant && was_compliant) {
+                let detail: Vec<String> = summary
+                    .sla
+                    .iter()
+                    .flat_map(|e| &e.violations)
+                    .map(|v| {
+                        format!(
+                            "{} {} ({}): {}",
+                            v.scope, v.metric, v.severity, v.remediation
+                        )
+                    })
+                    .collect();
+                let note = format!(
+                    "SLA not met this period (uptime {}%): {}",
+                    s.uptime_percent,
+                    detail.join("; ")
+                );
+                publish(ctx, obj, EventType::Warning, "SLAViolation", note).await;
+            }
+            status.sla = sla;
+            status.usage = usage;
         }
     }
     if old_limits.as_ref().is_some_and(|l| *l != desired.limits) {

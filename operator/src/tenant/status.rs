@@ -48,6 +48,36 @@ pub fn engine_state(sts: Option<&StatefulSet>, suspended: bool) -> EngineState {
     }
 }
 
+/// The SLA and usage summaries of a Tenant from its engine's status.
+pub fn engine_figures(
+    summary: &crate::engine_client::EngineSummary,
+) -> (
+    Option<tenantdb_crds::SlaSummary>,
+    Option<tenantdb_crds::UsageSummary>,
+) {
+    let sla = summary.sla.as_ref().map(|s| tenantdb_crds::SlaSummary {
+        compliant: s.compliant,
+        uptime_percent: format!("{:.2}", s.uptime_percent),
+        p99_latency_ms: format!("{:.1}", s.p99_latency_ms),
+        violations: s
+            .violations
+            .iter()
+            .map(|v| format!("{}/{}/{}", v.scope, v.metric, v.severity))
+            .collect(),
+    });
+    let usage = summary.stats.as_ref().map(|s| tenantdb_crds::UsageSummary {
+        period: s.period.clone(),
+        requests: s.requests,
+        peak_requests_per_minute: s.peak_requests_per_minute,
+        avg_response_ms: format!("{:.2}", s.avg_response_ms),
+        error_rate: format!("{:.4}", s.error_rate),
+        storage_growth_per_day: crate::quantity::format_bytes(
+            s.storage_growth_bytes_per_day.max(0.0) as u64,
+        ),
+    });
+    (sla, usage)
+}
+
 /// Status for a Tenant whose objects were applied, with the engine in `state`.
 pub fn applied(
     tenant: &Tenant,
