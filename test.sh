@@ -17,7 +17,7 @@ counted() { "$@" 2>&1 | tee -a "$results"; }
 step "rustfmt"
 cargo fmt --all -- --check
 step "clippy"
-cargo clippy --workspace --all-targets --locked --features tenantdb-e2e/e2e -- -D warnings
+cargo clippy --workspace --all-targets --locked --features tenantdb-e2e/e2e,tenantdb-kubectl/e2e -- -D warnings
 step "unit and integration tests"
 counted cargo test --workspace --locked
 step "chart: helm lint and the rendered install bundle"
@@ -41,8 +41,11 @@ fi
 step "install TenantDB with Helm"
 e2e/install.sh
 
+step "the chart against the API server (dry-run=server, default and every optional part)"
+e2e/chart-check.sh
+
 step "e2e tests against $KUBECONFIG"
-counted cargo test -p tenantdb-e2e --features e2e --locked -- --test-threads 4
+counted cargo test -p tenantdb-e2e -p tenantdb-kubectl --features tenantdb-e2e/e2e,tenantdb-kubectl/e2e --locked -- --test-threads 4
 step "the README's quick start, on the same cluster"
 ./quickstart.sh
 step "all tests passed"

@@ -121,6 +121,10 @@ async fn metrics(State(state): State<Arc<EngineState>>) -> String {
         .metrics
         .memory_limit_bytes
         .set(state.cgroup.memory().limit_bytes.unwrap_or(0) as f64);
+    state
+        .metrics
+        .storage_limit_bytes
+        .set(state.config.limits.storage_bytes.unwrap_or(0) as f64);
     let (engine, targets) = (state.engine.clone(), state.config.sla.clone());
     let reports = tokio::task::spawn_blocking(move || {
         let period = crate::reports::Period::of(crate::catalog::now());

@@ -20,6 +20,8 @@ pub struct Metrics {
     pub latency_ms: GaugeVec,
     /// Uptime this period, percent.
     pub uptime_percent: Gauge,
+    /// The tenant's storage limit in bytes (0 when unlimited).
+    pub storage_limit_bytes: Gauge,
     /// 1 when every SLA target is met this period, else 0.
     pub sla_compliant: Gauge,
     /// SLA violations this period by metric and severity.
@@ -57,6 +59,11 @@ impl Metrics {
             "uptime_percent",
             "Uptime this billing period, across restarts",
         )?;
+        let storage_limit_bytes = Gauge::new(
+            "storage_limit_bytes",
+            "The tenant's storage limit (0 = unlimited)",
+        )?;
+        registry.register(Box::new(storage_limit_bytes.clone()))?;
         let sla_compliant = Gauge::new(
             "sla_compliant",
             "1 when every SLA target of the tier is met this period",
@@ -81,6 +88,7 @@ impl Metrics {
             usage,
             latency_ms,
             uptime_percent,
+            storage_limit_bytes,
             sla_compliant,
             sla_violations,
         })
