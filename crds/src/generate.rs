@@ -41,3 +41,125 @@ pub fn crd_files() -> Result<Vec<(String, String)>, GenerateError> {
     })
     .collect()
 }
+
+/// Where the API reference is committed (relative to the repository root).
+pub const API_REFERENCE: &str = "docs/api-reference.md";
+
+/// The API reference in Markdown: every field of every CRD's spec and status, with its
+/// type, its constraints and its doc comment, as the API server's schema has them.
+pub fn api_reference() -> String {
+    let mut out = String::from(
+        "# API reference (`tenantdb.io/v1alpha1`)\n\n\
+         Generated from the CRD schemas by `cargo run -p tenantdb-crds --bin crdgen`; do not edit.\n\
+         Validation rules marked *rule* are CEL checks the API server runs on `kubectl apply`.\n",
+    );
+    for crd in [
+        Tenant::crd(),
+        PluggableDatabase::crd(),
+        LockdownProfile::crd(),
+    ] {
+        let names = &crd.spec.names;
+        let scope = &crd.spec.scope;
+        out.push_str(&format!(
+            "\n## {}\n\n{} resource; short names: {}.\n",
+            names.kind,
+            scope,
+            names.short_names.clone().unwrap_or_default().join(", ")
+        ));
+        let Some(version) = crd.spec.versions.first() else {
+            continue;
+        };
+        let Some(schema) = version
+            .schema
+            .as_ref()
+            .and_then(|s| s.open_api_v3_schema.as_ref())
+        else {
+            continue;
+        };
+        let value = serde_json::to_value(schema).unwrap_or_default();
+        if let Some(rules) = value["x-kubernetes-validations"].as_array() {
+            for r in rules {
+                out.push_str(&format!(
+                    "\n*rule*: {}\n",
+                    r["message"].as_str().unwrap_or_default()
+                ));
+            }
+        }
+        for part in ["spec", "status"] {
+            out.push_str(&format!(
+                "\n### {part}\n\n| field | type | description |\n|---|---|---|\n"
+            ));
+            fields(&value["properties"][part], part, &mut out);
+        }
+    }
+    out
+}
+
+/// Fields whose type is Kubernetes' own (Affinity, Toleration, Condition).
+const KUBERNETES_TYPES: [&str; 5] = [
+    "spec.affinity",
+    "spec.tolerations",
+    "status.conditions",
+    "spec.nodeSelector",
+    "spec.tags",
+];
+
+fn type_of(v: &serde_json::Value) -> String {
+    let mut t = v["type"].as_str().unwrap_or("object").to_string();
+    if let Some(values) = v["enum"].as_array() {
+        let list: Vec<String> = values
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect();
+        t = format!("enum: {}", list.join(" \\| "));
+    }
+    if t == "array" {
+        t = format!("array of {}", type_of(&v["items"]));
+    }
+    for (key, word) in [
+        ("maxItems", "max items"),
+        ("maxLength", "max length"),
+        ("minimum", "min"),
+        ("maximum", "max"),
+        ("pattern", "pattern"),
+    ] {
+        if let Some(x) = v.get(key) {
+            t.push_str(&format!("; {word} `{}`", x.to_string().trim_matches('"')));
+        }
+    }
+    t
+}
+
+fn fields(v: &serde_json::Value, path: &str, out: &mut String) {
+    let Some(props) = v["properties"].as_object() else {
+        return;
+    };
+    for (name, p) in props {
+        let here = format!("{path}.{name}");
+        let mut doc = p["description"]
+            .as_str()
+            .unwrap_or_default()
+            .replace('\n', " ");
+        if let Some(rules) = p["x-kubernetes-validations"].as_array() {
+            for r in rules {
+                doc.push_str(&format!(
+                    " *rule*: {}.",
+                    r["message"].as_str().unwrap_or_default()
+                ));
+            }
+        }
+        out.push_str(&format!(
+            "| `{here}` | {} | {} |\n",
+            type_of(p),
+            doc.replace('|', "\\|")
+        ));
+        // Kubernetes' own types are documented by Kubernetes; do not repeat them here.
+        if KUBERNETES_TYPES.contains(&here.as_str()) {
+            continue;
+        }
+        fields(p, &here, out);
+        if p["type"] == "array" {
+            fields(&p["items"], &format!("{here}[]"), out);
+        }
+    }
+}

@@ -22,3 +22,15 @@ fn committed_crds_match_the_types() {
         }
     }
 }
+
+#[test]
+fn committed_api_reference_matches_the_types() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let path = root.join(tenantdb_crds::generate::API_REFERENCE);
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == tenantdb_crds::generate::api_reference(),
+        "{} differs from the types; run `cargo run -p tenantdb-crds --bin crdgen`",
+        path.display()
+    );
+}

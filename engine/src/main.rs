@@ -34,6 +34,9 @@ enum Command {
         #[arg(long, env = "TENANTDB_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Print the OpenAPI document (what `/openapi.json` serves); `docs/engine-openapi.json`
+    /// is this output.
+    Openapi,
 }
 
 #[tokio::main]
@@ -44,12 +47,19 @@ async fn main() -> std::process::ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let Command::Serve {
-        data_dir,
-        listen,
-        admin_token,
-        config,
-    } = Cli::parse().command;
+    let (data_dir, listen, admin_token, config) = match Cli::parse().command {
+        Command::Openapi => {
+            let doc = tenantdb_engine::openapi::document();
+            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+            return std::process::ExitCode::SUCCESS;
+        }
+        Command::Serve {
+            data_dir,
+            listen,
+            admin_token,
+            config,
+        } => (data_dir, listen, admin_token, config),
+    };
     let opts = ServeOptions {
         data_dir,
         listen,

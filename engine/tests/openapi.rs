@@ -54,3 +54,15 @@ async fn the_document_is_served_with_schemas() {
         "every $ref resolves inside the document"
     );
 }
+
+#[test]
+fn the_committed_document_in_docs_is_current() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/engine-openapi.json");
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    let now = serde_json::to_string_pretty(&tenantdb_engine::openapi::document()).unwrap() + "\n";
+    assert!(
+        committed == now,
+        "{} is stale; run `cargo run -p tenantdb-engine -- openapi > docs/engine-openapi.json`",
+        path.display()
+    );
+}

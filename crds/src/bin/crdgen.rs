@@ -1,4 +1,5 @@
-//! Writes the CRD YAML into `charts/tenantdb/crds/` and `manifests/crds/`.
+//! Writes the CRD YAML into `charts/tenantdb/crds/` and `manifests/crds/`, and the
+//! API reference into `docs/api-reference.md`.
 //! Run from anywhere: `cargo run -p tenantdb-crds --bin crdgen`.
 
 use std::path::PathBuf;
@@ -14,5 +15,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("wrote {}", dir.join(name).display());
         }
     }
+    let reference = root.join(tenantdb_crds::generate::API_REFERENCE);
+    std::fs::create_dir_all(reference.parent().unwrap_or(&root))?;
+    std::fs::write(&reference, tenantdb_crds::generate::api_reference())?;
+    println!("wrote {}", reference.display());
     Ok(())
 }
