@@ -239,7 +239,7 @@ resolvConf: /etc/resolv.conf
 # Images are imported by hand and cannot be pulled again: never garbage-collect them.
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
-evictionHard: {memory.available: "200Mi", nodefs.available: "2%", imagefs.available: "2%"}
+evictionHard: {memory.available: "200Mi", nodefs.available: "1Gi", imagefs.available: "1Gi"}
 serializeImagePulls: false
 syncFrequency: 10s
 fileCheckFrequency: 10s

@@ -88,6 +88,31 @@ fn fill(engine: &Engine, name: &str) {
         .expect("rows");
 }
 
+/// Point selects per second through the engine with metering on and off, in
+/// alternating rounds (best of three each).
+fn metering_cost(engine: &Engine, n: usize) -> (f64, f64) {
+    let sql = "SELECT balance FROM acct WHERE id = ?".to_string();
+    let mut rng = Rng(2463534242);
+    let mut best = [0f64; 2];
+    for _round in 0..3 {
+        for (i, on) in [true, false].into_iter().enumerate() {
+            engine.set_metering(on);
+            let t = Instant::now();
+            for _ in 0..n {
+                let req = QueryRequest {
+                    sql: Some(sql.clone()),
+                    params: Some(serde_json::Value::Array(vec![rng.next().into()])),
+                    batch: None,
+                };
+                engine.query("bench", req, Caller::Tenant).expect("select");
+            }
+            best[i] = best[i].max(n as f64 / t.elapsed().as_secs_f64());
+        }
+    }
+    engine.set_metering(true);
+    (best[0], best[1])
+}
+
 /// Selects and inserts per second: through the engine's in-process path and raw rusqlite
 /// on the same file, in alternating rounds (best of three each, to damp machine noise).
 fn in_process(engine: &Engine, path: &Path, n: usize) -> [(String, f64); 4] {
@@ -390,6 +415,15 @@ fn main() {
     for (k, v) in &ops {
         lines.push((k.clone(), format!("{v:.0}")));
     }
+    let (with, without) = metering_cost(&engine, if quick { 50_000 } else { 200_000 });
+    lines.push((
+        "point select with / without metering (per s)".into(),
+        format!("{with:.0} / {without:.0}"),
+    ));
+    lines.push((
+        "metering overhead on the point-select path".into(),
+        format!("{:.1}%", (without / with - 1.0) * 100.0),
+    ));
     lines.push((
         "engine overhead over raw rusqlite: select / insert".into(),
         format!(
