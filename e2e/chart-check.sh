@@ -29,3 +29,6 @@ for values in "" "$here/values-all-optional.yaml"; do
   kinds="$(echo "$out" | awk '{print $1}' | cut -d/ -f1 | sort -u | tr '\n' ' ')"
   log "dry-run=server ${values:+with $(basename "$values") }passed: $kinds"
 done
+# The plain-YAML bundle the README offers instead of Helm.
+kubectl apply --server-side --force-conflicts --field-manager=chart-check --dry-run=server -f "$root/manifests/install.yaml" >/dev/null
+log "dry-run=server of manifests/install.yaml passed"

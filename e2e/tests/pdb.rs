@@ -448,6 +448,46 @@ async fn a_database_follows_its_yaml_through_modes_clones_archives_lockdown_and_
     )
     .await?;
     assert_eq!(before, after, "unplug → plug keeps every row");
+    // Checksums: plug the archive once more and unplug it untouched; the new archive's
+    // sha256 is the original's, so plugging changed no byte.
+    let check = json!({"tenant": "main", "source": {"plug": {"archive": archive}},
+                       "deletionPolicy": "Unplug", "unplugArchive": "restored-check"});
+    apply_pdb(c, n, "restored-check", check).await?;
+    wait_pdb(
+        c,
+        n,
+        "restored-check",
+        "open",
+        Duration::from_secs(60),
+        open_in("ReadWrite"),
+    )
+    .await?;
+    delete_pdb(c, n, "restored-check").await?;
+    let (_, first) = call(
+        c,
+        n,
+        "main",
+        "GET",
+        &format!("/v1/archives/{archive}"),
+        &token,
+        None,
+    )
+    .await?;
+    let (_, again) = call(
+        c,
+        n,
+        "main",
+        "GET",
+        "/v1/archives/restored-check",
+        &token,
+        None,
+    )
+    .await?;
+    assert!(first["sha256"].is_string(), "{first}");
+    assert_eq!(
+        first["sha256"], again["sha256"],
+        "identical bytes after unplug → plug → unplug"
+    );
 
     // Lockdown: disabling DROP TABLE reaches an open database within seconds, and back.
     apply_profile(c, "e2e-guard", json!({})).await?;
