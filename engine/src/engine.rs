@@ -1167,11 +1167,21 @@ impl Engine {
         if !self.metering.load(std::sync::atomic::Ordering::Relaxed) {
             return run_statements(conn, &session, &stmts, transaction, limits, capped);
         }
-        let cpu_start = metering::thread_cpu_time();
+        // The thread CPU clock costs 0.4 µs a read here (a syscall; not in the vDSO): a
+        // third of a point select. A lone SELECT runs on this thread without waiting for
+        // storage once its pages are cached, so its elapsed time is its CPU time; writes
+        // and batches, where a commit's fsync dwarfs the clock, read the real CPU clock.
+        let lone_select = !transaction
+            && stmts[0]
+                .sql
+                .trim_start()
+                .get(..6)
+                .is_some_and(|h| h.eq_ignore_ascii_case("SELECT"));
+        let clock = metering::CpuClock::start(lone_select);
         let outcome = run_statements(conn, &session, &stmts, transaction, limits, capped);
         let (pages_read, pages_written) = metering::take_page_io(conn);
         let mut work = metering::Work {
-            cpu_micros: (metering::thread_cpu_time().saturating_sub(cpu_start)).as_micros() as u64,
+            cpu_micros: clock.micros(),
             pages_read,
             pages_written,
             ..Default::default()

@@ -286,6 +286,36 @@ impl Meter {
     }
 }
 
+/// Measures the CPU time of work on the calling thread: with the thread CPU clock, or,
+/// when `elapsed` is asked for, with the monotonic clock (for work that never waits).
+#[derive(Debug, Clone, Copy)]
+pub enum CpuClock {
+    /// Thread CPU time at the start.
+    Thread(Duration),
+    /// Instant at the start.
+    Elapsed(std::time::Instant),
+}
+
+impl CpuClock {
+    /// Start measuring; `elapsed` picks the cheap monotonic clock.
+    pub fn start(elapsed: bool) -> Self {
+        if elapsed {
+            CpuClock::Elapsed(std::time::Instant::now())
+        } else {
+            CpuClock::Thread(thread_cpu_time())
+        }
+    }
+
+    /// Microseconds since the start.
+    pub fn micros(self) -> u64 {
+        let d = match self {
+            CpuClock::Thread(t0) => thread_cpu_time().saturating_sub(t0),
+            CpuClock::Elapsed(t0) => t0.elapsed(),
+        };
+        d.as_micros().min(u128::from(u64::MAX)) as u64
+    }
+}
+
 /// CPU time of the calling thread.
 pub fn thread_cpu_time() -> Duration {
     let mut ts = libc::timespec {
