@@ -60,4 +60,9 @@ api -X POST localhost:18080/v1/databases/orders/query -d '{"sql": "CREATE TABLE 
 api -X POST localhost:18080/v1/databases/orders/query -d '{"sql": "INSERT INTO greetings VALUES (?)", "params": ["hello from TenantDB"]}' >/dev/null
 api -X POST localhost:18080/v1/databases/orders/query -d '{"sql": "SELECT msg, count(*) AS n FROM greetings"}'
 echo
+
+say "kubectl tenantdb (the plugin on PATH)"
+cargo build --release --locked -q -p tenantdb-kubectl && export PATH="$PWD/target/release:$PATH"
+kubectl tenantdb status -n tenantdb-samples
+kubectl tenantdb sql sample-gold orders "SELECT msg FROM greetings" -n tenantdb-samples
 say "done: export KUBECONFIG=$KUBECONFIG"

@@ -48,6 +48,13 @@ step "e2e tests against $KUBECONFIG"
 counted cargo test -p tenantdb-e2e -p tenantdb-kubectl --features tenantdb-e2e/e2e,tenantdb-kubectl/e2e --locked -- --test-threads 4
 step "the README's quick start, on the same cluster"
 ./quickstart.sh
+if [ "${TENANTDB_E2E_CLUSTER:-local}" != existing ]; then
+  # The README's uninstall, on the throwaway cluster only: the operator goes, tenants stay.
+  step "the README's uninstall: Tenants keep running, their children stay"
+  helm uninstall tenantdb -n tenantdb-system >/dev/null
+  kubectl -n tenantdb-samples get statefulset/sample-gold-engine pldb/orders secret/sample-gold-engine-credentials >/dev/null
+  kubectl -n tenantdb-samples wait pod/sample-gold-engine-0 --for=condition=Ready --timeout=30s >/dev/null
+fi
 step "all tests passed"
 if [ "${TENANTDB_E2E_CLUSTER:-local}" != existing ] && [ "${TENANTDB_E2E_KEEP:-0}" != 1 ]; then
   trap - EXIT
