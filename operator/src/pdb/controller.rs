@@ -284,6 +284,34 @@ async fn push_profile(
     Ok(Ok(()))
 }
 
+/// What `pdb` wants in `tenant`'s engine, with its lockdown profile installed there.
+/// `Ok(Err(action))` when the spec cannot be acted on: the status says why.
+async fn wanted_in(
+    ctx: &Context,
+    pdb: &PluggableDatabase,
+    tenant: &Tenant,
+    engine: &EngineClient,
+) -> Result<Result<Wanted, Action>, Error> {
+    let want = match plan::wanted(pdb, tenant.spec.lockdown_profile.as_deref()) {
+        Ok(w) => w,
+        Err(inv) => {
+            let wait = Action::await_change();
+            return block(ctx, pdb, phase::INVALID, inv.reason, &inv.message, wait)
+                .await
+                .map(Err);
+        }
+    };
+    let name = tenant.name_any();
+    if let Err(why) = push_profile(ctx, engine, &name, want.lockdown_profile.as_deref()).await? {
+        // The LockdownProfile watch wakes this object when the profile appears.
+        let wait = Action::requeue(Duration::from_secs(60));
+        return block(ctx, pdb, phase::INVALID, "ProfileNotFound", &why, wait)
+            .await
+            .map(Err);
+    }
+    Ok(Ok(want))
+}
+
 /// Why the engine refused a step, as a condition reason.
 fn refusal_reason(step: &Step, e: &EngineCallError) -> &'static str {
     match (step, e.status()) {
@@ -343,31 +371,10 @@ async fn apply(pdb: &PluggableDatabase, ctx: &Context, ns: &str) -> Result<Actio
         TenantAccess::Ready(t, e) => (t, e),
         other => return wait_for_tenant(ctx, pdb, &target, other).await,
     };
-    let want = match plan::wanted(pdb, tenant.spec.lockdown_profile.as_deref()) {
+    let want = match wanted_in(ctx, pdb, &tenant, &engine).await? {
         Ok(w) => w,
-        Err(inv) => {
-            return block(
-                ctx,
-                pdb,
-                phase::INVALID,
-                inv.reason,
-                &inv.message,
-                Action::await_change(),
-            )
-            .await
-        }
+        Err(action) => return Ok(action),
     };
-    if let Err(why) = push_profile(ctx, &engine, &target, want.lockdown_profile.as_deref()).await? {
-        return block(
-            ctx,
-            pdb,
-            phase::INVALID,
-            "ProfileNotFound",
-            &why,
-            Action::requeue(Duration::from_secs(60)),
-        )
-        .await;
-    }
     if let Some(c) = &want.source.clone {
         // A clone copies another PluggableDatabase of the same tenant.
         let api: Api<PluggableDatabase> = Api::namespaced(ctx.client.clone(), ns);
@@ -593,23 +600,10 @@ async fn relocate(
             .await;
         }
     };
-    let want = match plan::wanted(pdb, tenant.spec.lockdown_profile.as_deref()) {
+    let want = match wanted_in(ctx, pdb, &tenant, &tgt).await? {
         Ok(w) => w,
-        Err(inv) => {
-            return block(
-                ctx,
-                pdb,
-                phase::INVALID,
-                inv.reason,
-                &inv.message,
-                Action::await_change(),
-            )
-            .await
-        }
+        Err(action) => return Ok(action),
     };
-    if let Err(why) = push_profile(ctx, &tgt, target, want.lockdown_profile.as_deref()).await? {
-        return block(ctx, pdb, phase::INVALID, "ProfileNotFound", &why, wait).await;
-    }
     let archive = plan::relocation_archive(&pdb.uid().unwrap_or_default());
     let plugged_from = format!("plug of {archive}");
     for _ in 0..MAX_STEPS {
