@@ -16,7 +16,15 @@ export GOFLAGS=-mod=mod GOTOOLCHAIN=local
 dir="$(go mod download -json "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')"
 for kind in servicemonitors podmonitors prometheusrules; do
   kubectl apply --server-side -f "$dir/example/prometheus-operator-crd/monitoring.coreos.com_$kind.yaml" >/dev/null
-  kubectl wait --for=condition=Established "crd/$kind.monitoring.coreos.com" --timeout=60s >/dev/null
+done
+# `kubectl wait` fails, not waits, while a fresh CRD has no status yet: poll instead.
+for kind in servicemonitors podmonitors prometheusrules; do
+  for _ in $(seq 120); do
+    [ "$(kubectl get "crd/$kind.monitoring.coreos.com" -o jsonpath='{.status.conditions[?(@.type=="Established")].status}' 2>/dev/null)" = True ] && break
+    sleep 0.5
+  done
+  [ "$(kubectl get "crd/$kind.monitoring.coreos.com" -o jsonpath='{.status.conditions[?(@.type=="Established")].status}')" = True ] \
+    || { log "CRD $kind.monitoring.coreos.com not Established after 60 s"; exit 1; }
 done
 log "prometheus-operator $PROMETHEUS_OPERATOR_VERSION CRDs installed"
 
