@@ -536,12 +536,7 @@ async fn sla(
     admin(&s, &headers)?;
     let p = period(q)?;
     let targets = s.config.sla.clone();
-    let report = blocking(&s, move |e| {
-        let usage = e.usage_report(p)?;
-        let uptime = e.uptime_percent(p)?;
-        Ok(reports::sla_report(&usage, uptime, targets.as_ref()))
-    })
-    .await?;
+    let report = blocking(&s, move |e| Ok(e.sla_report(p, targets.as_ref())?.1)).await?;
     Ok(Json(report).into_response())
 }
 

@@ -1090,6 +1090,17 @@ impl Engine {
         })
     }
 
+    /// Usage in `period` and the SLA report over it against `targets`.
+    pub fn sla_report(
+        &self,
+        period: reports::Period,
+        targets: Option<&crate::config::SlaTargets>,
+    ) -> Result<(reports::UsageReport, reports::SlaReport)> {
+        let usage = self.usage_report(period)?;
+        let sla = reports::sla_report(&usage, self.uptime_percent(period)?, targets);
+        Ok((usage, sla))
+    }
+
     /// Uptime in `period` so far, in percent, counted from the engine's first run.
     pub fn uptime_percent(&self, period: reports::Period) -> Result<f64> {
         let mut runs = self.catalog.uptime()?;

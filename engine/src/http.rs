@@ -128,10 +128,7 @@ async fn metrics(State(state): State<Arc<EngineState>>) -> String {
     let (engine, targets) = (state.engine.clone(), state.config.sla.clone());
     let reports = tokio::task::spawn_blocking(move || {
         let period = crate::reports::Period::of(crate::catalog::now());
-        let usage = engine.usage_report(period)?;
-        let sla =
-            crate::reports::sla_report(&usage, engine.uptime_percent(period)?, targets.as_ref());
-        Ok::<_, crate::error::EngineError>((usage, sla))
+        engine.sla_report(period, targets.as_ref())
     })
     .await;
     match reports {
@@ -150,9 +147,7 @@ async fn status(
     let (engine, targets) = (state.engine.clone(), state.config.sla.clone());
     let (sla, stats) = tokio::task::spawn_blocking(move || {
         let period = crate::reports::Period::of(crate::catalog::now());
-        let usage = engine.usage_report(period)?;
-        let sla =
-            crate::reports::sla_report(&usage, engine.uptime_percent(period)?, targets.as_ref());
+        let (_, sla) = engine.sla_report(period, targets.as_ref())?;
         Ok::<_, EngineError>((sla, engine.stats(period)?))
     })
     .await
