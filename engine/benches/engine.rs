@@ -1,7 +1,8 @@
 //! `cargo bench -p tenantdb-engine`: the engine's figures in one run, beside PostgreSQL
 //! (Debian's, started here on loopback) doing the same work. Prints a table.
 //!
-//! Set `TENANTDB_BENCH_QUICK=1` for a shorter run (smaller counts, 1 s HTTP phases).
+//! Set `TENANTDB_BENCH_QUICK=1` for a shorter run (smaller counts, 1 s HTTP phases), and
+//! `TENANTDB_BENCH_ONLY=in-process` to stop after the in-process figures (for profiling).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,6 +22,21 @@ const ROWS: i64 = 100_000;
 
 fn quick() -> bool {
     std::env::var("TENANTDB_BENCH_QUICK").is_ok_and(|v| v == "1")
+}
+
+/// Print the figures as a two-column table.
+fn print_table(quick: bool, lines: &[(String, String)]) {
+    println!(
+        "\nTenantDB engine benchmark ({} run, {} cores)",
+        if quick { "quick" } else { "full" },
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+    println!("{}", "-".repeat(100));
+    for (k, v) in lines {
+        println!("{k:<62} {v}");
+    }
 }
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
@@ -169,6 +185,67 @@ fn in_process(engine: &Engine, path: &Path, n: usize) -> [(String, f64); 4] {
         ("engine insert/s".into(), best[2]),
         ("raw insert/s".into(), best[3]),
     ]
+}
+
+/// Where the in-process overhead goes: µs per point select through each layer of the
+/// engine's path, from raw rusqlite up (best of three rounds each).
+fn overhead_ladder(engine: &Engine, path: &Path, n: usize) -> Vec<(String, f64)> {
+    use tenantdb_engine::query::{self as query, ResultLimits, StmtRef};
+    let raw = Connection::open(path).expect("open");
+    let sql = "SELECT balance FROM acct WHERE id = ?".to_string();
+    let limits = ResultLimits {
+        max_rows: 1000,
+        max_bytes: 1 << 20,
+    };
+    let pdb = engine.get("bench").expect("pdb");
+    let rules = pdb.rules();
+    let mut rng = Rng(2685821657736338717);
+    let rungs = [
+        "raw rusqlite query_row",
+        "+ typed JSON rows (query::run)",
+        "+ pooled session (open mode, lockdown, budget)",
+        "+ registry, lockdown text, quota (metering off)",
+        "+ metering = engine.query",
+    ];
+    let mut best = [f64::MAX; 5];
+    for _round in 0..3 {
+        for (i, us) in best.iter_mut().enumerate() {
+            engine.set_metering(i == 4);
+            let t = Instant::now();
+            for _ in 0..n {
+                let params = serde_json::Value::Array(vec![rng.next().into()]);
+                let stmt = StmtRef {
+                    sql: &sql,
+                    params: Some(&params),
+                };
+                match i {
+                    0 => {
+                        let mut st = raw.prepare_cached(&sql).expect("prepare");
+                        let _: i64 = st
+                            .query_row([params[0].as_i64().unwrap_or(1)], |r| r.get(0))
+                            .expect("row");
+                    }
+                    1 => drop(query::run(&raw, stmt, limits).expect("run")),
+                    2 => {
+                        let s = pdb.session_with(Caller::Tenant, &rules).expect("session");
+                        drop(query::run(s.conn(), stmt, limits).expect("run"));
+                    }
+                    _ => drop(
+                        engine
+                            .query("bench", q(&sql, params.clone()), Caller::Tenant)
+                            .expect("select"),
+                    ),
+                }
+            }
+            *us = us.min(t.elapsed().as_secs_f64() * 1e6 / n as f64);
+        }
+    }
+    engine.set_metering(true);
+    rungs
+        .iter()
+        .zip(best)
+        .map(|(r, us)| (r.to_string(), us))
+        .collect()
 }
 
 /// HTTP point selects at `conns` concurrent connections for `secs`: (ops/s, p50, p99).
@@ -433,6 +510,21 @@ fn main() {
         ),
     ));
 
+    let ladder = overhead_ladder(&engine, &path, if quick { 50_000 } else { 200_000 });
+    for (rung, us) in &ladder {
+        lines.push((
+            format!("  point select µs: {rung}"),
+            format!(
+                "{us:.3}  (+{:.1}% over raw)",
+                (us / ladder[0].1 - 1.0) * 100.0
+            ),
+        ));
+    }
+    if std::env::var("TENANTDB_BENCH_ONLY").is_ok_and(|v| v == "in-process") {
+        print_table(quick, &lines);
+        return;
+    }
+
     // 3. HTTP point selects at 1, 16, 64 connections.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -605,15 +697,6 @@ fn main() {
         }
     }
 
-    println!(
-        "\nTenantDB engine benchmark ({} run, {} cores)",
-        if quick { "quick" } else { "full" },
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    );
-    println!("{}", "-".repeat(100));
-    for (k, v) in lines.iter().chain(pg_lines.iter()) {
-        println!("{k:<62} {v}");
-    }
+    lines.extend(pg_lines);
+    print_table(quick, &lines);
 }

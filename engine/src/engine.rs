@@ -297,14 +297,14 @@ impl Engine {
     }
 
     /// A database by name.
+    /// A name in the registry was validated when it was created, so only a miss is
+    /// checked, to tell a malformed name (400) from an unknown one (404).
     pub fn get(&self, name: &str) -> Result<Arc<Pdb>> {
+        if let Some(pdb) = self.pdbs.read().map_err(EngineError::internal)?.get(name) {
+            return Ok(pdb.clone());
+        }
         names::validate("database", name)?;
-        self.pdbs
-            .read()
-            .map_err(EngineError::internal)?
-            .get(name)
-            .cloned()
-            .ok_or_else(|| EngineError::NotFound(format!("no database named {name}")))
+        Err(EngineError::NotFound(format!("no database named {name}")))
     }
 
     fn info(&self, pdb: &Pdb) -> PdbInfo {
@@ -968,10 +968,9 @@ impl Engine {
         }
     }
 
-    /// The most bytes `pdb` may grow to now: its own quota, and what the tenant's storage
+    /// The most bytes `pdb` may grow to now: its own quota (`own`), and what the tenant's storage
     /// leaves once every other database is counted. `None` when neither is set.
-    fn size_budget(&self, pdb: &Pdb) -> Option<u64> {
-        let own = pdb.record().storage_quota_bytes;
+    fn size_budget(&self, pdb: &Pdb, own: Option<u64>) -> Option<u64> {
         let tenant = self.opts.storage_bytes.map(|limit| {
             let used = self.used_bytes();
             let mine = files::db_size(&pdb.path);
@@ -1140,7 +1139,7 @@ impl Engine {
         let (stmts, transaction) = req.statements()?;
         let rules = pdb.rules();
         if caller == Caller::Tenant {
-            for s in &stmts {
+            for s in stmts.iter() {
                 if let Some(reason) = lockdown::check_text(&rules, s.sql) {
                     return Err(EngineError::Lockdown(reason));
                 }
@@ -1167,13 +1166,18 @@ impl Engine {
             max_rows,
             max_bytes: self.opts.max_result_bytes,
         };
-        let mut session = pdb.session_with(caller, &rules)?;
-        session.limit_size(self.size_budget(&pdb))?;
-        session.set_budget(if capped {
-            cap.unwrap_or(budget)
-        } else {
-            budget
-        });
+        let (mode, quota) = pdb.mode_and_quota();
+        let mut session = pdb.session_in(mode, caller, &rules)?;
+        session.limit_size(self.size_budget(&pdb, quota))?;
+        let start = quanta::Instant::now();
+        session.set_budget(
+            start,
+            if capped {
+                cap.unwrap_or(budget)
+            } else {
+                budget
+            },
+        );
         let conn = session.conn();
         if !self.metering.load(std::sync::atomic::Ordering::Relaxed) {
             return run_statements(conn, &session, &stmts, transaction, limits, capped);
@@ -1188,7 +1192,7 @@ impl Engine {
                 .trim_start()
                 .get(..6)
                 .is_some_and(|h| h.eq_ignore_ascii_case("SELECT"));
-        let clock = metering::CpuClock::start(lone_select);
+        let clock = metering::CpuClock::start(lone_select, start);
         let outcome = run_statements(conn, &session, &stmts, transaction, limits, capped);
         let (pages_read, pages_written) = metering::take_page_io(conn);
         let mut work = metering::Work {

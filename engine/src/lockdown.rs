@@ -201,16 +201,21 @@ fn is_internal(table: &str) -> bool {
     table.starts_with("sqlite_")
 }
 
+/// Whether `sql` holds a comment opener (`--` or `/*`): one pass, no searcher set-up.
+fn has_comment(sql: &[u8]) -> bool {
+    memchr::memchr2_iter(b'-', b'/', sql).any(|i| {
+        let next = sql.get(i + 1).copied();
+        (sql[i] == b'-' && next == Some(b'-')) || (sql[i] == b'/' && next == Some(b'*'))
+    })
+}
+
 /// Classes decided from the statement text, which the authorizer cannot see:
 /// VACUUM, and DELETE/UPDATE without a WHERE clause. Returns the refusal, if any.
 pub fn check_text(rules: &LockdownRules, sql: &str) -> Option<String> {
     // Fast path: only statements that start with one of these words can be refused here.
-    let head = sql.trim_start().get(..6).unwrap_or("").to_ascii_uppercase();
-    if !(head.starts_with("VACUUM")
-        || head.starts_with("DELETE")
-        || head.starts_with("UPDATE")
-        || sql.contains("/*")
-        || sql.contains("--"))
+    let head = sql.trim_start().as_bytes();
+    let starts = |word: &[u8]| head.len() >= 6 && head[..6].eq_ignore_ascii_case(word);
+    if !(starts(b"VACUUM") || starts(b"DELETE") || starts(b"UPDATE") || has_comment(sql.as_bytes()))
     {
         return None;
     }
@@ -282,6 +287,31 @@ fn keywords(sql: &str) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn comment_openers_are_found_anywhere_and_nothing_else_is() {
+        for sql in [
+            "-- x",
+            "SELECT 1 --",
+            "SELECT /* x */ 1",
+            "/*",
+            "a-/-/*",
+            "x---",
+        ] {
+            assert!(has_comment(sql.as_bytes()), "{sql}");
+        }
+        for sql in [
+            "",
+            "-",
+            "/",
+            "SELECT 1 - 1 / 2",
+            "SELECT '-' || '/'",
+            "a-/b/-c*-",
+        ] {
+            assert!(!has_comment(sql.as_bytes()), "{sql}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, InterruptHandle, OpenFlags};
@@ -13,6 +15,30 @@ use crate::error::{EngineError, Result};
 use crate::lockdown::{self, LockdownRules};
 
 /// Idle connections kept per database.
+/// Why the authorizer refused the last statement, kept until the session explains it.
+/// The flag spares the lock on every checkout when nothing was refused, the usual case.
+#[derive(Debug, Default)]
+struct Denial {
+    flagged: AtomicBool,
+    reason: Mutex<Option<String>>,
+}
+
+impl Denial {
+    fn set(&self, reason: String) {
+        if let Ok(mut w) = self.reason.lock() {
+            *w = Some(reason);
+        }
+        self.flagged.store(true, Ordering::Release);
+    }
+
+    fn take(&self) -> Option<String> {
+        if !self.flagged.swap(false, Ordering::Acquire) {
+            return None;
+        }
+        self.reason.lock().ok().and_then(|mut w| w.take())
+    }
+}
+
 const MAX_IDLE: usize = 4;
 
 /// Who runs a statement.
@@ -34,7 +60,7 @@ struct PooledConn {
     /// Instant (ns since `epoch`) after which the running statement is interrupted; 0 = none.
     deadline: Arc<AtomicU64>,
     /// Why the authorizer last refused something (SQLite's own message only says "not authorized").
-    denied: Arc<Mutex<Option<String>>>,
+    denied: Arc<Denial>,
     /// Whether `query_only` is on.
     read_only: bool,
     /// `max_page_count` in force (`u64::MAX` when never limited).
@@ -55,7 +81,7 @@ pub struct Pdb {
     pub path: PathBuf,
     /// Its catalog record as last written.
     pub record: Mutex<PdbRecord>,
-    rules: Arc<RwLock<Arc<LockdownRules>>>,
+    rules: Arc<ArcSwap<LockdownRules>>,
     rules_version: AtomicU64,
     idle: Mutex<Vec<PooledConn>>,
     active: AtomicUsize,
@@ -64,7 +90,10 @@ pub struct Pdb {
     closing: AtomicBool,
     interrupts: Mutex<Vec<(u64, InterruptHandle)>>,
     next_conn_id: AtomicU64,
-    epoch: Instant,
+    /// Origin of `deadline` values. `quanta` reads the invariant TSC where there is one:
+    /// a few ns against 80–100 ns for the OS monotonic clock on this VM, and a deadline
+    /// is set and checked on every statement.
+    epoch: quanta::Instant,
 }
 
 /// A session: one pooled connection, returned to the pool when dropped.
@@ -82,7 +111,7 @@ impl Pdb {
             meter: Default::default(),
             path,
             record: Mutex::new(record),
-            rules: Arc::new(RwLock::new(Arc::new(rules))),
+            rules: Arc::new(ArcSwap::from_pointee(rules)),
             rules_version: AtomicU64::new(1),
             idle: Mutex::new(Vec::new()),
             active: AtomicUsize::new(0),
@@ -90,7 +119,7 @@ impl Pdb {
             closing: AtomicBool::new(false),
             interrupts: Mutex::new(Vec::new()),
             next_conn_id: AtomicU64::new(0),
-            epoch: Instant::now(),
+            epoch: quanta::Instant::now(),
         }
     }
 
@@ -104,15 +133,22 @@ impl Pdb {
 
     /// Replace the lockdown rules; open sessions apply them at their next statement.
     pub fn set_rules(&self, rules: LockdownRules) {
-        if let Ok(mut r) = self.rules.write() {
-            *r = Arc::new(rules);
-        }
+        self.rules.store(Arc::new(rules));
         self.rules_version.fetch_add(1, Ordering::SeqCst);
     }
 
     /// The rules in force.
     pub fn rules(&self) -> Arc<LockdownRules> {
-        self.rules.read().map(|r| r.clone()).unwrap_or_default()
+        self.rules.load_full()
+    }
+
+    /// The open mode and the database's own storage quota, in one read of its record.
+    pub fn mode_and_quota(&self) -> (Option<OpenMode>, Option<u64>) {
+        let read = |r: &PdbRecord| (r.open_mode, r.storage_quota_bytes);
+        self.record
+            .lock()
+            .map(|r| read(&r))
+            .unwrap_or_else(|e| read(&e.into_inner()))
     }
 
     /// The open mode, without copying the whole record.
@@ -139,21 +175,15 @@ impl Pdb {
         conn.set_prepared_statement_cache_capacity(64);
         let admin = Arc::new(AtomicBool::new(true));
         let deadline = Arc::new(AtomicU64::new(0));
-        let denied = Arc::new(Mutex::new(None));
+        let denied = Arc::new(Denial::default());
         let (a, rules, why) = (admin.clone(), self.rules.clone(), denied.clone());
         conn.authorizer(Some(move |ctx: rusqlite::hooks::AuthContext<'_>| {
             if a.load(Ordering::Relaxed) {
                 return rusqlite::hooks::Authorization::Allow;
             }
-            let reason = match rules.read() {
-                Ok(r) => lockdown::check(&r, &ctx),
-                Err(_) => Some("lockdown rules unavailable".into()),
-            };
-            match reason {
+            match lockdown::check(&rules.load(), &ctx) {
                 Some(r) => {
-                    if let Ok(mut w) = why.lock() {
-                        *w = Some(r);
-                    }
+                    why.set(r);
                     rusqlite::hooks::Authorization::Deny
                 }
                 None => rusqlite::hooks::Authorization::Allow,
@@ -164,7 +194,7 @@ impl Pdb {
             1000,
             Some(move || {
                 let at = d.load(Ordering::Relaxed);
-                at != 0 && epoch.elapsed().as_nanos() as u64 > at
+                at != 0 && quanta::Instant::now().duration_since(epoch).as_nanos() as u64 > at
             }),
         )?;
         // Registered once per connection (idle ones too: interrupting those is harmless), so a
@@ -189,7 +219,16 @@ impl Pdb {
 
     /// Start a session for `caller` under `rules` (read once by the caller), checking the open mode.
     pub fn session_with(&self, caller: Caller, rules: &LockdownRules) -> Result<Session<'_>> {
-        let mode = self.open_mode();
+        self.session_in(self.open_mode(), caller, rules)
+    }
+
+    /// A session for `caller` when the database's open mode (as just read) is `mode`.
+    pub fn session_in(
+        &self,
+        mode: Option<OpenMode>,
+        caller: Caller,
+        rules: &LockdownRules,
+    ) -> Result<Session<'_>> {
         match (mode, caller) {
             (None, _) => {
                 return Err(EngineError::Conflict(format!(
@@ -245,9 +284,7 @@ impl Pdb {
             pooled.read_only = read_only;
         }
         pooled.admin.store(admin, Ordering::Relaxed);
-        if let Ok(mut w) = pooled.denied.try_lock() {
-            w.take();
-        }
+        pooled.denied.take();
         Ok(Session {
             pdb: self,
             conn: Some(pooled),
@@ -292,8 +329,8 @@ impl Pdb {
         Ok(())
     }
 
-    fn deadline_after(&self, budget: Duration) -> u64 {
-        (self.epoch.elapsed() + budget).as_nanos() as u64
+    fn deadline_after(&self, start: quanta::Instant, budget: Duration) -> u64 {
+        (start.duration_since(self.epoch) + budget).as_nanos() as u64
     }
 }
 
@@ -306,10 +343,7 @@ impl Session<'_> {
 
     /// Turn an error from this session into the engine's, naming the lockdown rule that refused.
     pub fn explain(&self, err: EngineError) -> EngineError {
-        let why = self
-            .conn
-            .as_ref()
-            .and_then(|c| c.denied.lock().ok().and_then(|mut w| w.take()));
+        let why = self.conn.as_ref().and_then(|c| c.denied.take());
         match (why, err) {
             // The authorizer refused part of this statement: that is the reason, whatever
             // code SQLite reported (functions come back as a plain error).
@@ -344,11 +378,12 @@ impl Session<'_> {
         Ok(())
     }
 
-    /// Interrupt statements that run longer than `budget` from now.
-    pub fn set_budget(&self, budget: Duration) {
+    /// Interrupt statements that run longer than `budget` from `start` (a clock read the
+    /// caller already made, so one read serves the deadline and the CPU clock).
+    pub fn set_budget(&self, start: quanta::Instant, budget: Duration) {
         if let Some(c) = &self.conn {
             c.deadline
-                .store(self.pdb.deadline_after(budget), Ordering::Relaxed);
+                .store(self.pdb.deadline_after(start, budget), Ordering::Relaxed);
         }
     }
 }

@@ -44,25 +44,46 @@ pub struct StmtRef<'a> {
     pub params: Option<&'a Value>,
 }
 
+/// The statements of a request: one (held inline, no allocation) or a batch.
+#[derive(Debug)]
+pub enum Statements<'a> {
+    /// A single statement.
+    One([StmtRef<'a>; 1]),
+    /// A batch, run in one transaction.
+    Batch(Vec<StmtRef<'a>>),
+}
+
+impl<'a> std::ops::Deref for Statements<'a> {
+    type Target = [StmtRef<'a>];
+    fn deref(&self) -> &Self::Target {
+        match self {
+            Statements::One(one) => one,
+            Statements::Batch(many) => many,
+        }
+    }
+}
+
 impl QueryRequest {
     /// The statements to run, and whether they form a transaction.
-    pub fn statements(&self) -> Result<(Vec<StmtRef<'_>>, bool)> {
+    pub fn statements(&self) -> Result<(Statements<'_>, bool)> {
         match (&self.sql, &self.batch) {
             (Some(sql), None) => Ok((
-                vec![StmtRef {
+                Statements::One([StmtRef {
                     sql,
                     params: self.params.as_ref(),
-                }],
+                }]),
                 false,
             )),
             (None, Some(batch)) if !batch.is_empty() && self.params.is_none() => Ok((
-                batch
-                    .iter()
-                    .map(|s| StmtRef {
-                        sql: &s.sql,
-                        params: s.params.as_ref(),
-                    })
-                    .collect(),
+                Statements::Batch(
+                    batch
+                        .iter()
+                        .map(|s| StmtRef {
+                            sql: &s.sql,
+                            params: s.params.as_ref(),
+                        })
+                        .collect(),
+                ),
                 true,
             )),
             (None, Some(_)) => Err(EngineError::BadRequest(
@@ -200,7 +221,9 @@ pub fn run(conn: &Connection, s: StmtRef<'_>, limits: ResultLimits) -> Result<St
     let mut stmt = conn.prepare_cached(s.sql)?;
     bind(&mut stmt, s.params)?;
     let mut out = StmtResult {
-        columns: stmt.column_names().map(String::from).collect(),
+        columns: (0..stmt.column_count())
+            .map(|i| stmt.column_name(i).map(String::from))
+            .collect::<rusqlite::Result<_>>()?,
         ..Default::default()
     };
     if out.columns.is_empty() {
