@@ -14,7 +14,6 @@ use serde_json::json;
 use tenantdb_engine::cgroup::CgroupReader;
 use tenantdb_engine::engine::{CreateRequest, Engine, EngineOptions};
 use tenantdb_engine::http::{router, EngineState};
-use tenantdb_engine::metrics::Metrics;
 use tenantdb_engine::pdb::Caller;
 use tenantdb_engine::query::QueryRequest;
 
@@ -534,16 +533,17 @@ fn main() {
         .issue_token(vec!["bench".into()])
         .map(|(id, t)| (t, id))
         .expect("token");
-    let state = Arc::new(EngineState {
-        engine: engine.clone(),
-        config: Default::default(),
-        cgroup: CgroupReader::for_self(),
-        instance_id: "bench".into(),
-        started: Instant::now(),
-        metrics: Metrics::new().expect("metrics"),
-        admin_token: Some("bench-admin".into()),
-        rate: None,
-    });
+    let state = {
+        let state = EngineState::new(
+            engine.clone(),
+            Default::default(),
+            CgroupReader::for_self(),
+            "bench".into(),
+            Some("bench-admin".into()),
+        )
+        .expect("state");
+        Arc::new(state)
+    };
     let listener = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .expect("bind");

@@ -153,6 +153,7 @@ async fn run_query(
         Ok(r) => r,
         Err(e) => (e.into_response(), 0),
     };
+    s.network.charge(bytes_in, bytes_out);
     if let Some(p) = metered {
         let error = !resp.status().is_success();
         p.meter
@@ -179,6 +180,13 @@ async fn query_or_refuse(
         resp.headers_mut()
             .insert("retry-after", d.retry_after_secs.into());
         return Ok((resp, 0));
+    }
+    let _slot = s.sessions.acquire()?;
+    // Work waits while the tenant is over its IO or network limits: the bytes and pages
+    // earlier requests used are paid for first.
+    let wait = s.engine.io_wait().max(s.network.wait());
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
     }
     let (mut resp, n) = query_response(s, pdb, caller, body).await?;
     if let Some(d) = rate {

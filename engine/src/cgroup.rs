@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 /// Which cgroup hierarchy the limits were read from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum CgroupVersion {
     /// The unified hierarchy.
@@ -222,6 +224,233 @@ fn cpu_limit(cgroup: CgroupVersion, quota: Option<u64>, period: u64, dir: &Path)
         cpus,
         path: Some(dir.display().to_string()),
     }
+}
+
+/// The limits written into a tenant's own cgroup (from its tier).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TenantLimits {
+    /// CPU in millicores.
+    pub cpu_millis: Option<u64>,
+    /// Memory in bytes.
+    pub memory_bytes: Option<u64>,
+    /// IO operations a second, for reads and for writes.
+    pub iops: Option<u32>,
+    /// IO bytes a second, for reads and for writes.
+    pub io_bytes_per_second: Option<u64>,
+    /// The block device (major, minor) that IO limits apply to: the data directory's.
+    pub device: Option<(u64, u64)>,
+}
+
+/// A tenant's own cgroup, made by [`CgroupReader::create_tenant`].
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantCgroup {
+    /// Hierarchy it lives in.
+    pub cgroup: CgroupVersion,
+    /// Its directories (one on v2; one a controller on v1).
+    pub paths: Vec<String>,
+    /// Every file written, with the value written.
+    pub written: Vec<(String, String)>,
+    /// The file that throttles IO, when the data directory is on a block device.
+    pub io_file: Option<String>,
+}
+
+/// Why a tenant cgroup could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    /// No cgroup filesystem under the root.
+    #[error("no cgroup filesystem at {0}")]
+    NotMounted(String),
+    /// A name that is not a plain directory name.
+    #[error("cgroup name {0:?} must be letters, digits, '-' or '_'")]
+    BadName(String),
+    /// The kernel refused a write (not root, read-only, or controller not enabled).
+    #[error("{path}: {source}")]
+    Write {
+        /// The file or directory.
+        path: String,
+        /// What the kernel said.
+        source: std::io::Error,
+    },
+}
+
+fn write_file(path: &Path, value: &str) -> Result<(), CgroupError> {
+    std::fs::write(path, value).map_err(|source| CgroupError::Write {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+fn make_dir(path: &Path) -> Result<(), CgroupError> {
+    std::fs::create_dir_all(path).map_err(|source| CgroupError::Write {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+fn plain_name(name: &str) -> Result<(), CgroupError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(CgroupError::BadName(name.into()))
+    }
+}
+
+/// The CFS period written with a quota, in microseconds.
+pub const CFS_PERIOD_MICROS: u64 = 100_000;
+
+impl CgroupReader {
+    /// Make `<parent>/<tenant>` under the cgroup root (in each controller's hierarchy on
+    /// v1) and write the tenant's limits: v2 `cpu.max`, `memory.max`, `io.max`; v1
+    /// `cpu.cfs_quota_us`/`cfs_period_us`, `memory.limit_in_bytes`,
+    /// `blkio.throttle.{read,write}_{iops,bps}_device`. Needs root and a writable cgroup
+    /// filesystem: standalone mode. Nothing is moved into it (see [`TenantCgroup::enter`]).
+    pub fn create_tenant(
+        &self,
+        parent: &str,
+        tenant: &str,
+        limits: &TenantLimits,
+    ) -> Result<TenantCgroup, CgroupError> {
+        plain_name(parent)?;
+        plain_name(tenant)?;
+        let mut written = Vec::new();
+        let mut put = |path: PathBuf, value: String| -> Result<(), CgroupError> {
+            write_file(&path, &value)?;
+            written.push((path.display().to_string(), value));
+            Ok(())
+        };
+        let mut io_file = None;
+        if self.is_v2() {
+            // Controllers must be enabled in every ancestor's subtree_control.
+            let parent_dir = self.root.join(parent);
+            make_dir(&parent_dir)?;
+            for dir in [&self.root, &parent_dir] {
+                for c in ["+cpu", "+memory", "+io"] {
+                    // A controller the kernel lacks is refused; the limit file then is too.
+                    let _ = std::fs::write(dir.join("cgroup.subtree_control"), c);
+                }
+            }
+            let dir = parent_dir.join(tenant);
+            make_dir(&dir)?;
+            if let Some(m) = limits.cpu_millis {
+                put(
+                    dir.join("cpu.max"),
+                    format!(
+                        "{} {CFS_PERIOD_MICROS}",
+                        (m * CFS_PERIOD_MICROS / 1000).max(1000)
+                    ),
+                )?;
+            }
+            if let Some(b) = limits.memory_bytes {
+                put(dir.join("memory.max"), b.to_string())?;
+            }
+            if let (Some((maj, min)), true) = (
+                limits.device,
+                limits.iops.is_some() || limits.io_bytes_per_second.is_some(),
+            ) {
+                let mut v = format!("{maj}:{min}");
+                if let Some(i) = limits.iops {
+                    v += &format!(" riops={i} wiops={i}");
+                }
+                if let Some(b) = limits.io_bytes_per_second {
+                    v += &format!(" rbps={b} wbps={b}");
+                }
+                put(dir.join("io.max"), v)?;
+                io_file = Some("io.max".to_string());
+            }
+            return Ok(TenantCgroup {
+                cgroup: CgroupVersion::V2,
+                paths: vec![dir.display().to_string()],
+                written,
+                io_file,
+            });
+        }
+        if !self.root.join("cpu").is_dir() && !self.root.join("memory").is_dir() {
+            return Err(CgroupError::NotMounted(self.root.display().to_string()));
+        }
+        let mut paths = Vec::new();
+        let mut dir_for = |controller: &str| -> Result<PathBuf, CgroupError> {
+            let dir = self.root.join(controller).join(parent).join(tenant);
+            make_dir(&dir)?;
+            paths.push(dir.display().to_string());
+            Ok(dir)
+        };
+        if let Some(m) = limits.cpu_millis {
+            let dir = dir_for("cpu")?;
+            put(dir.join("cpu.cfs_period_us"), CFS_PERIOD_MICROS.to_string())?;
+            put(
+                dir.join("cpu.cfs_quota_us"),
+                (m * CFS_PERIOD_MICROS / 1000).max(1000).to_string(),
+            )?;
+        }
+        if let Some(b) = limits.memory_bytes {
+            let dir = dir_for("memory")?;
+            put(dir.join("memory.limit_in_bytes"), b.to_string())?;
+        }
+        if let Some((maj, min)) = limits.device {
+            let mut files = Vec::new();
+            if let Some(i) = limits.iops {
+                files.extend([
+                    ("read_iops_device", u64::from(i)),
+                    ("write_iops_device", u64::from(i)),
+                ]);
+            }
+            if let Some(b) = limits.io_bytes_per_second {
+                files.extend([("read_bps_device", b), ("write_bps_device", b)]);
+            }
+            if !files.is_empty() {
+                let dir = dir_for("blkio")?;
+                for (f, v) in &files {
+                    put(
+                        dir.join(format!("blkio.throttle.{f}")),
+                        format!("{maj}:{min} {v}"),
+                    )?;
+                }
+                io_file = Some("blkio.throttle.*_device".to_string());
+            }
+        }
+        Ok(TenantCgroup {
+            cgroup: CgroupVersion::V1,
+            paths,
+            written,
+            io_file,
+        })
+    }
+}
+
+impl TenantCgroup {
+    /// Move process `pid` (every thread of it) into this cgroup.
+    pub fn enter(&self, pid: u32) -> Result<(), CgroupError> {
+        for dir in &self.paths {
+            write_file(&Path::new(dir).join("cgroup.procs"), &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Remove the cgroup's directories (they must hold no process).
+    pub fn remove(&self) -> Result<(), CgroupError> {
+        for dir in &self.paths {
+            std::fs::remove_dir(dir).map_err(|source| CgroupError::Write {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// The block device (major, minor) that holds `path`, when it is a real one (major ≠ 0;
+/// overlay and tmpfs have none, and cgroup IO limits do not apply to them).
+pub fn block_device(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(path).ok()?.dev();
+    let (major, minor) = (libc::major(dev) as u64, libc::minor(dev) as u64);
+    (major != 0).then_some((major, minor))
 }
 
 fn read(path: &Path) -> Option<String> {

@@ -120,6 +120,16 @@ impl Default for PriceList {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EngineLimits {
+    /// CPU in millicores (the pod's cgroup enforces it in Kubernetes; standalone, the
+    /// tenant's own cgroup does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_millis: Option<u64>,
+    /// Memory in bytes (likewise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    /// Storage bytes a second, pages read plus written (unset: IOPS alone limits IO).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io_bytes_per_second: Option<u64>,
     /// IO operations per second.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iops: Option<u32>,

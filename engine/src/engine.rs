@@ -39,6 +39,12 @@ pub struct EngineOptions {
     pub close_deadline: Duration,
     /// Storage for all databases together (the tenant's tier), in bytes.
     pub storage_bytes: Option<u64>,
+    /// Storage operations a second (pages read from storage plus pages written).
+    pub iops: Option<u32>,
+    /// Storage bytes a second (those pages' bytes).
+    pub io_bytes_per_second: Option<u64>,
+    /// SQLite page cache per connection, in KiB (see `isolation::cache_kib_per_connection`).
+    pub cache_kib_per_connection: u32,
 }
 
 impl Default for EngineOptions {
@@ -50,6 +56,9 @@ impl Default for EngineOptions {
             max_result_bytes: 16 << 20,
             close_deadline: Duration::from_secs(10),
             storage_bytes: None,
+            iops: None,
+            io_bytes_per_second: None,
+            cache_kib_per_connection: 2048,
         }
     }
 }
@@ -199,6 +208,8 @@ pub struct Engine {
     pub requests_per_minute: metering::MinuteRate,
     /// Whether statements are metered (always, except to measure metering's own cost).
     metering: std::sync::atomic::AtomicBool,
+    /// The tier's IO limits, charged with the pages each statement read and wrote.
+    pub io: crate::isolation::IoLimits,
 }
 
 fn sha256_hex(s: &str) -> String {
@@ -222,12 +233,13 @@ impl Engine {
             pdbs: RwLock::new(HashMap::new()),
             profiles: RwLock::new(HashMap::new()),
             tokens: RwLock::new(HashMap::new()),
-            opts,
             started: Instant::now(),
             started_unix: now(),
             requests_per_minute: Default::default(),
             metering: std::sync::atomic::AtomicBool::new(true),
             used: Mutex::new((Instant::now() - Duration::from_secs(60), 0)),
+            io: crate::isolation::IoLimits::new(opts.iops, opts.io_bytes_per_second),
+            opts,
         };
         engine.catalog.start_uptime(engine.started_unix)?;
         engine.ensure_template("seed.db", engine.opts.seed_sql.as_deref())?;
@@ -252,7 +264,9 @@ impl Engine {
                 continue;
             }
             let rules = engine.rules_for(rec.lockdown_profile.as_deref());
-            map.insert(rec.name.clone(), Arc::new(Pdb::new(path, rec, rules)));
+            let pdb =
+                Pdb::new(path, rec, rules).with_cache_kib(engine.opts.cache_kib_per_connection);
+            map.insert(pdb.name.clone(), Arc::new(pdb));
         }
         tracing::info!(databases = map.len(), "catalog recovered");
         *engine.pdbs.write().map_err(EngineError::internal)? = map;
@@ -461,11 +475,10 @@ impl Engine {
             let _ = files::remove_db(&path);
             return Err(e);
         }
-        let pdb = Arc::new(Pdb::new(
-            path,
-            rec,
-            self.rules_for(req.lockdown_profile.as_deref()),
-        ));
+        let pdb = Arc::new(
+            Pdb::new(path, rec, self.rules_for(req.lockdown_profile.as_deref()))
+                .with_cache_kib(self.opts.cache_kib_per_connection),
+        );
         let info = self.info(&pdb);
         self.pdbs
             .write()
@@ -1119,8 +1132,51 @@ impl Engine {
         Ok((up as f64 / (to - from) as f64 * 100.0).min(100.0))
     }
 
+    /// How long the next statement must wait for the tenant's IO limits: until the pages
+    /// earlier statements read and wrote are paid for. Counted as throttled when non-zero.
+    pub fn io_wait(&self) -> Duration {
+        self.io.wait()
+    }
+
+    /// The time budget of a statement without a profile limit.
+    pub fn statement_budget(&self) -> Duration {
+        self.opts.default_statement_budget
+    }
+
+    /// SQLite page cache per connection, in KiB.
+    pub fn cache_kib_per_connection(&self) -> u32 {
+        self.opts.cache_kib_per_connection
+    }
+
+    /// What `/v1/isolation/cache` reports: the page-cache budget and the connections
+    /// holding one now.
+    pub fn cache_report(&self) -> serde_json::Value {
+        let pdbs: Vec<Arc<Pdb>> = self
+            .pdbs
+            .read()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        let connections: usize = pdbs.iter().map(|p| p.open_connections()).sum();
+        let kib = u64::from(self.opts.cache_kib_per_connection);
+        serde_json::json!({
+            "pageCacheKibPerConnection": kib,
+            "databases": pdbs.len(),
+            "openConnections": connections,
+            "pageCacheBudgetBytes": kib * 1024 * connections as u64,
+            "idleConnectionsKeptPerDatabase": crate::pdb::MAX_IDLE,
+        })
+    }
+
     /// Run a query on a database as `caller`.
+    /// A tenant's query waits first while the tenant is over its IO limits (see
+    /// [`Engine::io_wait`]); the operator's admin work is neither charged nor held.
     pub fn query(&self, name: &str, req: QueryRequest, caller: Caller) -> Result<Vec<StmtResult>> {
+        if caller == Caller::Tenant {
+            let wait = self.io_wait();
+            if !wait.is_zero() {
+                std::thread::sleep(wait);
+            }
+        }
         self.query_capped(name, &req, caller, None)?
             .ok_or_else(|| EngineError::Internal("uncapped query gave up".into()))
     }
@@ -1180,7 +1236,12 @@ impl Engine {
         );
         let conn = session.conn();
         if !self.metering.load(std::sync::atomic::Ordering::Relaxed) {
-            return run_statements(conn, &session, &stmts, transaction, limits, capped);
+            let outcome = run_statements(conn, &session, &stmts, transaction, limits, capped);
+            if self.io.is_limited() && caller == Caller::Tenant {
+                let (read, written) = metering::take_page_io(conn);
+                self.io.charge(read + written, session.page_size());
+            }
+            return outcome;
         }
         // The thread CPU clock costs 0.4 µs a read here (a syscall; not in the vDSO): a
         // third of a point select. A lone SELECT runs on this thread without waiting for
@@ -1195,6 +1256,10 @@ impl Engine {
         let clock = metering::CpuClock::start(lone_select, start);
         let outcome = run_statements(conn, &session, &stmts, transaction, limits, capped);
         let (pages_read, pages_written) = metering::take_page_io(conn);
+        if caller == Caller::Tenant {
+            self.io
+                .charge(pages_read + pages_written, session.page_size());
+        }
         let mut work = metering::Work {
             cpu_micros: clock.micros(),
             pages_read,

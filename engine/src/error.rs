@@ -35,6 +35,9 @@ pub enum EngineError {
     /// Over the request rate (429).
     #[error("{0}")]
     RateLimited(String),
+    /// Every concurrent session the tier allows is in use (429).
+    #[error("{0}")]
+    TooManySessions(String),
     /// The statement ran past its time budget and was interrupted (408).
     #[error("{0}")]
     Timeout(String),
@@ -60,7 +63,9 @@ impl EngineError {
             EngineError::Conflict(_) => StatusCode::CONFLICT,
             EngineError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             EngineError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            EngineError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            EngineError::RateLimited(_) | EngineError::TooManySessions(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             EngineError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             EngineError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             EngineError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -80,6 +85,7 @@ impl EngineError {
             EngineError::TooLarge(_) => "too_large",
             EngineError::UnsupportedMediaType(_) => "unsupported_media_type",
             EngineError::RateLimited(_) => "rate_limited",
+            EngineError::TooManySessions(_) => "connection_limit",
             EngineError::Timeout(_) => "statement_timeout",
             EngineError::InsufficientStorage(_) => "storage_quota",
             EngineError::Internal(_) => "internal",

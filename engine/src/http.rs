@@ -36,6 +36,38 @@ pub struct EngineState {
     pub admin_token: Option<String>,
     /// The tier's request rate on the data plane; `None` is unlimited.
     pub rate: Option<crate::ratelimit::RateLimiter>,
+    /// The tier's concurrent sessions on the data plane.
+    pub sessions: crate::isolation::ConnectionLimit,
+    /// The tier's network bandwidth over data-plane bodies.
+    pub network: crate::isolation::NetworkLimits,
+    /// The tenant's own cgroup, when the engine made one (standalone as root).
+    pub tenant_cgroup: Option<crate::cgroup::TenantCgroup>,
+}
+
+impl EngineState {
+    /// The state of an engine enforcing `config`'s limits: request rate, sessions and
+    /// network from the tier; nothing when a limit is unset.
+    pub fn new(
+        engine: Arc<Engine>,
+        config: EngineConfig,
+        cgroup: CgroupReader,
+        instance_id: String,
+        admin_token: Option<String>,
+    ) -> std::result::Result<Self, prometheus::Error> {
+        Ok(EngineState {
+            engine,
+            rate: config.rate_limiter(),
+            sessions: crate::isolation::ConnectionLimit::new(config.limits.connections),
+            network: crate::isolation::NetworkLimits::new(config.limits.bandwidth_mbps),
+            config,
+            cgroup,
+            instance_id,
+            started: Instant::now(),
+            metrics: Metrics::new()?,
+            admin_token: admin_token.filter(|t| !t.is_empty()),
+            tenant_cgroup: None,
+        })
+    }
 }
 
 /// The bearer token of a request: `Authorization: Bearer T`, or `X-Tenantdb-Token: T`
@@ -85,6 +117,9 @@ pub fn router(state: Arc<EngineState>) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/isolation/cpu", get(isolation_cpu))
         .route("/v1/isolation/memory", get(isolation_memory))
+        .route("/v1/isolation/io", get(isolation_io))
+        .route("/v1/isolation/network", get(isolation_network))
+        .route("/v1/isolation/cache", get(isolation_cache))
         .merge(crate::api::routes())
         .fallback(|| async { EngineError::NotFound("no such route; see /openapi.json".into()) })
         .layer(DefaultBodyLimit::max(crate::api::MAX_BODY_BYTES))
@@ -168,9 +203,35 @@ async fn status(
 }
 
 async fn isolation_cpu(State(state): State<Arc<EngineState>>) -> impl IntoResponse {
-    Json(json!({"limit": state.cgroup.cpu(), "priority": state.config.priority}))
+    Json(json!({
+        "limit": state.cgroup.cpu(),
+        "priority": state.config.priority,
+        "sessions": state.sessions.report(),
+        "statementBudgetMillis": state.engine.statement_budget().as_millis() as u64,
+        "tenantCgroup": state.tenant_cgroup,
+    }))
 }
 
 async fn isolation_memory(State(state): State<Arc<EngineState>>) -> impl IntoResponse {
-    Json(json!({"limit": state.cgroup.memory()}))
+    Json(json!({
+        "limit": state.cgroup.memory(),
+        "pageCacheKibPerConnection": state.engine.cache_kib_per_connection(),
+        "tenantCgroup": state.tenant_cgroup,
+    }))
+}
+
+async fn isolation_io(State(state): State<Arc<EngineState>>) -> impl IntoResponse {
+    let file = state
+        .tenant_cgroup
+        .as_ref()
+        .and_then(|c| c.io_file.as_deref());
+    Json(state.engine.io.report(file))
+}
+
+async fn isolation_network(State(state): State<Arc<EngineState>>) -> impl IntoResponse {
+    Json(state.network.report(state.config.limits.bandwidth_mbps))
+}
+
+async fn isolation_cache(State(state): State<Arc<EngineState>>) -> impl IntoResponse {
+    Json(state.engine.cache_report())
 }

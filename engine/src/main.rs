@@ -33,6 +33,10 @@ enum Command {
         /// Engine configuration (YAML) written by the operator.
         #[arg(long, env = "TENANTDB_CONFIG")]
         config: Option<PathBuf>,
+        /// Standalone as root: run in `<NAME>/<tenant>` under the cgroup root, with the
+        /// tier's CPU, memory and IO limits written there.
+        #[arg(long, env = "TENANTDB_CGROUP_PARENT", value_name = "NAME")]
+        cgroup_parent: Option<String>,
     },
     /// Print the OpenAPI document (what `/openapi.json` serves); `docs/engine-openapi.json`
     /// is this output.
@@ -47,7 +51,7 @@ async fn main() -> std::process::ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let (data_dir, listen, admin_token, config) = match Cli::parse().command {
+    let (data_dir, listen, admin_token, config, cgroup_parent) = match Cli::parse().command {
         Command::Openapi => {
             let doc = tenantdb_engine::openapi::document();
             println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
@@ -58,13 +62,15 @@ async fn main() -> std::process::ExitCode {
             listen,
             admin_token,
             config,
-        } => (data_dir, listen, admin_token, config),
+            cgroup_parent,
+        } => (data_dir, listen, admin_token, config, cgroup_parent),
     };
     let opts = ServeOptions {
         data_dir,
         listen,
         admin_token,
         config,
+        cgroup_parent,
     };
     match serve(opts, shutdown_signal()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -7,6 +7,7 @@ use serde_json::{json, Map, Value};
 use crate::catalog::{ArchiveRecord, OpenMode};
 use crate::cgroup::{CpuLimit, MemoryLimit};
 use crate::engine::{CloseMode, CreateRequest, Manifest, PdbInfo};
+use crate::isolation::{IoReport, NetworkReport};
 use crate::lockdown::LockdownRules;
 use crate::query::{QueryRequest, StmtResult};
 use crate::reports::{Bill, SlaReport, UsageReport};
@@ -63,17 +64,41 @@ pub const ROUTES: &[Route] = &[
     (
         "get",
         "/v1/isolation/cpu",
-        "CPU limit read from the cgroup",
+        "CPU limit read from the cgroup (`limit`), tenant priority, concurrent sessions (max, active, refused), the statement time budget, and the tenant's own cgroup when the engine made one",
         None,
-        Some("CpuLimit"),
+        None,
         Auth::None,
     ),
     (
         "get",
         "/v1/isolation/memory",
-        "Memory limit read from the cgroup",
+        "Memory limit read from the cgroup (`limit`) and the page cache per connection derived from it",
         None,
-        Some("MemoryLimit"),
+        None,
+        Auth::None,
+    ),
+    (
+        "get",
+        "/v1/isolation/io",
+        "Storage IO limits (IOPS, bytes a second): the mechanisms enforcing them, use, tokens and throttled counts",
+        None,
+        Some("IoReport"),
+        Auth::None,
+    ),
+    (
+        "get",
+        "/v1/isolation/network",
+        "Network bandwidth limit over data-plane bodies, bytes in and out, throttled counts",
+        None,
+        Some("NetworkReport"),
+        Auth::None,
+    ),
+    (
+        "get",
+        "/v1/isolation/cache",
+        "Page-cache budget per connection and the connections holding one now",
+        None,
+        None,
         Auth::None,
     ),
     (
@@ -287,6 +312,8 @@ fn schemas() -> Map<String, Value> {
     add("CloseMode", CloseMode::json_schema(&mut g));
     add("CpuLimit", CpuLimit::json_schema(&mut g));
     add("MemoryLimit", MemoryLimit::json_schema(&mut g));
+    add("IoReport", IoReport::json_schema(&mut g));
+    add("NetworkReport", NetworkReport::json_schema(&mut g));
     add("UsageReport", UsageReport::json_schema(&mut g));
     add("SlaReport", SlaReport::json_schema(&mut g));
     add("Bill", Bill::json_schema(&mut g));

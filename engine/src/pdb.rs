@@ -39,7 +39,8 @@ impl Denial {
     }
 }
 
-const MAX_IDLE: usize = 4;
+/// Idle connections kept per database for the next session.
+pub const MAX_IDLE: usize = 4;
 
 /// Who runs a statement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +95,8 @@ pub struct Pdb {
     /// a few ns against 80–100 ns for the OS monotonic clock on this VM, and a deadline
     /// is set and checked on every statement.
     epoch: quanta::Instant,
+    /// SQLite page cache of each connection, in KiB.
+    cache_kib: u32,
 }
 
 /// A session: one pooled connection, returned to the pool when dropped.
@@ -120,6 +123,7 @@ impl Pdb {
             interrupts: Mutex::new(Vec::new()),
             next_conn_id: AtomicU64::new(0),
             epoch: quanta::Instant::now(),
+            cache_kib: 2048,
         }
     }
 
@@ -140,6 +144,22 @@ impl Pdb {
     /// The rules in force.
     pub fn rules(&self) -> Arc<LockdownRules> {
         self.rules.load_full()
+    }
+
+    /// The same database with `kib` of page cache per connection (the memory budget).
+    pub fn with_cache_kib(mut self, kib: u32) -> Self {
+        self.cache_kib = kib.max(64);
+        self
+    }
+
+    /// Connections open now: idle in the pool plus those serving sessions.
+    pub fn open_connections(&self) -> usize {
+        self.idle.lock().map_or(0, |i| i.len()) + self.active_sessions()
+    }
+
+    /// The page cache per connection, in KiB.
+    pub fn cache_kib(&self) -> u32 {
+        self.cache_kib
     }
 
     /// The open mode and the database's own storage quota, in one read of its record.
@@ -169,9 +189,10 @@ impl Pdb {
             &self.path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        conn.execute_batch(
-            "PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON;",
-        )?;
+        conn.execute_batch(&format!(
+            "PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON; PRAGMA cache_size=-{};",
+            self.cache_kib
+        ))?;
         conn.set_prepared_statement_cache_capacity(64);
         let admin = Arc::new(AtomicBool::new(true));
         let deadline = Arc::new(AtomicU64::new(0));
@@ -376,6 +397,11 @@ impl Session<'_> {
         r?;
         c.max_pages = pages;
         Ok(())
+    }
+
+    /// The page size of the session's database, in bytes.
+    pub fn page_size(&self) -> u64 {
+        self.conn.as_ref().map_or(4096, |c| c.page_size)
     }
 
     /// Interrupt statements that run longer than `budget` from `start` (a clock read the

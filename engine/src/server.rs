@@ -3,13 +3,11 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
 use crate::cgroup::CgroupReader;
 use crate::config::{ConfigError, EngineConfig};
 use crate::engine::{Engine, EngineOptions};
 use crate::http::{router, EngineState};
-use crate::metrics::Metrics;
 
 /// Why the engine could not start.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +50,9 @@ pub struct ServeOptions {
     pub admin_token: Option<String>,
     /// Configuration file, if any.
     pub config: Option<PathBuf>,
+    /// Standalone as root: make `<this>/<tenant>` under the cgroup root with the tier's
+    /// CPU, memory and IO limits and run the engine in it.
+    pub cgroup_parent: Option<String>,
 }
 
 /// The volume's identity: read from `instance-id`, or written there on first use.
@@ -70,6 +71,38 @@ pub fn instance_id(data_dir: &Path) -> Result<String, std::io::Error> {
     }
 }
 
+/// Make the tenant's own cgroup under `parent` and move this process into it. A failure
+/// (not root, a read-only cgroup filesystem as in most pods) is logged and the engine runs
+/// on in the cgroup it has: the pod's, which Kubernetes sized from the tier.
+fn tenant_cgroup(
+    cgroup: &CgroupReader,
+    parent: &str,
+    config: &EngineConfig,
+    data_dir: &Path,
+) -> Option<crate::cgroup::TenantCgroup> {
+    let tenant = config.tenant.as_deref().unwrap_or("standalone");
+    let limits = crate::cgroup::TenantLimits {
+        cpu_millis: config.limits.cpu_millis,
+        memory_bytes: config.limits.memory_bytes,
+        iops: config.limits.iops,
+        io_bytes_per_second: config.limits.io_bytes_per_second,
+        device: crate::cgroup::block_device(data_dir),
+    };
+    let made = cgroup
+        .create_tenant(parent, tenant, &limits)
+        .and_then(|c| c.enter(std::process::id()).map(|()| c));
+    match made {
+        Ok(c) => {
+            tracing::info!(paths = ?c.paths, written = ?c.written, "running in the tenant's own cgroup");
+            Some(c)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no tenant cgroup: limits come from the cgroup the engine was started in");
+            None
+        }
+    }
+}
+
 /// Serve until `shutdown` resolves.
 pub async fn serve(
     opts: ServeOptions,
@@ -83,28 +116,40 @@ pub async fn serve(
         path: opts.data_dir.display().to_string(),
         source,
     })?;
+    let cgroup = CgroupReader::for_self();
+    let tenant_cgroup = opts
+        .cgroup_parent
+        .as_deref()
+        .and_then(|parent| tenant_cgroup(&cgroup, parent, &config, &opts.data_dir));
+    // Moved into its own cgroup, the engine reads its limits from there.
+    let cgroup = if tenant_cgroup.is_some() {
+        CgroupReader::for_self()
+    } else {
+        cgroup
+    };
+    let memory_limit = cgroup.memory().limit_bytes;
     let engine = Engine::open(
         &opts.data_dir,
         EngineOptions {
             seed_sql: config.seed_sql.clone(),
             storage_bytes: config.limits.storage_bytes,
+            iops: config.limits.iops,
+            io_bytes_per_second: config.limits.io_bytes_per_second,
+            cache_kib_per_connection: crate::isolation::cache_kib_per_connection(memory_limit),
             ..Default::default()
         },
     )
     .map_err(|e| StartError::Engine(e.to_string()))?;
-    let cgroup = CgroupReader::for_self();
     tracing::info!(cpu = ?cgroup.cpu(), memory = ?cgroup.memory(), tenant = ?config.tenant, tier = ?config.tier, %instance_id, "engine starting");
-    let rate = config.rate_limiter();
-    let state = Arc::new(EngineState {
-        engine: Arc::new(engine),
-        rate,
+    let mut state = EngineState::new(
+        Arc::new(engine),
         config,
         cgroup,
         instance_id,
-        started: Instant::now(),
-        metrics: Metrics::new()?,
-        admin_token: opts.admin_token.filter(|t| !t.is_empty()),
-    });
+        opts.admin_token,
+    )?;
+    state.tenant_cgroup = tenant_cgroup;
+    let state = Arc::new(state);
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .map_err(|source| StartError::Listen {

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -12,7 +12,6 @@ use serde_json::Value;
 use tenantdb_engine::cgroup::CgroupReader;
 use tenantdb_engine::engine::{Engine, EngineOptions};
 use tenantdb_engine::http::{router, EngineState};
-use tenantdb_engine::metrics::Metrics;
 use tower::ServiceExt;
 
 pub const ADMIN: &str = "admin-secret";
@@ -23,7 +22,7 @@ pub struct App {
 }
 
 pub fn app_with(opts: EngineOptions) -> App {
-    app_full(opts, None)
+    app_full(opts, None, Default::default())
 }
 
 /// An app whose data plane is rate limited.
@@ -34,22 +33,35 @@ pub fn app_limited(per_hour: u32, burst: u32) -> App {
             ..Default::default()
         },
         tenantdb_engine::ratelimit::RateLimiter::new(per_hour, burst),
+        Default::default(),
     )
 }
 
-fn app_full(opts: EngineOptions, rate: Option<tenantdb_engine::ratelimit::RateLimiter>) -> App {
+/// An app enforcing `config`'s limits (sessions, network), with engine options `opts`.
+pub fn app_configured(opts: EngineOptions, config: tenantdb_engine::config::EngineConfig) -> App {
+    let rate = config.rate_limiter();
+    app_full(opts, rate, config)
+}
+
+fn app_full(
+    opts: EngineOptions,
+    rate: Option<tenantdb_engine::ratelimit::RateLimiter>,
+    config: tenantdb_engine::config::EngineConfig,
+) -> App {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(dir.path(), opts).unwrap();
-    let state = Arc::new(EngineState {
-        engine: Arc::new(engine),
-        config: Default::default(),
-        cgroup: CgroupReader::new("/nonexistent", ""),
-        instance_id: "test".into(),
-        started: Instant::now(),
-        metrics: Metrics::new().unwrap(),
-        admin_token: Some(ADMIN.into()),
-        rate,
-    });
+    let state = {
+        let mut state = EngineState::new(
+            Arc::new(engine),
+            config,
+            CgroupReader::new("/nonexistent", ""),
+            "test".into(),
+            Some(ADMIN.into()),
+        )
+        .expect("state");
+        state.rate = rate;
+        Arc::new(state)
+    };
     App {
         router: router(state),
         dir,

@@ -145,3 +145,132 @@ async fn the_tenant_storage_limit_is_shared_by_its_databases() {
     assert!(in_b < 5, "b got only what a left ({in_b} rows)");
     assert_eq!(count(&app, "b", &t).await, in_b);
 }
+
+fn config_with(
+    limits: tenantdb_engine::config::EngineLimits,
+) -> tenantdb_engine::config::EngineConfig {
+    tenantdb_engine::config::EngineConfig {
+        limits,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn sessions_past_the_tier_limit_get_429_and_the_slot_frees_when_one_ends() {
+    let app = std::sync::Arc::new(app_configured(
+        Default::default(),
+        config_with(tenantdb_engine::config::EngineLimits {
+            connections: Some(1),
+            ..Default::default()
+        }),
+    ));
+    app.create(json!({"name": "db"})).await;
+    let t = app.token(&["db"]).await;
+    // One session busy for a while (a recursive count of about a second)…
+    let slow = {
+        let (app, t) = (app.clone(), t.clone());
+        tokio::spawn(async move {
+            app.sql("db", &t, "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM n WHERE x < 3000000) SELECT count(*) FROM n", json!(null)).await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // …so a second one is refused, with a code a client can act on.
+    let (s, v) = app.raw(query(&t)).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{v}");
+    assert_eq!(v["code"], "connection_limit");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("1 concurrent sessions"),
+        "{v}"
+    );
+    let done = slow.await.unwrap();
+    assert_eq!(done.0, StatusCode::OK, "{:?}", done.1);
+    assert_eq!(
+        app.raw(query(&t)).await.0,
+        StatusCode::OK,
+        "the slot is free again"
+    );
+    let (_, cpu) = app.call("GET", "/v1/isolation/cpu", None, None).await;
+    assert_eq!(cpu["sessions"]["max"], 1);
+    assert_eq!(cpu["sessions"]["refused"], 1);
+    assert_eq!(cpu["sessions"]["active"], 0);
+}
+
+#[tokio::test]
+async fn storage_io_past_the_iops_limit_makes_the_next_statement_wait() {
+    let app = app_configured(
+        tenantdb_engine::engine::EngineOptions {
+            iops: Some(100),
+            seed_sql: Some("CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT);".into()),
+            ..Default::default()
+        },
+        Default::default(),
+    );
+    app.create(json!({"name": "db"})).await;
+    let t = app.token(&["db"]).await;
+    // About 250 pages written in one statement: 150 past the one-second burst.
+    let r = app
+        .sql("db", &t, "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM n WHERE x < 300) INSERT INTO kv SELECT 'k' || x, randomblob(3000) FROM n", json!(null))
+        .await;
+    assert_eq!(r.0, StatusCode::OK, "{:?}", r.1);
+    let (_, io) = app.call("GET", "/v1/isolation/io", None, None).await;
+    let used = io["iops"]["used"].as_u64().unwrap();
+    assert!(used >= 200, "every page written counts: {io}");
+    assert_eq!(io["mechanisms"], json!(["token-bucket"]));
+    let started = std::time::Instant::now();
+    let (s, v) = app.raw(query(&t)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let waited = started.elapsed();
+    let debt_secs = (used as f64 - 100.0) / 100.0;
+    assert!(
+        waited.as_secs_f64() >= debt_secs * 0.8,
+        "waited {waited:?} for {used} pages at 100/s"
+    );
+    let (_, io) = app.call("GET", "/v1/isolation/io", None, None).await;
+    assert_eq!(io["iops"]["throttled"], 1, "{io}");
+    // The operator's admin work is neither charged nor held.
+    let before = io["iops"]["used"].as_u64().unwrap();
+    let (s, _) = app
+        .admin("POST", "/v1/databases/db/query", Some(json!({"sql": "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM n WHERE x < 100) INSERT INTO kv SELECT 'a' || x, randomblob(3000) FROM n"})))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, io) = app.call("GET", "/v1/isolation/io", None, None).await;
+    assert_eq!(io["iops"]["used"].as_u64().unwrap(), before);
+}
+
+#[tokio::test]
+async fn network_and_cache_isolation_are_reported() {
+    let app = app_configured(
+        tenantdb_engine::engine::EngineOptions {
+            cache_kib_per_connection: 512,
+            ..Default::default()
+        },
+        config_with(tenantdb_engine::config::EngineLimits {
+            bandwidth_mbps: Some(100),
+            ..Default::default()
+        }),
+    );
+    app.create(json!({"name": "db"})).await;
+    let t = app.token(&["db"]).await;
+    assert_eq!(app.raw(query(&t)).await.0, StatusCode::OK);
+    let (s, net) = app.call("GET", "/v1/isolation/network", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(net["bandwidthMbps"], 100);
+    assert_eq!(net["throttle"]["limitPerSecond"], 12_500_000);
+    assert!(net["bytesOut"].as_u64().unwrap() > 0, "{net}");
+    let (_, cache) = app.call("GET", "/v1/isolation/cache", None, None).await;
+    assert_eq!(cache["pageCacheKibPerConnection"], 512);
+    assert_eq!(cache["databases"], 1);
+    assert!(cache["openConnections"].as_u64().unwrap() >= 1, "{cache}");
+    // The budget reaches SQLite: a connection's cache_size is -512 (KiB).
+    let (_, r) = app
+        .admin(
+            "POST",
+            "/v1/databases/db/query",
+            Some(json!({"sql": "PRAGMA cache_size"})),
+        )
+        .await;
+    assert_eq!(r["rows"][0][0], -512, "{r}");
+}

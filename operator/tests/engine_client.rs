@@ -2,7 +2,6 @@
 //! loopback: the calls the PluggableDatabase controller makes, step by step.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use serde_json::json;
 use tenantdb_crds::PluggableDatabase;
@@ -10,7 +9,6 @@ use tenantdb_engine::cgroup::CgroupReader;
 use tenantdb_engine::engine::{Engine, EngineOptions};
 use tenantdb_engine::http::{router, EngineState};
 use tenantdb_engine::lockdown::LockdownRules;
-use tenantdb_engine::metrics::Metrics;
 use tenantdb_operator::engine_client::{EngineClient, EngineLocator};
 use tenantdb_operator::pdb::plan::{self, MoveObserved, MoveStep, Step};
 
@@ -27,16 +25,17 @@ async fn engine() -> (EngineClient, tempfile::TempDir) {
         },
     )
     .unwrap();
-    let state = Arc::new(EngineState {
-        engine: Arc::new(engine),
-        config: Default::default(),
-        cgroup: CgroupReader::new("/nonexistent", ""),
-        instance_id: "test".into(),
-        started: Instant::now(),
-        metrics: Metrics::new().unwrap(),
-        admin_token: Some(TOKEN.into()),
-        rate: None,
-    });
+    let state = {
+        let state = EngineState::new(
+            Arc::new(engine),
+            Default::default(),
+            CgroupReader::new("/nonexistent", ""),
+            "test".into(),
+            Some(TOKEN.into()),
+        )
+        .expect("state");
+        Arc::new(state)
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move { axum::serve(listener, router(state)).await });

@@ -171,12 +171,23 @@ pub fn engine_config(
         field: "storage".into(),
         source,
     })?;
+    let quantity = |field: &str, value: &str| {
+        quantity::parse(value).map_err(|source| TierError::Quantity {
+            field: field.into(),
+            source,
+        })
+    };
+    let cpu_millis = (quantity("cpu", &limits.cpu)? * 1000.0).round() as u64;
+    let memory_bytes = quantity("memory", &limits.memory)?.round() as u64;
     Ok(EngineConfig {
         tenant: Some(tenant.name_any()),
         namespace: tenant.namespace(),
         tier: Some(tenant.spec.tier.as_str().into()),
         priority: Some(priority_name(tenant.spec.priority).into()),
         limits: EngineLimits {
+            cpu_millis: Some(cpu_millis),
+            memory_bytes: Some(memory_bytes),
+            io_bytes_per_second: None,
             iops: Some(limits.iops),
             bandwidth_mbps: Some(limits.bandwidth_mbps),
             connections: Some(limits.connections),

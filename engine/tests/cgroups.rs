@@ -1,0 +1,222 @@
+//! Standalone as root: each tenant's engine runs in a child cgroup of its own whose files
+//! hold the tier's CPU, memory and IO values. Runs the real binary, two tenants at once.
+//! Where the process is not root or the cgroup filesystem is read-only (most containers),
+//! the test says so and checks nothing: the operator's pods get their limits from
+//! Kubernetes instead (e2e checks those).
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tenantdb_engine::cgroup::{block_device, CFS_PERIOD_MICROS};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Whether this process may make cgroups (root, and a writable hierarchy).
+fn can_make_cgroups() -> bool {
+    let probe = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        Path::new("/sys/fs/cgroup").join(format!("tenantdb-probe-{}", std::process::id()))
+    } else {
+        Path::new("/sys/fs/cgroup/cpu").join(format!("tenantdb-probe-{}", std::process::id()))
+    };
+    let ok = std::fs::create_dir(&probe).is_ok();
+    let _ = std::fs::remove_dir(&probe);
+    ok
+}
+
+struct Tenant {
+    name: &'static str,
+    cpu_millis: u64,
+    memory_bytes: u64,
+    iops: u32,
+}
+
+struct Running {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start(dir: &Path, parent: &str, t: &Tenant) -> Running {
+    let config = dir.join("engine.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "tenant: {}\nlimits:\n  cpuMillis: {}\n  memoryBytes: {}\n  iops: {}\n",
+            t.name, t.cpu_millis, t.memory_bytes, t.iops
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let data = dir.join("data");
+    let child = Command::new(env!("CARGO_BIN_EXE_tenantdb-engine"))
+        .args(["serve", "--data-dir", &data.display().to_string()])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--config", &config.display().to_string()])
+        .args(["--cgroup-parent", parent])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let running = Running {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    for _ in 0..200 {
+        if reqwest::get(format!("{}/healthz", running.base))
+            .await
+            .is_ok()
+        {
+            return running;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("engine for {} did not start", t.name);
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .trim()
+        .to_string()
+}
+
+#[tokio::test]
+async fn two_standalone_tenants_run_in_their_own_cgroups_with_their_tier_values() {
+    if !can_make_cgroups() {
+        eprintln!("skipped: not root, or the cgroup filesystem is read-only here");
+        return;
+    }
+    let parent = format!("tenantdb-test-{}", std::process::id());
+    let tenants = [
+        Tenant {
+            name: "bronze-co",
+            cpu_millis: 1000,
+            memory_bytes: 2 << 30,
+            iops: 1000,
+        },
+        Tenant {
+            name: "silver-co",
+            cpu_millis: 2000,
+            memory_bytes: 4 << 30,
+            iops: 3000,
+        },
+    ];
+    let dirs: Vec<tempfile::TempDir> = tenants
+        .iter()
+        .map(|_| tempfile::tempdir().unwrap())
+        .collect();
+    // Declared before the engines, so it drops after them even when an assertion fails.
+    let _cleanup = Cleanup(parent.clone());
+    let mut made = Vec::new();
+    for (t, dir) in tenants.iter().zip(&dirs) {
+        let engine = start(dir.path(), &parent, t).await;
+        let cpu: serde_json::Value = reqwest::get(format!("{}/v1/isolation/cpu", engine.base))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let cg: tenantdb_engine::cgroup::TenantCgroup =
+            serde_json::from_value(cpu["tenantCgroup"].clone())
+                .unwrap_or_else(|e| panic!("{}: no tenant cgroup reported ({e}): {cpu}", t.name));
+        for dir in &cg.paths {
+            assert!(dir.ends_with(&format!("{parent}/{}", t.name)), "{dir}");
+        }
+        // The files hold the tier's values, read back from the kernel.
+        let v2 = cg.paths.len() == 1 && Path::new(&cg.paths[0]).join("cpu.max").exists();
+        let quota = t.cpu_millis * CFS_PERIOD_MICROS / 1000;
+        if v2 {
+            let d = &cg.paths[0];
+            assert_eq!(
+                read(&format!("{d}/cpu.max")),
+                format!("{quota} {CFS_PERIOD_MICROS}")
+            );
+            assert_eq!(read(&format!("{d}/memory.max")), t.memory_bytes.to_string());
+        } else {
+            let dir_of = |c: &str| {
+                cg.paths
+                    .iter()
+                    .find(|p| p.contains(&format!("/{c}/")))
+                    .cloned()
+                    .unwrap_or_else(|| panic!("no {c} cgroup in {:?}", cg.paths))
+            };
+            let cpu_dir = dir_of("cpu");
+            assert_eq!(
+                read(&format!("{cpu_dir}/cpu.cfs_quota_us")),
+                quota.to_string()
+            );
+            assert_eq!(
+                read(&format!("{cpu_dir}/cpu.cfs_period_us")),
+                CFS_PERIOD_MICROS.to_string()
+            );
+            let mem_dir = dir_of("memory");
+            assert_eq!(
+                read(&format!("{mem_dir}/memory.limit_in_bytes")),
+                t.memory_bytes.to_string()
+            );
+            if let Some((maj, min)) = block_device(dir.path()) {
+                let io_dir = dir_of("blkio");
+                let want = format!("{maj}:{min} {}", t.iops);
+                assert_eq!(
+                    read(&format!("{io_dir}/blkio.throttle.write_iops_device")),
+                    want
+                );
+                assert_eq!(
+                    read(&format!("{io_dir}/blkio.throttle.read_iops_device")),
+                    want
+                );
+            }
+        }
+        // The engine process itself runs in it.
+        let pid = engine.child.id();
+        let own = read(&format!("/proc/{pid}/cgroup"));
+        assert!(
+            own.contains(&format!("/{parent}/{}", t.name)),
+            "{} runs outside its cgroup: {own}",
+            t.name
+        );
+        // The engine reads its limits back from the cgroup it now runs in.
+        let mem: serde_json::Value = reqwest::get(format!("{}/v1/isolation/memory", engine.base))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(mem["limit"]["limitBytes"], t.memory_bytes, "{mem}");
+        made.push((engine, cg));
+    }
+    // Stop the engines first: a cgroup with a process in it cannot be removed.
+    drop(made);
+}
+
+/// Removes the test's cgroups (children, then the parent) in every hierarchy, even when
+/// an assertion failed; the engines are stopped by then.
+struct Cleanup(String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        std::thread::sleep(Duration::from_millis(100));
+        for hierarchy in ["", "cpu", "memory", "blkio"] {
+            let parent = Path::new("/sys/fs/cgroup").join(hierarchy).join(&self.0);
+            if let Ok(children) = std::fs::read_dir(&parent) {
+                for c in children.flatten().filter(|c| c.path().is_dir()) {
+                    let _ = std::fs::remove_dir(c.path());
+                }
+            }
+            let _ = std::fs::remove_dir(&parent);
+        }
+    }
+}
