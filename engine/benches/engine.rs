@@ -2,7 +2,8 @@
 //! (Debian's, started here on loopback) doing the same work. Prints a table.
 //!
 //! Set `TENANTDB_BENCH_QUICK=1` for a shorter run (smaller counts, 1 s HTTP phases), and
-//! `TENANTDB_BENCH_ONLY=in-process` to stop after the in-process figures (for profiling).
+//! `TENANTDB_BENCH_ONLY=in-process` to stop after the in-process figures (for profiling),
+//! or `TENANTDB_BENCH_ONLY=isolation` for the IO-cap and noisy-neighbour figures alone.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -247,6 +248,190 @@ fn overhead_ladder(engine: &Engine, path: &Path, n: usize) -> Vec<(String, f64)>
         .collect()
 }
 
+/// The kernel's count of write system calls this process made (`syscw` in /proc/self/io).
+fn write_syscalls() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("syscw:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// IO cap: random single-row updates by a tenant limited to `iops`, for `secs` after a
+/// one-second warm-up that spends the burst: (IOPS the engine counted, kernel write
+/// syscalls a second, statements a second).
+fn io_cap(iops: u32, secs: f64) -> (f64, f64, f64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Engine::open(
+        dir.path(),
+        EngineOptions {
+            iops: Some(iops),
+            ..Default::default()
+        },
+    )
+    .expect("engine");
+    create(&engine, "io", json!({"empty": {}}));
+    // Filled by the admin (not charged): 20,000 rows over ~600 pages.
+    engine
+        .query(
+            "io",
+            q(
+                "CREATE TABLE acct (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL, filler TEXT)",
+                json!(null),
+            ),
+            Caller::Admin,
+        )
+        .expect("schema");
+    engine
+        .query("io", q("WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM n WHERE x < 20000) INSERT INTO acct SELECT x, 0, printf('%.100c', 'x') FROM n", json!(null)), Caller::Admin)
+        .expect("rows");
+    let mut rng = Rng(0x2545F4914F6CDD1D);
+    let update = |rng: &mut Rng| {
+        let id = rng.next() % 20_000 + 1;
+        engine
+            .query(
+                "io",
+                q(
+                    "UPDATE acct SET balance = balance + 1 WHERE id = ?",
+                    json!([id]),
+                ),
+                Caller::Tenant,
+            )
+            .expect("update");
+    };
+    let warm = Instant::now();
+    while warm.elapsed() < Duration::from_secs(1) {
+        update(&mut rng);
+    }
+    let used = |e: &Engine| e.io.report(None).iops.map_or(0, |t| t.used);
+    let (pages0, sys0) = (used(&engine), write_syscalls());
+    let t = Instant::now();
+    let mut statements = 0u64;
+    while t.elapsed().as_secs_f64() < secs {
+        update(&mut rng);
+        statements += 1;
+    }
+    let elapsed = t.elapsed().as_secs_f64();
+    (
+        (used(&engine) - pages0) as f64 / elapsed,
+        (write_syscalls() - sys0) as f64 / elapsed,
+        statements as f64 / elapsed,
+    )
+}
+
+/// The isolation figures of issue 5: the IO cap, and a noisy neighbour's effect on
+/// another database's point-select latency.
+fn isolation_figures(quick: bool) -> Vec<(String, String)> {
+    let mut lines = Vec::new();
+    let secs = if quick { 3.0 } else { 10.0 };
+    for iops in [200, 400] {
+        let (measured, syscalls, stmts) = io_cap(iops, secs);
+        lines.push((
+            format!("IO cap {iops} IOPS, random updates over {secs:.0} s: IOPS"),
+            format!(
+                "{measured:.0}  ({stmts:.0} statements/s, kernel write syscalls/s {syscalls:.0})"
+            ),
+        ));
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Arc::new(Engine::open(dir.path(), EngineOptions::default()).expect("engine"));
+    fill(&engine, "bench");
+    create(&engine, "noisy", json!({"empty": {}}));
+    engine
+        .query(
+            "noisy",
+            q(
+                "CREATE TABLE junk (id INTEGER PRIMARY KEY, v BLOB)",
+                json!(null),
+            ),
+            Caller::Admin,
+        )
+        .expect("schema");
+    let (token, _) = engine.issue_token(vec!["*".into()]).expect("token");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let state = Arc::new(
+        EngineState::new(
+            engine.clone(),
+            Default::default(),
+            CgroupReader::for_self(),
+            "bench".into(),
+            None,
+        )
+        .expect("state"),
+    );
+    let workers = state.workers.report().workers;
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    rt.spawn(async move { axum::serve(listener, router(state)).await });
+    let secs = if quick { 2.0 } else { 5.0 };
+    let (alone_rps, _, alone_p99) = rt.block_on(http_load(&base, &token, 8, secs));
+    // A: 4 connections flat out, alternating a CPU-heavy SELECT and a 50-row batch of 2 KB blobs.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let noisy_done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut noisy = Vec::new();
+    for c in 0..4 {
+        let (base, token, stop, done) = (
+            base.clone(),
+            token.clone(),
+            stop.clone(),
+            noisy_done.clone(),
+        );
+        noisy.push(rt.spawn(async move {
+            let client = reqwest::Client::new();
+            let url = format!("{base}/v1/databases/noisy/query");
+            let mut i = c;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let cpu = match std::env::var("TENANTDB_BENCH_NOISY").as_deref() {
+                    Ok("cpu") => true,
+                    Ok("io") => false,
+                    _ => i % 2 == 0,
+                };
+                let body = if cpu {
+                    json!({"sql": "SELECT (WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM n WHERE x < 200000) SELECT sum(x) FROM n)"})
+                } else {
+                    json!({"sql": "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM n WHERE x < 50) INSERT INTO junk (v) SELECT randomblob(2000) FROM n"})
+                };
+                if let Ok(r) = client.post(&url).bearer_auth(&token).json(&body).send().await {
+                    let _ = r.bytes().await;
+                    done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                i += 1;
+            }
+        }));
+    }
+    rt.block_on(async { tokio::time::sleep(Duration::from_millis(300)).await });
+    let (with_rps, _, with_p99) = rt.block_on(http_load(&base, &token, 8, secs));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in noisy {
+        let _ = rt.block_on(t);
+    }
+    let ratio = with_p99.as_secs_f64() / alone_p99.as_secs_f64().max(1e-9);
+    lines.push((
+        "noisy neighbour: B's point-select p99 alone / with A flat out".into(),
+        format!(
+            "{} / {}  → {ratio:.2}× (target ≤ 2×); B {alone_rps:.0} / {with_rps:.0} req/s",
+            ms(alone_p99),
+            ms(with_p99)
+        ),
+    ));
+    lines.push((
+        "noisy neighbour: A's heavy statements done, worker pool size".into(),
+        format!(
+            "{} in {secs:.0} s, {workers} worker(s)",
+            noisy_done.load(std::sync::atomic::Ordering::Relaxed)
+        ),
+    ));
+    lines
+}
+
 /// HTTP point selects at `conns` concurrent connections for `secs`: (ops/s, p50, p99).
 async fn http_load(base: &str, token: &str, conns: usize, secs: f64) -> (f64, Duration, Duration) {
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
@@ -457,6 +642,10 @@ impl Drop for Postgres {
 
 fn main() {
     let quick = quick();
+    if std::env::var("TENANTDB_BENCH_ONLY").is_ok_and(|v| v == "isolation") {
+        print_table(quick, &isolation_figures(quick));
+        return;
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = Arc::new(
         Engine::open(
@@ -698,5 +887,6 @@ fn main() {
     }
 
     lines.extend(pg_lines);
+    lines.extend(isolation_figures(quick));
     print_table(quick, &lines);
 }

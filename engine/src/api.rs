@@ -215,8 +215,11 @@ async fn query_response(
     // for locks under WAL, so the cap bounds how long this async worker is held; a
     // statement that needs longer is interrupted (rolled back whole) and runs again on the
     // blocking pool with its full budget. Everything else goes to the blocking pool.
-    let inline = single && req.sql.as_deref().is_some_and(is_select);
-    let first = if inline {
+    // A SELECT that outran the cap once is known heavy: it goes straight to the pool,
+    // behind short work, instead of holding an async worker for the cap again.
+    let select = single && req.sql.as_deref().is_some_and(is_select);
+    let known_heavy = select && s.engine.known_heavy(&pdb, req.sql.as_deref().unwrap_or(""));
+    let first = if select && !known_heavy {
         s.engine
             .query_capped(&pdb, &req, caller, Some(INLINE_CAP))?
     } else {
@@ -224,7 +227,24 @@ async fn query_response(
     };
     let results = match first {
         Some(r) => r,
-        None => blocking(s, move |e| e.query(&pdb, req, caller)).await?,
+        None => {
+            let heavy = select
+                && (known_heavy || s.engine.mark_heavy(&pdb, req.sql.as_deref().unwrap_or("")));
+            let class = match caller {
+                Caller::Admin => crate::workers::Class::Admin,
+                Caller::Tenant if heavy => crate::workers::Class::Heavy,
+                Caller::Tenant => crate::workers::Class::Tenant,
+            };
+            let _slot = s.workers.acquire(class).await;
+            if class == crate::workers::Class::Heavy {
+                let engine = s.engine.clone();
+                crate::workers::run_heavy(move || engine.query(&pdb, req, caller))
+                    .await
+                    .map_err(EngineError::internal)??
+            } else {
+                blocking(s, move |e| e.query(&pdb, req, caller)).await?
+            }
+        }
     };
     let body = if single {
         serde_json::to_vec(&results[0])

@@ -1138,6 +1138,23 @@ impl Engine {
         self.io.wait()
     }
 
+    /// Whether `sql` on database `name` once outran the inline cap.
+    pub fn known_heavy(&self, name: &str, sql: &str) -> bool {
+        self.pdbs
+            .read()
+            .ok()
+            .and_then(|m| m.get(name).map(|p| p.is_heavy(sql)))
+            .unwrap_or(false)
+    }
+
+    /// Remember that `sql` on database `name` outran the inline cap; returns true.
+    pub fn mark_heavy(&self, name: &str, sql: &str) -> bool {
+        if let Some(p) = self.pdbs.read().ok().and_then(|m| m.get(name).cloned()) {
+            p.mark_heavy(sql);
+        }
+        true
+    }
+
     /// The time budget of a statement without a profile limit.
     pub fn statement_budget(&self) -> Duration {
         self.opts.default_statement_budget

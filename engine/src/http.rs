@@ -42,6 +42,8 @@ pub struct EngineState {
     pub network: crate::isolation::NetworkLimits,
     /// The tenant's own cgroup, when the engine made one (standalone as root).
     pub tenant_cgroup: Option<crate::cgroup::TenantCgroup>,
+    /// Workers for blocking statements, sized from the cgroup CPU limit.
+    pub workers: Arc<crate::workers::WorkerPool>,
 }
 
 impl EngineState {
@@ -54,7 +56,9 @@ impl EngineState {
         instance_id: String,
         admin_token: Option<String>,
     ) -> std::result::Result<Self, prometheus::Error> {
+        let workers = crate::workers::WorkerPool::new(crate::workers::pool_size(cgroup.cpu().cpus));
         Ok(EngineState {
+            workers,
             engine,
             rate: config.rate_limiter(),
             sessions: crate::isolation::ConnectionLimit::new(config.limits.connections),
@@ -207,6 +211,7 @@ async fn isolation_cpu(State(state): State<Arc<EngineState>>) -> impl IntoRespon
         "limit": state.cgroup.cpu(),
         "priority": state.config.priority,
         "sessions": state.sessions.report(),
+        "workers": state.workers.report(),
         "statementBudgetMillis": state.engine.statement_budget().as_millis() as u64,
         "tenantCgroup": state.tenant_cgroup,
     }))

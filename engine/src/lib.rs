@@ -22,3 +22,4 @@ pub mod ratelimit;
 pub mod reports;
 pub mod server;
 pub mod throttle;
+pub mod workers;

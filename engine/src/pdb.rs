@@ -97,6 +97,16 @@ pub struct Pdb {
     epoch: quanta::Instant,
     /// SQLite page cache of each connection, in KiB.
     cache_kib: u32,
+    /// Hashes of SELECTs that outran the inline cap (at most `MAX_HEAVY`, then forgotten).
+    heavy: Mutex<std::collections::HashSet<u64>>,
+}
+
+/// Heavy statements remembered per database before the set starts again.
+const MAX_HEAVY: usize = 256;
+
+fn sql_key(sql: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(sql)
 }
 
 /// A session: one pooled connection, returned to the pool when dropped.
@@ -124,6 +134,7 @@ impl Pdb {
             next_conn_id: AtomicU64::new(0),
             epoch: quanta::Instant::now(),
             cache_kib: 2048,
+            heavy: Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -155,6 +166,23 @@ impl Pdb {
     /// Connections open now: idle in the pool plus those serving sessions.
     pub fn open_connections(&self) -> usize {
         self.idle.lock().map_or(0, |i| i.len()) + self.active_sessions()
+    }
+
+    /// Whether `sql` once outran the inline cap here.
+    pub fn is_heavy(&self, sql: &str) -> bool {
+        self.heavy
+            .lock()
+            .is_ok_and(|h| !h.is_empty() && h.contains(&sql_key(sql)))
+    }
+
+    /// Remember that `sql` outran the inline cap.
+    pub fn mark_heavy(&self, sql: &str) {
+        if let Ok(mut h) = self.heavy.lock() {
+            if h.len() >= MAX_HEAVY {
+                h.clear();
+            }
+            h.insert(sql_key(sql));
+        }
     }
 
     /// The page cache per connection, in KiB.

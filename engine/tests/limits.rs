@@ -274,3 +274,30 @@ async fn network_and_cache_isolation_are_reported() {
         .await;
     assert_eq!(r["rows"][0][0], -512, "{r}");
 }
+
+#[tokio::test]
+async fn a_select_that_outran_the_inline_cap_queues_as_heavy_next_time() {
+    let app = app();
+    app.create(json!({"name": "db"})).await;
+    let t = app.token(&["db"]).await;
+    // Far longer than the 2 ms an inline SELECT may hold an async worker.
+    let slow = "SELECT (WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM n WHERE x < 300000) SELECT count(*) FROM n)";
+    for round in 1..=2u64 {
+        let started = std::time::Instant::now();
+        let r = app.sql("db", &t, slow, json!(null)).await;
+        assert_eq!(r.0, StatusCode::OK, "{:?}", r.1);
+        assert_eq!(r.1["rows"][0][0], 300000);
+        let (_, cpu) = app.call("GET", "/v1/isolation/cpu", None, None).await;
+        assert_eq!(
+            cpu["workers"]["ranHeavy"],
+            round,
+            "{cpu} after {:?}",
+            started.elapsed()
+        );
+    }
+    // A point select still runs inline: it never reaches the pool.
+    assert_eq!(app.raw(query(&t)).await.0, StatusCode::OK);
+    let (_, cpu) = app.call("GET", "/v1/isolation/cpu", None, None).await;
+    assert_eq!(cpu["workers"]["ranTenant"], 0, "{cpu}");
+    assert!(cpu["workers"]["workers"].as_u64().unwrap() >= 1);
+}
