@@ -62,7 +62,7 @@ api -X POST localhost:18080/v1/databases/orders/query -d '{"sql": "SELECT msg, c
 echo
 
 say "kubectl tenantdb (the plugin on PATH)"
-cargo build --release --locked -q -p tenantdb-kubectl && export PATH="$PWD/target/release:$PATH"
+cargo build --release --locked -q -p tenantdb-kubectl && export PATH="${CARGO_TARGET_DIR:-$PWD/target}/release:$PATH"
 kubectl tenantdb status -n tenantdb-samples
 kubectl tenantdb sql sample-gold orders "SELECT msg FROM greetings" -n tenantdb-samples
 say "done: export KUBECONFIG=$KUBECONFIG"

@@ -4,19 +4,13 @@
 //! the test says so and checks nothing: the operator's pods get their limits from
 //! Kubernetes instead (e2e checks those).
 
+mod common;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use tenantdb_engine::cgroup::{block_device, CFS_PERIOD_MICROS};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Whether this process may make cgroups (root, and a writable hierarchy).
 fn can_make_cgroups() -> bool {
@@ -59,7 +53,7 @@ async fn start(dir: &Path, parent: &str, t: &Tenant) -> Running {
         ),
     )
     .unwrap();
-    let port = free_port();
+    let port = common::free_port();
     let data = dir.join("data");
     let child = Command::new(env!("CARGO_BIN_EXE_tenantdb-engine"))
         .args(["serve", "--data-dir", &data.display().to_string()])
@@ -84,6 +78,15 @@ async fn start(dir: &Path, parent: &str, t: &Tenant) -> Running {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     panic!("engine for {} did not start", t.name);
+}
+
+async fn get_json(engine: &Running, path: &str) -> serde_json::Value {
+    reqwest::get(format!("{}{path}", engine.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 fn read(path: &str) -> String {
@@ -123,12 +126,7 @@ async fn two_standalone_tenants_run_in_their_own_cgroups_with_their_tier_values(
     let mut made = Vec::new();
     for (t, dir) in tenants.iter().zip(&dirs) {
         let engine = start(dir.path(), &parent, t).await;
-        let cpu: serde_json::Value = reqwest::get(format!("{}/v1/isolation/cpu", engine.base))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let cpu = get_json(&engine, "/v1/isolation/cpu").await;
         let cg: tenantdb_engine::cgroup::TenantCgroup =
             serde_json::from_value(cpu["tenantCgroup"].clone())
                 .unwrap_or_else(|e| panic!("{}: no tenant cgroup reported ({e}): {cpu}", t.name));
@@ -189,12 +187,7 @@ async fn two_standalone_tenants_run_in_their_own_cgroups_with_their_tier_values(
             t.name
         );
         // The engine reads its limits back from the cgroup it now runs in.
-        let mem: serde_json::Value = reqwest::get(format!("{}/v1/isolation/memory", engine.base))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let mem = get_json(&engine, "/v1/isolation/memory").await;
         assert_eq!(mem["limit"]["limitBytes"], t.memory_bytes, "{mem}");
         made.push((engine, cg));
     }

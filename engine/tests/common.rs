@@ -16,6 +16,15 @@ use tower::ServiceExt;
 
 pub const ADMIN: &str = "admin-secret";
 
+/// A loopback port free at the time of the call, for an engine binary to listen on.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub struct App {
     pub router: Router,
     pub dir: tempfile::TempDir,

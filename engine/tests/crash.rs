@@ -1,6 +1,8 @@
 //! Durability: acknowledged writes and creates survive `kill -9` of the engine.
 //! Runs the real binary, 10 times: 1,000 concurrent inserts, killed mid-way.
 
+mod common;
+
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -9,21 +11,13 @@ use serde_json::json;
 
 const ADMIN: &str = "crash-admin";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 struct Engine {
     child: Child,
     base: String,
 }
 
 async fn start(dir: &std::path::Path) -> Engine {
-    let port = free_port();
+    let port = common::free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_tenantdb-engine"))
         .args([
             "serve",
