@@ -80,6 +80,17 @@ fn admin(state: &EngineState, headers: &HeaderMap) -> Result<()> {
 
 /// Who is calling the data plane for database `pdb`.
 fn data_caller(state: &EngineState, headers: &HeaderMap, pdb: &str) -> Result<Caller> {
+    // Standalone without an admin token, anyone is admin, except a bearer of a tenant
+    // token: that is a tenant, held to its token's databases, lockdown and limits.
+    if state.admin_token.is_none() {
+        return match request_token(headers).filter(|t| state.engine.is_tenant_token(t)) {
+            Some(token) => state
+                .engine
+                .authorize_data(token, pdb)
+                .map(|()| Caller::Tenant),
+            None => Ok(Caller::Admin),
+        };
+    }
     if admin(state, headers).is_ok() {
         return Ok(Caller::Admin);
     }

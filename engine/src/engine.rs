@@ -963,6 +963,13 @@ impl Engine {
         Ok(())
     }
 
+    /// Whether `token` is a tenant token this engine issued (and has not revoked).
+    pub fn is_tenant_token(&self, token: &str) -> bool {
+        self.tokens
+            .read()
+            .is_ok_and(|t| t.contains_key(&sha256_hex(token)))
+    }
+
     /// Whether `token` may use database `name`: Ok, or 403 when the token is unknown here
     /// (revoked, or another tenant's) or valid only for other databases.
     pub fn authorize_data(&self, token: &str, name: &str) -> Result<()> {

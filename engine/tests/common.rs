@@ -31,12 +31,13 @@ pub struct App {
 }
 
 pub fn app_with(opts: EngineOptions) -> App {
-    app_full(opts, None, Default::default())
+    app_full(Some(ADMIN), opts, None, Default::default())
 }
 
 /// An app whose data plane is rate limited.
 pub fn app_limited(per_hour: u32, burst: u32) -> App {
     app_full(
+        Some(ADMIN),
         EngineOptions {
             seed_sql: Some("CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT);".into()),
             ..Default::default()
@@ -46,13 +47,28 @@ pub fn app_limited(per_hour: u32, burst: u32) -> App {
     )
 }
 
+/// An app run as standalone without an admin token: anyone is admin, except a bearer of
+/// a tenant token.
+pub fn app_standalone() -> App {
+    app_full(
+        None,
+        EngineOptions {
+            seed_sql: Some("CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT);".into()),
+            ..Default::default()
+        },
+        None,
+        Default::default(),
+    )
+}
+
 /// An app enforcing `config`'s limits (sessions, network), with engine options `opts`.
 pub fn app_configured(opts: EngineOptions, config: tenantdb_engine::config::EngineConfig) -> App {
     let rate = config.rate_limiter();
-    app_full(opts, rate, config)
+    app_full(Some(ADMIN), opts, rate, config)
 }
 
 fn app_full(
+    admin: Option<&str>,
     opts: EngineOptions,
     rate: Option<tenantdb_engine::ratelimit::RateLimiter>,
     config: tenantdb_engine::config::EngineConfig,
@@ -65,7 +81,7 @@ fn app_full(
             config,
             CgroupReader::new("/nonexistent", ""),
             "test".into(),
-            Some(ADMIN.into()),
+            admin.map(String::from),
         )
         .expect("state");
         state.rate = rate;

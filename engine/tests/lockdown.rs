@@ -298,3 +298,53 @@ async fn a_statement_an_admin_prepared_is_checked_again_for_a_tenant() {
         "DROP TABLE",
     );
 }
+
+#[tokio::test]
+async fn without_an_admin_token_a_tenant_token_is_still_held_to_its_lockdown_and_databases() {
+    let app = app_standalone();
+    app.create(json!({"name": "db"})).await;
+    app.create(json!({"name": "other"})).await;
+    let (s, v) = app
+        .call(
+            "PUT",
+            "/v1/lockdown-profiles/p",
+            None,
+            Some(json!({"disabledStatements": ["DROP_TABLE"]})),
+        )
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::NO_CONTENT,
+        "no token is admin standalone: {v}"
+    );
+    app.call(
+        "PATCH",
+        "/v1/databases/db",
+        None,
+        Some(json!({"lockdownProfile": "p"})),
+    )
+    .await;
+    let t = app.token(&["db"]).await;
+    // The tenant token's bearer is a tenant: the profile applies…
+    assert_err(
+        app.sql("db", &t, "DROP TABLE kv", json!(null)).await,
+        StatusCode::FORBIDDEN,
+        "DROP TABLE is disabled",
+    );
+    // …and so do the token's databases.
+    assert_err(
+        app.sql("other", &t, "SELECT 1", json!(null)).await,
+        StatusCode::FORBIDDEN,
+        "not valid for database other",
+    );
+    // Without a tenant token, standalone means admin: the profile does not bind it.
+    let (s, v) = app
+        .call(
+            "POST",
+            "/v1/databases/db/query",
+            None,
+            Some(json!({"sql": "DROP TABLE kv"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
