@@ -35,6 +35,9 @@ pub enum EngineError {
     /// Over the request rate (429).
     #[error("{0}")]
     RateLimited(String),
+    /// The statement needs more memory than the engine's SQLite heap budget (503).
+    #[error("{0}")]
+    MemoryBudget(String),
     /// Every concurrent session the tier allows is in use (429).
     #[error("{0}")]
     TooManySessions(String),
@@ -69,6 +72,7 @@ impl EngineError {
             EngineError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             EngineError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             EngineError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            EngineError::MemoryBudget(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -89,6 +93,7 @@ impl EngineError {
             EngineError::Timeout(_) => "statement_timeout",
             EngineError::InsufficientStorage(_) => "storage_quota",
             EngineError::Internal(_) => "internal",
+            EngineError::MemoryBudget(_) => "memory_budget",
         }
     }
 
@@ -119,6 +124,10 @@ impl From<rusqlite::Error> for EngineError {
                 ErrorCode::DiskFull => {
                     EngineError::InsufficientStorage("the database is at its storage quota".into())
                 }
+                ErrorCode::OutOfMemory => EngineError::MemoryBudget(
+                    "the statement needs more memory than the engine's budget (derived from its memory limit); make it smaller, or raise the tier's memory"
+                        .into(),
+                ),
                 ErrorCode::ReadOnly => {
                     EngineError::Conflict("the database is open read-only".into())
                 }

@@ -221,6 +221,10 @@ async fn isolation_memory(State(state): State<Arc<EngineState>>) -> impl IntoRes
     Json(json!({
         "limit": state.cgroup.memory(),
         "pageCacheKibPerConnection": state.engine.cache_kib_per_connection(),
+        "sqliteHeap": {
+            "hardLimitBytes": crate::isolation::sqlite_heap().0,
+            "usedBytes": crate::isolation::sqlite_heap().1,
+        },
         "tenantCgroup": state.tenant_cgroup,
     }))
 }

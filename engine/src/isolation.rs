@@ -218,6 +218,35 @@ pub fn cache_kib_per_connection(memory_limit_bytes: Option<u64>) -> u32 {
     }
 }
 
+/// SQLite's heap budget for a memory limit: half of it (the rest is the engine's own
+/// buffers, the OS page cache of the database files, and headroom), none without a limit.
+pub fn sqlite_heap_budget(memory_limit_bytes: Option<u64>) -> Option<u64> {
+    memory_limit_bytes.map(|m| m / 2)
+}
+
+/// Apply `budget` to SQLite process-wide: a soft limit at three quarters of it (SQLite
+/// frees page cache to stay below) and a hard limit at it (an allocation past it fails, and
+/// the statement with it, with [`crate::error::EngineError::MemoryBudget`]). `None` lifts both.
+pub fn apply_sqlite_heap_budget(budget: Option<u64>) {
+    let hard = budget.map_or(0, |b| b.min(i64::MAX as u64) as i64);
+    // SAFETY: both calls only set SQLite's process-wide heap limits; any value is valid.
+    unsafe {
+        rusqlite::ffi::sqlite3_hard_heap_limit64(hard);
+        rusqlite::ffi::sqlite3_soft_heap_limit64(hard / 4 * 3);
+    }
+}
+
+/// SQLite's hard heap limit in force (0: none) and the bytes its heap holds now.
+pub fn sqlite_heap() -> (u64, u64) {
+    // SAFETY: a negative argument only reads the current limit; sqlite3_memory_used reads a counter.
+    unsafe {
+        (
+            rusqlite::ffi::sqlite3_hard_heap_limit64(-1).max(0) as u64,
+            rusqlite::ffi::sqlite3_memory_used().max(0) as u64,
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

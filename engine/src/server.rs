@@ -128,6 +128,7 @@ pub async fn serve(
         cgroup
     };
     let memory_limit = cgroup.memory().limit_bytes;
+    crate::isolation::apply_sqlite_heap_budget(crate::isolation::sqlite_heap_budget(memory_limit));
     let engine = Engine::open(
         &opts.data_dir,
         EngineOptions {
