@@ -50,15 +50,20 @@ fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1e3)
 }
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+/// A number from a `key: value …` line of a /proc file (`VmRSS:` in status, `syscw:` in io).
+fn proc_field(file: &str, key: &str) -> u64 {
+    std::fs::read_to_string(file)
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(key))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+fn rss_kib() -> u64 {
+    proc_field("/proc/self/status", "VmRSS:")
 }
 
 fn create(engine: &Engine, name: &str, source: serde_json::Value) -> Duration {
@@ -87,7 +92,8 @@ impl Rng {
     }
 }
 
-fn fill(engine: &Engine, name: &str) {
+/// A database `name` holding table `acct` with `rows` rows of about 100 bytes.
+fn fill(engine: &Engine, name: &str, rows: i64) {
     create(engine, name, json!({"empty": {}}));
     engine
         .query(
@@ -100,7 +106,7 @@ fn fill(engine: &Engine, name: &str) {
         )
         .expect("schema");
     engine
-        .query(name, q(&format!("WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM n WHERE x < {ROWS}) INSERT INTO acct SELECT x, 0, printf('%.80c', 'x') FROM n"), json!(null)), Caller::Admin)
+        .query(name, q(&format!("WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM n WHERE x < {rows}) INSERT INTO acct SELECT x, 0, printf('%.80c', 'x') FROM n"), json!(null)), Caller::Admin)
         .expect("rows");
 }
 
@@ -250,14 +256,7 @@ fn overhead_ladder(engine: &Engine, path: &Path, n: usize) -> Vec<(String, f64)>
 
 /// The kernel's count of write system calls this process made (`syscw` in /proc/self/io).
 fn write_syscalls() -> u64 {
-    std::fs::read_to_string("/proc/self/io")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("syscw:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
+    proc_field("/proc/self/io", "syscw:")
 }
 
 /// IO cap: random single-row updates by a tenant limited to `iops`, for `secs` after a
@@ -273,21 +272,8 @@ fn io_cap(iops: u32, secs: f64) -> (f64, f64, f64) {
         },
     )
     .expect("engine");
-    create(&engine, "io", json!({"empty": {}}));
-    // Filled by the admin (not charged): 20,000 rows over ~600 pages.
-    engine
-        .query(
-            "io",
-            q(
-                "CREATE TABLE acct (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL, filler TEXT)",
-                json!(null),
-            ),
-            Caller::Admin,
-        )
-        .expect("schema");
-    engine
-        .query("io", q("WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM n WHERE x < 20000) INSERT INTO acct SELECT x, 0, printf('%.100c', 'x') FROM n", json!(null)), Caller::Admin)
-        .expect("rows");
+    // Filled by the admin (not charged): 20,000 rows over ~500 pages.
+    fill(&engine, "io", 20_000);
     let mut rng = Rng(0x2545F4914F6CDD1D);
     let update = |rng: &mut Rng| {
         let id = rng.next() % 20_000 + 1;
@@ -322,6 +308,31 @@ fn io_cap(iops: u32, secs: f64) -> (f64, f64, f64) {
     )
 }
 
+/// Serve `engine` over HTTP on a loopback port from `rt`: its base URL and its state.
+fn serve_engine(
+    rt: &tokio::runtime::Runtime,
+    engine: &Arc<Engine>,
+    admin_token: Option<&str>,
+) -> (String, Arc<EngineState>) {
+    let state = Arc::new(
+        EngineState::new(
+            engine.clone(),
+            Default::default(),
+            CgroupReader::for_self(),
+            "bench".into(),
+            admin_token.map(String::from),
+        )
+        .expect("state"),
+    );
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let app = router(state.clone());
+    rt.spawn(async move { axum::serve(listener, app).await });
+    (base, state)
+}
+
 /// The isolation figures of issue 5: the IO cap, and a noisy neighbour's effect on
 /// another database's point-select latency.
 fn isolation_figures(quick: bool) -> Vec<(String, String)> {
@@ -338,7 +349,7 @@ fn isolation_figures(quick: bool) -> Vec<(String, String)> {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = Arc::new(Engine::open(dir.path(), EngineOptions::default()).expect("engine"));
-    fill(&engine, "bench");
+    fill(&engine, "bench", ROWS);
     create(&engine, "noisy", json!({"empty": {}}));
     engine
         .query(
@@ -355,22 +366,8 @@ fn isolation_figures(quick: bool) -> Vec<(String, String)> {
         .enable_all()
         .build()
         .expect("runtime");
-    let state = Arc::new(
-        EngineState::new(
-            engine.clone(),
-            Default::default(),
-            CgroupReader::for_self(),
-            "bench".into(),
-            None,
-        )
-        .expect("state"),
-    );
+    let (base, state) = serve_engine(&rt, &engine, None);
     let workers = state.workers.report().workers;
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    rt.spawn(async move { axum::serve(listener, router(state)).await });
     let secs = if quick { 2.0 } else { 5.0 };
     let (alone_rps, _, alone_p99) = rt.block_on(http_load(&base, &token, 8, secs));
     // A: 4 connections flat out, alternating a CPU-heavy SELECT and a 50-row batch of 2 KB blobs.
@@ -672,7 +669,7 @@ fn main() {
     ));
 
     // 2. In-process point select and insert vs raw rusqlite on the same file.
-    fill(&engine, "bench");
+    fill(&engine, "bench", ROWS);
     let path = dir.path().join("pdbs/bench.db");
     let ops = in_process(&engine, &path, if quick { 50_000 } else { 200_000 });
     let sel_overhead = ops[1].1 / ops[0].1 - 1.0;
@@ -718,27 +715,8 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let (token, _) = engine
-        .issue_token(vec!["bench".into()])
-        .map(|(id, t)| (t, id))
-        .expect("token");
-    let state = {
-        let state = EngineState::new(
-            engine.clone(),
-            Default::default(),
-            CgroupReader::for_self(),
-            "bench".into(),
-            Some("bench-admin".into()),
-        )
-        .expect("state");
-        Arc::new(state)
-    };
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    rt.spawn(async move { axum::serve(listener, router(state)).await });
-    let base = format!("http://{addr}");
+    let (_, token) = engine.issue_token(vec!["bench".into()]).expect("token");
+    let (base, _) = serve_engine(&rt, &engine, Some("bench-admin"));
     let secs = if quick { 1.0 } else { 4.0 };
     let mut http = Vec::new();
     for conns in [1, 16, 64] {

@@ -80,23 +80,19 @@ fn admin(state: &EngineState, headers: &HeaderMap) -> Result<()> {
 
 /// Who is calling the data plane for database `pdb`.
 fn data_caller(state: &EngineState, headers: &HeaderMap, pdb: &str) -> Result<Caller> {
-    // Standalone without an admin token, anyone is admin, except a bearer of a tenant
-    // token: that is a tenant, held to its token's databases, lockdown and limits.
-    if state.admin_token.is_none() {
-        return match request_token(headers).filter(|t| state.engine.is_tenant_token(t)) {
-            Some(token) => state
-                .engine
-                .authorize_data(token, pdb)
-                .map(|()| Caller::Tenant),
-            None => Ok(Caller::Admin),
-        };
+    let token = request_token(headers);
+    // A bearer of a tenant token is a tenant, held to its databases, lockdown and limits,
+    // whether or not the engine has an admin token (standalone, anyone else is admin).
+    if let Some(grant) = token.and_then(|t| state.engine.token_grants(t, pdb)) {
+        return grant.map(|()| Caller::Tenant);
     }
     if admin(state, headers).is_ok() {
         return Ok(Caller::Admin);
     }
-    let token = request_token(headers).ok_or_else(|| {
+    let token = token.ok_or_else(|| {
         EngineError::Unauthorized("a token is required (Authorization: Bearer …)".into())
     })?;
+    // Neither a tenant token of this engine nor the admin token: say which databases not.
     state.engine.authorize_data(token, pdb)?;
     Ok(Caller::Tenant)
 }
@@ -195,7 +191,7 @@ async fn query_or_refuse(
     let _slot = s.sessions.acquire()?;
     // Work waits while the tenant is over its IO or network limits: the bytes and pages
     // earlier requests used are paid for first.
-    let wait = s.engine.io_wait().max(s.network.wait());
+    let wait = s.engine.io.wait().max(s.network.wait());
     if !wait.is_zero() {
         tokio::time::sleep(wait).await;
     }
@@ -239,11 +235,13 @@ async fn query_response(
     let results = match first {
         Some(r) => r,
         None => {
-            let heavy = select
-                && (known_heavy || s.engine.mark_heavy(&pdb, req.sql.as_deref().unwrap_or("")));
+            // A SELECT here is heavy: known, or it just outran the cap.
+            if select && !known_heavy {
+                s.engine.mark_heavy(&pdb, req.sql.as_deref().unwrap_or(""));
+            }
             let class = match caller {
                 Caller::Admin => crate::workers::Class::Admin,
-                Caller::Tenant if heavy => crate::workers::Class::Heavy,
+                Caller::Tenant if select => crate::workers::Class::Heavy,
                 Caller::Tenant => crate::workers::Class::Tenant,
             };
             let _slot = s.workers.acquire(class).await;

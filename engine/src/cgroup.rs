@@ -304,6 +304,23 @@ fn plain_name(name: &str) -> Result<(), CgroupError> {
 /// The CFS period written with a quota, in microseconds.
 pub const CFS_PERIOD_MICROS: u64 = 100_000;
 
+/// The CFS quota for `millis` of CPU a period (at least 1 ms, the kernel's minimum).
+fn cfs_quota_micros(millis: u64) -> u64 {
+    (millis * CFS_PERIOD_MICROS / 1000).max(1000)
+}
+
+/// Records each cgroup file written, with its value.
+#[derive(Default)]
+struct Writes(Vec<(String, String)>);
+
+impl Writes {
+    fn put(&mut self, path: PathBuf, value: String) -> Result<(), CgroupError> {
+        write_file(&path, &value)?;
+        self.0.push((path.display().to_string(), value));
+        Ok(())
+    }
+}
+
 impl CgroupReader {
     /// Make `<parent>/<tenant>` under the cgroup root (in each controller's hierarchy on
     /// v1) and write the tenant's limits: v2 `cpu.max`, `memory.max`, `io.max`; v1
@@ -318,58 +335,69 @@ impl CgroupReader {
     ) -> Result<TenantCgroup, CgroupError> {
         plain_name(parent)?;
         plain_name(tenant)?;
-        let mut written = Vec::new();
-        let mut put = |path: PathBuf, value: String| -> Result<(), CgroupError> {
-            write_file(&path, &value)?;
-            written.push((path.display().to_string(), value));
-            Ok(())
-        };
-        let mut io_file = None;
         if self.is_v2() {
-            // Controllers must be enabled in every ancestor's subtree_control.
-            let parent_dir = self.root.join(parent);
-            make_dir(&parent_dir)?;
-            for dir in [&self.root, &parent_dir] {
-                for c in ["+cpu", "+memory", "+io"] {
-                    // A controller the kernel lacks is refused; the limit file then is too.
-                    let _ = std::fs::write(dir.join("cgroup.subtree_control"), c);
-                }
-            }
-            let dir = parent_dir.join(tenant);
-            make_dir(&dir)?;
-            if let Some(m) = limits.cpu_millis {
-                put(
-                    dir.join("cpu.max"),
-                    format!(
-                        "{} {CFS_PERIOD_MICROS}",
-                        (m * CFS_PERIOD_MICROS / 1000).max(1000)
-                    ),
-                )?;
-            }
-            if let Some(b) = limits.memory_bytes {
-                put(dir.join("memory.max"), b.to_string())?;
-            }
-            if let (Some((maj, min)), true) = (
-                limits.device,
-                limits.iops.is_some() || limits.io_bytes_per_second.is_some(),
-            ) {
-                let mut v = format!("{maj}:{min}");
-                if let Some(i) = limits.iops {
-                    v += &format!(" riops={i} wiops={i}");
-                }
-                if let Some(b) = limits.io_bytes_per_second {
-                    v += &format!(" rbps={b} wbps={b}");
-                }
-                put(dir.join("io.max"), v)?;
-                io_file = Some("io.max".to_string());
-            }
-            return Ok(TenantCgroup {
-                cgroup: CgroupVersion::V2,
-                paths: vec![dir.display().to_string()],
-                written,
-                io_file,
-            });
+            self.create_tenant_v2(parent, tenant, limits)
+        } else {
+            self.create_tenant_v1(parent, tenant, limits)
         }
+    }
+
+    fn create_tenant_v2(
+        &self,
+        parent: &str,
+        tenant: &str,
+        limits: &TenantLimits,
+    ) -> Result<TenantCgroup, CgroupError> {
+        // Controllers must be enabled in every ancestor's subtree_control.
+        let parent_dir = self.root.join(parent);
+        make_dir(&parent_dir)?;
+        for dir in [&self.root, &parent_dir] {
+            for c in ["+cpu", "+memory", "+io"] {
+                // A controller the kernel lacks is refused; the limit file then is too.
+                let _ = std::fs::write(dir.join("cgroup.subtree_control"), c);
+            }
+        }
+        let dir = parent_dir.join(tenant);
+        make_dir(&dir)?;
+        let mut w = Writes::default();
+        if let Some(m) = limits.cpu_millis {
+            w.put(
+                dir.join("cpu.max"),
+                format!("{} {CFS_PERIOD_MICROS}", cfs_quota_micros(m)),
+            )?;
+        }
+        if let Some(b) = limits.memory_bytes {
+            w.put(dir.join("memory.max"), b.to_string())?;
+        }
+        let mut io_file = None;
+        if let (Some((maj, min)), true) = (
+            limits.device,
+            limits.iops.is_some() || limits.io_bytes_per_second.is_some(),
+        ) {
+            let mut v = format!("{maj}:{min}");
+            if let Some(i) = limits.iops {
+                v += &format!(" riops={i} wiops={i}");
+            }
+            if let Some(b) = limits.io_bytes_per_second {
+                v += &format!(" rbps={b} wbps={b}");
+            }
+            w.put(dir.join("io.max"), v)?;
+            io_file = Some("io.max".to_string());
+        }
+        Ok(TenantCgroup {
+            cgroup: CgroupVersion::V2,
+            paths: vec![dir.display().to_string()],
+            written: w.0,
+            io_file,
+        })
+    }
+
+    fn create_tenant_v1(
+        &self,
+        parent: &str,
+        tenant: &str,
+        limits: &TenantLimits,
+    ) -> Result<TenantCgroup, CgroupError> {
         if !self.root.join("cpu").is_dir() && !self.root.join("memory").is_dir() {
             return Err(CgroupError::NotMounted(self.root.display().to_string()));
         }
@@ -380,18 +408,20 @@ impl CgroupReader {
             paths.push(dir.display().to_string());
             Ok(dir)
         };
+        let mut w = Writes::default();
         if let Some(m) = limits.cpu_millis {
             let dir = dir_for("cpu")?;
-            put(dir.join("cpu.cfs_period_us"), CFS_PERIOD_MICROS.to_string())?;
-            put(
+            w.put(dir.join("cpu.cfs_period_us"), CFS_PERIOD_MICROS.to_string())?;
+            w.put(
                 dir.join("cpu.cfs_quota_us"),
-                (m * CFS_PERIOD_MICROS / 1000).max(1000).to_string(),
+                cfs_quota_micros(m).to_string(),
             )?;
         }
         if let Some(b) = limits.memory_bytes {
             let dir = dir_for("memory")?;
-            put(dir.join("memory.limit_in_bytes"), b.to_string())?;
+            w.put(dir.join("memory.limit_in_bytes"), b.to_string())?;
         }
+        let mut io_file = None;
         if let Some((maj, min)) = limits.device {
             let mut files = Vec::new();
             if let Some(i) = limits.iops {
@@ -406,7 +436,7 @@ impl CgroupReader {
             if !files.is_empty() {
                 let dir = dir_for("blkio")?;
                 for (f, v) in &files {
-                    put(
+                    w.put(
                         dir.join(format!("blkio.throttle.{f}")),
                         format!("{maj}:{min} {v}"),
                     )?;
@@ -417,7 +447,7 @@ impl CgroupReader {
         Ok(TenantCgroup {
             cgroup: CgroupVersion::V1,
             paths,
-            written,
+            written: w.0,
             io_file,
         })
     }

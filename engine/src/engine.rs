@@ -963,29 +963,32 @@ impl Engine {
         Ok(())
     }
 
-    /// Whether `token` is a tenant token this engine issued (and has not revoked).
-    pub fn is_tenant_token(&self, token: &str) -> bool {
-        self.tokens
-            .read()
-            .is_ok_and(|t| t.contains_key(&sha256_hex(token)))
-    }
-
-    /// Whether `token` may use database `name`: Ok, or 403 when the token is unknown here
-    /// (revoked, or another tenant's) or valid only for other databases.
-    pub fn authorize_data(&self, token: &str, name: &str) -> Result<()> {
-        let tokens = self.tokens.read().map_err(EngineError::internal)?;
-        let Some((_, dbs)) = tokens.get(&sha256_hex(token)) else {
-            return Err(EngineError::Forbidden(format!(
-                "the token presented is not valid in this engine, so not for database {name}"
-            )));
+    /// What tenant token `token` says about database `name`: `None` when it is no tenant
+    /// token of this engine (revoked, another tenant's, or not a tenant token at all);
+    /// otherwise Ok, or 403 when it is valid only for other databases.
+    pub fn token_grants(&self, token: &str, name: &str) -> Option<Result<()>> {
+        let tokens = match self.tokens.read() {
+            Ok(t) => t,
+            Err(e) => return Some(Err(EngineError::internal(e))),
         };
-        if dbs.iter().any(|d| d == "*" || d == name) {
+        let (_, dbs) = tokens.get(&sha256_hex(token))?;
+        Some(if dbs.iter().any(|d| d == "*" || d == name) {
             Ok(())
         } else {
             Err(EngineError::Forbidden(format!(
                 "this token is not valid for database {name}"
             )))
-        }
+        })
+    }
+
+    /// Whether `token` may use database `name`: Ok, or 403 when the token is unknown here
+    /// (revoked, or another tenant's) or valid only for other databases.
+    pub fn authorize_data(&self, token: &str, name: &str) -> Result<()> {
+        self.token_grants(token, name).unwrap_or_else(|| {
+            Err(EngineError::Forbidden(format!(
+                "the token presented is not valid in this engine, so not for database {name}"
+            )))
+        })
     }
 
     /// The most bytes `pdb` may grow to now: its own quota (`own`), and what the tenant's storage
@@ -1139,12 +1142,6 @@ impl Engine {
         Ok((up as f64 / (to - from) as f64 * 100.0).min(100.0))
     }
 
-    /// How long the next statement must wait for the tenant's IO limits: until the pages
-    /// earlier statements read and wrote are paid for. Counted as throttled when non-zero.
-    pub fn io_wait(&self) -> Duration {
-        self.io.wait()
-    }
-
     /// Whether `sql` on database `name` once outran the inline cap.
     pub fn known_heavy(&self, name: &str, sql: &str) -> bool {
         self.pdbs
@@ -1154,12 +1151,11 @@ impl Engine {
             .unwrap_or(false)
     }
 
-    /// Remember that `sql` on database `name` outran the inline cap; returns true.
-    pub fn mark_heavy(&self, name: &str, sql: &str) -> bool {
+    /// Remember that `sql` on database `name` outran the inline cap.
+    pub fn mark_heavy(&self, name: &str, sql: &str) {
         if let Some(p) = self.pdbs.read().ok().and_then(|m| m.get(name).cloned()) {
             p.mark_heavy(sql);
         }
-        true
     }
 
     /// The time budget of a statement without a profile limit.
@@ -1192,11 +1188,12 @@ impl Engine {
     }
 
     /// Run a query on a database as `caller`.
-    /// A tenant's query waits first while the tenant is over its IO limits (see
-    /// [`Engine::io_wait`]); the operator's admin work is neither charged nor held.
+    /// A tenant's query waits first while the tenant is over its IO limits (until the
+    /// pages earlier statements read and wrote are paid for); the operator's admin work is
+    /// neither charged nor held.
     pub fn query(&self, name: &str, req: QueryRequest, caller: Caller) -> Result<Vec<StmtResult>> {
         if caller == Caller::Tenant {
-            let wait = self.io_wait();
+            let wait = self.io.wait();
             if !wait.is_zero() {
                 std::thread::sleep(wait);
             }
@@ -1259,9 +1256,10 @@ impl Engine {
             },
         );
         let conn = session.conn();
+        let charge_io = caller == Caller::Tenant && self.io.is_limited();
         if !self.metering.load(std::sync::atomic::Ordering::Relaxed) {
             let outcome = run_statements(conn, &session, &stmts, transaction, limits, capped);
-            if self.io.is_limited() && caller == Caller::Tenant {
+            if charge_io {
                 let (read, written) = metering::take_page_io(conn);
                 self.io.charge(read + written, session.page_size());
             }
@@ -1280,7 +1278,7 @@ impl Engine {
         let clock = metering::CpuClock::start(lone_select, start);
         let outcome = run_statements(conn, &session, &stmts, transaction, limits, capped);
         let (pages_read, pages_written) = metering::take_page_io(conn);
-        if caller == Caller::Tenant {
+        if charge_io {
             self.io
                 .charge(pages_read + pages_written, session.page_size());
         }

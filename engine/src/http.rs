@@ -218,12 +218,13 @@ async fn isolation_cpu(State(state): State<Arc<EngineState>>) -> impl IntoRespon
 }
 
 async fn isolation_memory(State(state): State<Arc<EngineState>>) -> impl IntoResponse {
+    let (heap_limit, heap_used) = crate::isolation::sqlite_heap();
     Json(json!({
         "limit": state.cgroup.memory(),
         "pageCacheKibPerConnection": state.engine.cache_kib_per_connection(),
         "sqliteHeap": {
-            "hardLimitBytes": crate::isolation::sqlite_heap().0,
-            "usedBytes": crate::isolation::sqlite_heap().1,
+            "hardLimitBytes": heap_limit,
+            "usedBytes": heap_used,
         },
         "tenantCgroup": state.tenant_cgroup,
     }))

@@ -147,8 +147,8 @@ impl NetworkLimits {
 /// The tier's concurrent sessions: data-plane requests in flight at once.
 #[derive(Debug)]
 pub struct ConnectionLimit {
-    max: Option<u32>,
-    permits: Arc<tokio::sync::Semaphore>,
+    /// The limit and its permits; `None` when unlimited.
+    limit: Option<(u32, Arc<tokio::sync::Semaphore>)>,
     refused: AtomicU64,
 }
 
@@ -166,26 +166,26 @@ pub struct ConnectionReport {
 
 /// A held session slot; dropping it frees the slot.
 #[derive(Debug)]
-pub struct SessionSlot(#[allow(dead_code)] Option<tokio::sync::OwnedSemaphorePermit>);
+pub struct SessionSlot {
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
 
 impl ConnectionLimit {
     /// At most `max` sessions at once (`None`: unlimited).
     pub fn new(max: Option<u32>) -> Self {
-        let n = max.map_or(tokio::sync::Semaphore::MAX_PERMITS, |m| m as usize);
         ConnectionLimit {
-            max,
-            permits: Arc::new(tokio::sync::Semaphore::new(n)),
+            limit: max.map(|m| (m, Arc::new(tokio::sync::Semaphore::new(m as usize)))),
             refused: AtomicU64::new(0),
         }
     }
 
     /// Take a session slot, or refuse with 429 when all are in use.
     pub fn acquire(&self) -> Result<SessionSlot> {
-        let Some(max) = self.max else {
-            return Ok(SessionSlot(None));
+        let Some((max, permits)) = &self.limit else {
+            return Ok(SessionSlot { _permit: None });
         };
-        match self.permits.clone().try_acquire_owned() {
-            Ok(p) => Ok(SessionSlot(Some(p))),
+        match permits.clone().try_acquire_owned() {
+            Ok(p) => Ok(SessionSlot { _permit: Some(p) }),
             Err(_) => {
                 self.refused.fetch_add(1, Ordering::Relaxed);
                 Err(EngineError::TooManySessions(format!(
@@ -197,11 +197,11 @@ impl ConnectionLimit {
 
     /// The report.
     pub fn report(&self) -> ConnectionReport {
-        let active = self.max.map_or(0, |m| {
-            m.saturating_sub(self.permits.available_permits() as u32)
+        let active = self.limit.as_ref().map_or(0, |(m, permits)| {
+            m.saturating_sub(permits.available_permits() as u32)
         });
         ConnectionReport {
-            max: self.max,
+            max: self.limit.as_ref().map(|(m, _)| *m),
             active,
             refused: self.refused.load(Ordering::Relaxed),
         }

@@ -287,6 +287,7 @@ fn keywords(sql: &str) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn comment_openers_are_found_anywhere_and_nothing_else_is() {
@@ -311,8 +312,6 @@ mod tests {
             assert!(!has_comment(sql.as_bytes()), "{sql}");
         }
     }
-
-    use super::*;
 
     #[test]
     fn keywords_skip_strings_and_comments() {

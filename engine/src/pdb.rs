@@ -4,17 +4,15 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-
-use arc_swap::ArcSwap;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use rusqlite::{Connection, InterruptHandle, OpenFlags};
 
 use crate::catalog::{OpenMode, PdbRecord};
 use crate::error::{EngineError, Result};
 use crate::lockdown::{self, LockdownRules};
 
-/// Idle connections kept per database.
 /// Why the authorizer refused the last statement, kept until the session explains it.
 /// The flag spares the lock on every checkout when nothing was refused, the usual case.
 #[derive(Debug, Default)]
@@ -183,11 +181,6 @@ impl Pdb {
             }
             h.insert(sql_key(sql));
         }
-    }
-
-    /// The page cache per connection, in KiB.
-    pub fn cache_kib(&self) -> u32 {
-        self.cache_kib
     }
 
     /// The open mode and the database's own storage quota, in one read of its record.

@@ -62,10 +62,16 @@ impl Throttle {
         })
     }
 
+    /// Tokens at `now` (not before the last charge), refilled at the rate up to the burst.
+    fn refilled(&self, (tokens, last): (f64, Instant), now: Instant) -> (f64, Instant) {
+        let now = now.max(last);
+        let tokens = (tokens + (now - last).as_secs_f64() * self.rate).min(self.burst);
+        (tokens, now)
+    }
+
     fn tokens_at(&self, now: Instant) -> f64 {
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let (tokens, last) = *state;
-        (tokens + now.saturating_duration_since(last).as_secs_f64() * self.rate).min(self.burst)
+        self.refilled(*state, now).0
     }
 
     /// Take `units` used by work that just ran (the bucket may go into debt).
@@ -75,9 +81,7 @@ impl Throttle {
         }
         self.charged.fetch_add(units, Ordering::Relaxed);
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let (tokens, last) = *state;
-        let now = now.max(last);
-        let tokens = (tokens + (now - last).as_secs_f64() * self.rate).min(self.burst);
+        let (tokens, now) = self.refilled(*state, now);
         *state = (tokens - units as f64, now);
     }
 

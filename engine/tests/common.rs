@@ -31,62 +31,60 @@ pub struct App {
 }
 
 pub fn app_with(opts: EngineOptions) -> App {
-    app_full(Some(ADMIN), opts, None, Default::default())
+    app_full(Some(ADMIN), opts, Default::default())
+}
+
+fn seeded() -> EngineOptions {
+    EngineOptions {
+        seed_sql: Some("CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT);".into()),
+        ..Default::default()
+    }
 }
 
 /// An app whose data plane is rate limited.
 pub fn app_limited(per_hour: u32, burst: u32) -> App {
-    app_full(
-        Some(ADMIN),
-        EngineOptions {
-            seed_sql: Some("CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT);".into()),
+    let limits = tenantdb_engine::config::EngineLimits {
+        requests_per_hour: Some(per_hour),
+        burst: Some(burst),
+        ..Default::default()
+    };
+    app_configured(
+        seeded(),
+        tenantdb_engine::config::EngineConfig {
+            limits,
             ..Default::default()
         },
-        tenantdb_engine::ratelimit::RateLimiter::new(per_hour, burst),
-        Default::default(),
     )
 }
 
 /// An app run as standalone without an admin token: anyone is admin, except a bearer of
 /// a tenant token.
 pub fn app_standalone() -> App {
-    app_full(
-        None,
-        EngineOptions {
-            seed_sql: Some("CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT);".into()),
-            ..Default::default()
-        },
-        None,
-        Default::default(),
-    )
+    app_full(None, seeded(), Default::default())
 }
 
-/// An app enforcing `config`'s limits (sessions, network), with engine options `opts`.
+/// An app enforcing `config`'s limits (rate, sessions, network), with engine options `opts`.
 pub fn app_configured(opts: EngineOptions, config: tenantdb_engine::config::EngineConfig) -> App {
-    let rate = config.rate_limiter();
-    app_full(Some(ADMIN), opts, rate, config)
+    app_full(Some(ADMIN), opts, config)
 }
 
 fn app_full(
     admin: Option<&str>,
     opts: EngineOptions,
-    rate: Option<tenantdb_engine::ratelimit::RateLimiter>,
     config: tenantdb_engine::config::EngineConfig,
 ) -> App {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(dir.path(), opts).unwrap();
-    let state = {
-        let mut state = EngineState::new(
+    let state = Arc::new(
+        EngineState::new(
             Arc::new(engine),
             config,
             CgroupReader::new("/nonexistent", ""),
             "test".into(),
             admin.map(String::from),
         )
-        .expect("state");
-        state.rate = rate;
-        Arc::new(state)
-    };
+        .expect("state"),
+    );
     App {
         router: router(state),
         dir,

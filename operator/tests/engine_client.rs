@@ -25,17 +25,16 @@ async fn engine() -> (EngineClient, tempfile::TempDir) {
         },
     )
     .unwrap();
-    let state = {
-        let state = EngineState::new(
+    let state = Arc::new(
+        EngineState::new(
             Arc::new(engine),
             Default::default(),
             CgroupReader::new("/nonexistent", ""),
             "test".into(),
             Some(TOKEN.into()),
         )
-        .expect("state");
-        Arc::new(state)
-    };
+        .expect("state"),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move { axum::serve(listener, router(state)).await });

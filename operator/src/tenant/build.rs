@@ -167,18 +167,14 @@ pub fn engine_config(
     tier: &TierSpec,
     ctx: &BuildContext,
 ) -> Result<EngineConfig, BuildError> {
-    let storage_bytes = quantity::bytes(&limits.storage).map_err(|source| TierError::Quantity {
-        field: "storage".into(),
-        source,
-    })?;
-    let quantity = |field: &str, value: &str| {
-        quantity::parse(value).map_err(|source| TierError::Quantity {
-            field: field.into(),
-            source,
-        })
+    let invalid = |field: &str| {
+        let field = field.to_string();
+        move |source| TierError::Quantity { field, source }
     };
-    let cpu_millis = (quantity("cpu", &limits.cpu)? * 1000.0).round() as u64;
-    let memory_bytes = quantity("memory", &limits.memory)?.round() as u64;
+    let storage_bytes = quantity::bytes(&limits.storage).map_err(invalid("storage"))?;
+    let memory_bytes = quantity::bytes(&limits.memory).map_err(invalid("memory"))?;
+    let cpu_millis =
+        (quantity::parse(&limits.cpu).map_err(invalid("cpu"))? * 1000.0).round() as u64;
     Ok(EngineConfig {
         tenant: Some(tenant.name_any()),
         namespace: tenant.namespace(),
