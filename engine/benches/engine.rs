@@ -361,7 +361,7 @@ fn isolation_figures(quick: bool) -> Vec<(String, String)> {
             Caller::Admin,
         )
         .expect("schema");
-    let (token, _) = engine.issue_token(vec!["*".into()]).expect("token");
+    let (_, token) = engine.issue_token(vec!["*".into()]).expect("token");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
