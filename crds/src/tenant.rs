@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 pub struct TenantSpec {
     /// Service tier: sets CPU, memory, storage, IOPS, bandwidth, connections, request rate and SLA targets.
     pub tier: Tier,
-    /// Scheduling priority of this tenant's queries inside the engine.
+    /// CPU weight against other tenants when CPU is short. In a pod, low asks for half its CPU limit as its request and bestEffort a quarter (the kubelet weighs pods by request); standalone, it is the tenant cgroup's cpu.weight (critical 400, high 200, medium 100, low 50, bestEffort 10).
     #[serde(default)]
     pub priority: Priority,
     /// Hibernate: scale the engine to zero and keep its volume. Set back to false to resume.
@@ -101,20 +101,20 @@ impl Tier {
     }
 }
 
-/// How the engine orders this tenant's queries when it is busy.
+/// How much CPU this tenant gets against others when CPU is short.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
 pub enum Priority {
-    /// Served first.
+    /// Four times medium's weight.
     Critical,
-    /// Before medium.
+    /// Twice medium's weight.
     High,
     /// The default.
     #[default]
     Medium,
-    /// After medium.
+    /// Half medium's weight.
     Low,
-    /// Only when nothing else waits.
+    /// A tenth of medium's weight: runs on what others leave.
     BestEffort,
 }
 

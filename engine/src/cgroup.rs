@@ -231,6 +231,8 @@ fn cpu_limit(cgroup: CgroupVersion, quota: Option<u64>, period: u64, dir: &Path)
 pub struct TenantLimits {
     /// CPU in millicores.
     pub cpu_millis: Option<u64>,
+    /// CPU weight against sibling tenants (v2 `cpu.weight`, v1 `cpu.shares`).
+    pub priority: Option<crate::config::Priority>,
     /// Memory in bytes.
     pub memory_bytes: Option<u64>,
     /// IO operations a second, for reads and for writes.
@@ -323,8 +325,8 @@ impl Writes {
 
 impl CgroupReader {
     /// Make `<parent>/<tenant>` under the cgroup root (in each controller's hierarchy on
-    /// v1) and write the tenant's limits: v2 `cpu.max`, `memory.max`, `io.max`; v1
-    /// `cpu.cfs_quota_us`/`cfs_period_us`, `memory.limit_in_bytes`,
+    /// v1) and write the tenant's limits: v2 `cpu.max`, `cpu.weight`, `memory.max`,
+    /// `io.max`; v1 `cpu.cfs_quota_us`/`cfs_period_us`, `cpu.shares`, `memory.limit_in_bytes`,
     /// `blkio.throttle.{read,write}_{iops,bps}_device`. Needs root and a writable cgroup
     /// filesystem: standalone mode. Nothing is moved into it (see [`TenantCgroup::enter`]).
     pub fn create_tenant(
@@ -365,6 +367,9 @@ impl CgroupReader {
                 dir.join("cpu.max"),
                 format!("{} {CFS_PERIOD_MICROS}", cfs_quota_micros(m)),
             )?;
+        }
+        if let Some(p) = limits.priority {
+            w.put(dir.join("cpu.weight"), p.cpu_weight().to_string())?;
         }
         if let Some(b) = limits.memory_bytes {
             w.put(dir.join("memory.max"), b.to_string())?;
@@ -409,13 +414,18 @@ impl CgroupReader {
             Ok(dir)
         };
         let mut w = Writes::default();
-        if let Some(m) = limits.cpu_millis {
+        if limits.cpu_millis.is_some() || limits.priority.is_some() {
             let dir = dir_for("cpu")?;
-            w.put(dir.join("cpu.cfs_period_us"), CFS_PERIOD_MICROS.to_string())?;
-            w.put(
-                dir.join("cpu.cfs_quota_us"),
-                cfs_quota_micros(m).to_string(),
-            )?;
+            if let Some(m) = limits.cpu_millis {
+                w.put(dir.join("cpu.cfs_period_us"), CFS_PERIOD_MICROS.to_string())?;
+                w.put(
+                    dir.join("cpu.cfs_quota_us"),
+                    cfs_quota_micros(m).to_string(),
+                )?;
+            }
+            if let Some(p) = limits.priority {
+                w.put(dir.join("cpu.shares"), p.cpu_shares().to_string())?;
+            }
         }
         if let Some(b) = limits.memory_bytes {
             let dir = dir_for("memory")?;

@@ -39,9 +39,9 @@ pub struct EngineConfig {
     /// Service tier name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tier: Option<String>,
-    /// Query priority (critical, high, medium, low, bestEffort).
+    /// How the tenant's work is weighed against other tenants' when CPU is short.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub priority: Option<String>,
+    pub priority: Option<Priority>,
     /// Limits the engine enforces itself (CPU and memory come from the cgroup).
     #[serde(default)]
     pub limits: EngineLimits,
@@ -54,6 +54,44 @@ pub struct EngineConfig {
     /// The tier's price and the price list for usage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub billing: Option<BillingConfig>,
+}
+
+/// A tenant's priority (the Tenant's `spec.priority`): its CPU weight against other
+/// tenants when the CPU is short. Standalone, it is written into the tenant's own cgroup.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum Priority {
+    /// Four times the default weight.
+    Critical,
+    /// Twice the default weight.
+    High,
+    /// The default weight.
+    #[default]
+    Medium,
+    /// Half the default weight.
+    Low,
+    /// A tenth of the default weight: runs on what others leave.
+    BestEffort,
+}
+
+impl Priority {
+    /// cgroup v2 `cpu.weight` (the kernel's default is 100).
+    pub fn cpu_weight(self) -> u32 {
+        match self {
+            Priority::Critical => 400,
+            Priority::High => 200,
+            Priority::Medium => 100,
+            Priority::Low => 50,
+            Priority::BestEffort => 10,
+        }
+    }
+
+    /// cgroup v1 `cpu.shares` in the same ratios (the kernel's default is 1024).
+    pub fn cpu_shares(self) -> u64 {
+        u64::from(self.cpu_weight()) * 1024 / 100
+    }
 }
 
 /// Service-level targets of a tier (DESIGN §3).
@@ -201,6 +239,24 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(EngineConfig::from_yaml("x", &cfg.to_yaml()).unwrap(), cfg);
+    }
+
+    #[test]
+    fn priorities_weigh_in_the_kernel_s_ratios() {
+        let cfg = EngineConfig::from_yaml("x", "priority: bestEffort").unwrap();
+        assert_eq!(cfg.priority, Some(Priority::BestEffort));
+        assert_eq!(
+            Priority::default().cpu_shares(),
+            1024,
+            "medium is the kernel default"
+        );
+        assert_eq!(
+            Priority::Critical.cpu_weight(),
+            4 * Priority::Medium.cpu_weight()
+        );
+        assert_eq!(Priority::BestEffort.cpu_shares(), 102);
+        let err = EngineConfig::from_yaml("x", "priority: urgent").unwrap_err();
+        assert!(err.to_string().contains("urgent"), "{err}");
     }
 
     #[test]

@@ -83,6 +83,7 @@ fn tenant_cgroup(
     let tenant = config.tenant.as_deref().unwrap_or("standalone");
     let limits = crate::cgroup::TenantLimits {
         cpu_millis: config.limits.cpu_millis,
+        priority: config.priority,
         memory_bytes: config.limits.memory_bytes,
         iops: config.limits.iops,
         io_bytes_per_second: config.limits.io_bytes_per_second,

@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use tenantdb_engine::cgroup::{block_device, CFS_PERIOD_MICROS};
+use tenantdb_engine::config::Priority;
 
 /// Whether this process may make cgroups (root, and a writable hierarchy).
 fn can_make_cgroups() -> bool {
@@ -26,6 +27,7 @@ fn can_make_cgroups() -> bool {
 
 struct Tenant {
     name: &'static str,
+    priority: Priority,
     cpu_millis: u64,
     memory_bytes: u64,
     iops: u32,
@@ -43,19 +45,32 @@ impl Drop for Running {
     }
 }
 
-async fn start(dir: &Path, parent: &str, t: &Tenant) -> Running {
+/// Start `t`'s engine under `parent`; `on_cpu0` pins it (every thread) to CPU 0.
+async fn start(dir: &Path, parent: &str, t: &Tenant, on_cpu0: bool) -> Running {
     let config = dir.join("engine.yaml");
     std::fs::write(
         &config,
         format!(
-            "tenant: {}\nlimits:\n  cpuMillis: {}\n  memoryBytes: {}\n  iops: {}\n",
-            t.name, t.cpu_millis, t.memory_bytes, t.iops
+            "tenant: {}\npriority: {}\nlimits:\n  cpuMillis: {}\n  memoryBytes: {}\n  iops: {}\n",
+            t.name,
+            serde_json::to_value(t.priority).unwrap().as_str().unwrap(),
+            t.cpu_millis,
+            t.memory_bytes,
+            t.iops
         ),
     )
     .unwrap();
     let port = common::free_port();
     let data = dir.join("data");
-    let child = Command::new(env!("CARGO_BIN_EXE_tenantdb-engine"))
+    let engine = env!("CARGO_BIN_EXE_tenantdb-engine");
+    let mut command = if on_cpu0 {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "0", engine]);
+        c
+    } else {
+        Command::new(engine)
+    };
+    let child = command
         .args(["serve", "--data-dir", &data.display().to_string()])
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--config", &config.display().to_string()])
@@ -106,12 +121,14 @@ async fn two_standalone_tenants_run_in_their_own_cgroups_with_their_tier_values(
     let tenants = [
         Tenant {
             name: "bronze-co",
+            priority: Priority::BestEffort,
             cpu_millis: 1000,
             memory_bytes: 2 << 30,
             iops: 1000,
         },
         Tenant {
             name: "silver-co",
+            priority: Priority::Critical,
             cpu_millis: 2000,
             memory_bytes: 4 << 30,
             iops: 3000,
@@ -125,7 +142,7 @@ async fn two_standalone_tenants_run_in_their_own_cgroups_with_their_tier_values(
     let _cleanup = Cleanup(parent.clone());
     let mut made = Vec::new();
     for (t, dir) in tenants.iter().zip(&dirs) {
-        let engine = start(dir.path(), &parent, t).await;
+        let engine = start(dir.path(), &parent, t, false).await;
         let cpu = get_json(&engine, "/v1/isolation/cpu").await;
         let cg: tenantdb_engine::cgroup::TenantCgroup =
             serde_json::from_value(cpu["tenantCgroup"].clone())
@@ -143,6 +160,10 @@ async fn two_standalone_tenants_run_in_their_own_cgroups_with_their_tier_values(
                 format!("{quota} {CFS_PERIOD_MICROS}")
             );
             assert_eq!(read(&format!("{d}/memory.max")), t.memory_bytes.to_string());
+            assert_eq!(
+                read(&format!("{d}/cpu.weight")),
+                t.priority.cpu_weight().to_string()
+            );
         } else {
             let dir_of = |c: &str| {
                 cg.paths
@@ -159,6 +180,10 @@ async fn two_standalone_tenants_run_in_their_own_cgroups_with_their_tier_values(
             assert_eq!(
                 read(&format!("{cpu_dir}/cpu.cfs_period_us")),
                 CFS_PERIOD_MICROS.to_string()
+            );
+            assert_eq!(
+                read(&format!("{cpu_dir}/cpu.shares")),
+                t.priority.cpu_shares().to_string()
             );
             let mem_dir = dir_of("memory");
             assert_eq!(
@@ -193,6 +218,109 @@ async fn two_standalone_tenants_run_in_their_own_cgroups_with_their_tier_values(
     }
     // Stop the engines first: a cgroup with a process in it cannot be removed.
     drop(made);
+}
+
+/// CPU time (user + system) process `pid` has used, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = read(&format!("/proc/{pid}/stat"));
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// Keep `engine` busy with CPU-bound statements on `clients` connections until `until`.
+async fn burn(engine: &Running, clients: usize, until: std::time::Instant) {
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/databases/work/query", engine.base);
+    let sql = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 300000) \
+               SELECT sum(x) FROM c";
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let (http, url) = (http.clone(), url.clone());
+            tokio::spawn(async move {
+                while std::time::Instant::now() < until {
+                    let r = http
+                        .post(&url)
+                        .json(&serde_json::json!({ "sql": sql }))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn priorities_split_a_contended_cpu_by_their_weights() {
+    if !can_make_cgroups() {
+        eprintln!("skipped: not root, or the cgroup filesystem is read-only here");
+        return;
+    }
+    let parent = format!("tenantdb-prio-{}", std::process::id());
+    let tenants = [
+        Tenant {
+            name: "critical-co",
+            priority: Priority::Critical,
+            cpu_millis: 1000,
+            memory_bytes: 1 << 30,
+            iops: 10_000,
+        },
+        Tenant {
+            name: "spare-co",
+            priority: Priority::BestEffort,
+            cpu_millis: 1000,
+            memory_bytes: 1 << 30,
+            iops: 10_000,
+        },
+    ];
+    let dirs: Vec<tempfile::TempDir> = tenants
+        .iter()
+        .map(|_| tempfile::tempdir().unwrap())
+        .collect();
+    let _cleanup = Cleanup(parent.clone());
+    let mut engines = Vec::new();
+    for (t, dir) in tenants.iter().zip(&dirs) {
+        let e = start(dir.path(), &parent, t, true).await;
+        let r = reqwest::Client::new()
+            .post(format!("{}/v1/databases", e.base))
+            .json(&serde_json::json!({"name": "work"}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        engines.push(e);
+    }
+    // Both engines run on CPU 0 only, so they contend for it: the kernel's CFS weighs
+    // sibling cgroups only where they share a run queue.
+    let before: Vec<u64> = engines.iter().map(|e| cpu_ticks(e.child.id())).collect();
+    let until = std::time::Instant::now() + Duration::from_secs(3);
+    futures::future::join(burn(&engines[0], 2, until), burn(&engines[1], 2, until)).await;
+    let used: Vec<u64> = engines
+        .iter()
+        .zip(&before)
+        .map(|(e, b)| cpu_ticks(e.child.id()) - b)
+        .collect();
+    eprintln!(
+        "CPU ticks over 3 s on one shared CPU: critical {}, bestEffort {} (weights {}:{})",
+        used[0],
+        used[1],
+        Priority::Critical.cpu_shares(),
+        Priority::BestEffort.cpu_shares()
+    );
+    // The weights are 40:1; anything near an even split means they are not applied.
+    assert!(
+        used[0] > 4 * used[1].max(1),
+        "critical got {} ticks, bestEffort {}",
+        used[0],
+        used[1]
+    );
+    drop(engines);
 }
 
 /// Removes the test's cgroups (children, then the parent) in every hierarchy, even when

@@ -3,7 +3,7 @@
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use tenantdb_crds::{Tenant, TenantPhase};
-use tenantdb_engine::config::EngineConfig;
+use tenantdb_engine::config::{EngineConfig, Priority};
 use tenantdb_operator::tenant::build::{desired, BuildContext, BuildError, CONFIG_KEY};
 use tenantdb_operator::tenant::status::{applied, engine_state, invalid, EngineState};
 use tenantdb_operator::tiers::TierTable;
@@ -81,7 +81,7 @@ fn tier_gives_guaranteed_resources_and_overrides_apply() {
         EngineConfig::from_yaml("cm", &d.config_map.data.as_ref().unwrap()[CONFIG_KEY]).unwrap();
     assert_eq!(cfg.limits.iops, Some(12_000));
     assert_eq!(cfg.limits.storage_bytes, Some(250 << 30));
-    assert_eq!(cfg.priority.as_deref(), Some("high"));
+    assert_eq!(cfg.priority, Some(Priority::High));
     let sla = cfg.sla.as_ref().unwrap();
     assert_eq!(
         (sla.uptime_percent, sla.max_avg_latency_ms),
@@ -107,6 +107,34 @@ fn tier_gives_guaranteed_resources_and_overrides_apply() {
                 refs[0].controller
             ),
             ("Tenant", "acme", Some(true))
+        );
+    }
+}
+
+#[test]
+fn low_priorities_request_less_cpu_than_their_limit_so_the_kernel_weighs_them_less() {
+    let mut t = fixture("gold-with-overrides.yaml");
+    for (priority, want_request) in [
+        ("critical", "4"),
+        ("medium", "4"),
+        ("low", "2000m"),
+        ("bestEffort", "1000m"),
+    ] {
+        t.spec.priority = serde_json::from_value(serde_json::json!(priority)).unwrap();
+        let d = desired(&t, &ctx(), None).unwrap();
+        let (req_cpu, req_mem, lim_cpu, lim_mem) = engine_resources(&d.stateful_set);
+        assert_eq!(req_cpu.0, want_request, "{priority}");
+        assert_eq!(
+            (lim_cpu.0.as_str(), &req_mem, &lim_mem),
+            ("4", &lim_mem, &req_mem),
+            "{priority}: limits and memory stay the tier's"
+        );
+        let cfg = EngineConfig::from_yaml("cm", &d.config_map.data.as_ref().unwrap()[CONFIG_KEY])
+            .unwrap();
+        assert_eq!(
+            cfg.limits.cpu_millis,
+            Some(4000),
+            "{priority}: the engine sizes itself from the limit"
         );
     }
 }

@@ -12,7 +12,9 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tenantdb_crds::{DeletionPolicy, EffectiveLimits, Priority, Tenant};
-use tenantdb_engine::config::{BillingConfig, EngineConfig, EngineLimits, PriceList, SlaTargets};
+use tenantdb_engine::config::{
+    BillingConfig, EngineConfig, EngineLimits, PriceList, Priority as EnginePriority, SlaTargets,
+};
 
 use crate::quantity;
 use crate::tiers::{effective_limits, TierError, TierSpec, TierTable};
@@ -150,14 +152,28 @@ fn typed<T: serde::de::DeserializeOwned>(
     serde_json::from_value(value).map_err(|source| BuildError::Shape { kind, source })
 }
 
-fn priority_name(p: Priority) -> &'static str {
+fn engine_priority(p: Priority) -> EnginePriority {
     match p {
-        Priority::Critical => "critical",
-        Priority::High => "high",
-        Priority::Medium => "medium",
-        Priority::Low => "low",
-        Priority::BestEffort => "bestEffort",
+        Priority::Critical => EnginePriority::Critical,
+        Priority::High => EnginePriority::High,
+        Priority::Medium => EnginePriority::Medium,
+        Priority::Low => EnginePriority::Low,
+        Priority::BestEffort => EnginePriority::BestEffort,
     }
+}
+
+/// The CPU an engine pod requests for a tenant of priority `p` whose limit is
+/// `cpu_millis`: the whole limit down to medium (Guaranteed QoS), half for low, a quarter
+/// for bestEffort. The kubelet sets a pod's CPU weight from its request, so when the node
+/// is busy the kernel gives low-priority tenants proportionally less CPU; their limit,
+/// and what the engine sizes itself from, stay the tier's.
+pub fn cpu_request_millis(p: Priority, cpu_millis: u64) -> u64 {
+    let share = match p {
+        Priority::Critical | Priority::High | Priority::Medium => return cpu_millis,
+        Priority::Low => 2,
+        Priority::BestEffort => 4,
+    };
+    cpu_millis.div_ceil(share).max(1)
 }
 
 /// The engine configuration for a tenant with these limits.
@@ -179,7 +195,7 @@ pub fn engine_config(
         tenant: Some(tenant.name_any()),
         namespace: tenant.namespace(),
         tier: Some(tenant.spec.tier.as_str().into()),
-        priority: Some(priority_name(tenant.spec.priority).into()),
+        priority: Some(engine_priority(tenant.spec.priority)),
         limits: EngineLimits {
             cpu_millis: Some(cpu_millis),
             memory_bytes: Some(memory_bytes),
@@ -222,7 +238,8 @@ pub fn desired(
     let selector = selector_labels(&name);
     let tier = ctx.tiers.get(tenant.spec.tier);
     let limits = effective_limits(tier, tenant.spec.quota.as_ref())?;
-    let config_text = engine_config(tenant, &limits, tier, ctx)?.to_yaml();
+    let config = engine_config(tenant, &limits, tier, ctx)?;
+    let config_text = config.to_yaml();
     let config_hash = hex::encode(&Sha256::digest(config_text.as_bytes())[..8]);
     let meta = |obj_name: &str| json!({"name": obj_name, "namespace": ns, "labels": labels, "ownerReferences": [owner]});
 
@@ -251,6 +268,12 @@ pub fn desired(
     )?;
 
     let resources = json!({"cpu": limits.cpu, "memory": limits.memory});
+    let requests = match (config.limits.cpu_millis, tenant.spec.priority) {
+        (Some(m), p) if cpu_request_millis(p, m) < m => {
+            json!({"cpu": format!("{}m", cpu_request_millis(p, m)), "memory": limits.memory})
+        }
+        _ => resources.clone(),
+    };
     let when_deleted = match tenant.spec.deletion_policy {
         DeletionPolicy::Delete => "Delete",
         DeletionPolicy::Retain => "Retain",
@@ -276,7 +299,7 @@ pub fn desired(
             "env": [{"name": "TENANTDB_ADMIN_TOKEN",
                      "valueFrom": {"secretKeyRef": {"name": n.credentials, "key": ADMIN_TOKEN_KEY}}}],
             "ports": [{"name": "http", "containerPort": ENGINE_PORT}],
-            "resources": {"requests": resources, "limits": resources},
+            "resources": {"requests": requests, "limits": resources},
             "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 2, "failureThreshold": 3},
             "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10, "failureThreshold": 6},
             "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
