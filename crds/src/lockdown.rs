@@ -42,6 +42,10 @@ pub struct LockdownProfileSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 3_600_000))]
     pub max_statement_millis: Option<u32>,
+    /// Interrupt a statement once it has used this many milliseconds of CPU time (waiting — for IO, locks, or a CPU limit — does not count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3_600_000))]
+    pub max_statement_cpu_millis: Option<u32>,
     /// Refuse results longer than this many rows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]

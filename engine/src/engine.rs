@@ -31,6 +31,8 @@ pub struct EngineOptions {
     pub seed_sql: Option<String>,
     /// Time budget of a statement without a profile limit.
     pub default_statement_budget: Duration,
+    /// CPU budget of a tenant statement without a profile limit (`None`: only time).
+    pub default_statement_cpu_budget: Option<Duration>,
     /// Rows a result may hold without a profile limit.
     pub default_max_rows: usize,
     /// Bytes a result may hold.
@@ -52,6 +54,7 @@ impl Default for EngineOptions {
         EngineOptions {
             seed_sql: None,
             default_statement_budget: Duration::from_secs(30),
+            default_statement_cpu_budget: Some(Duration::from_secs(10)),
             default_max_rows: 10_000,
             max_result_bytes: 16 << 20,
             close_deadline: Duration::from_secs(10),
@@ -210,6 +213,8 @@ pub struct Engine {
     metering: std::sync::atomic::AtomicBool,
     /// The tier's IO limits, charged with the pages each statement read and wrote.
     pub io: crate::isolation::IoLimits,
+    /// Tenant statements interrupted by their time budget, and by their CPU budget.
+    interrupted: [std::sync::atomic::AtomicU64; 2],
 }
 
 fn sha256_hex(s: &str) -> String {
@@ -239,6 +244,7 @@ impl Engine {
             metering: std::sync::atomic::AtomicBool::new(true),
             used: Mutex::new((Instant::now() - Duration::from_secs(60), 0)),
             io: crate::isolation::IoLimits::new(opts.iops, opts.io_bytes_per_second),
+            interrupted: Default::default(),
             opts,
         };
         engine.catalog.start_uptime(engine.started_unix)?;
@@ -857,6 +863,17 @@ impl Engine {
     /// Create or replace a lockdown profile; databases using it apply it at their next statement.
     pub fn put_profile(&self, name: &str, rules: LockdownRules) -> Result<()> {
         names::validate("lockdown profile", name)?;
+        for (field, v) in [
+            ("maxStatementMillis", rules.max_statement_millis),
+            ("maxStatementCpuMillis", rules.max_statement_cpu_millis),
+            ("maxResultRows", rules.max_result_rows),
+        ] {
+            if v == Some(0) {
+                return Err(EngineError::BadRequest(format!(
+                    "{field} must be at least 1 (leave it out for the engine's default)"
+                )));
+            }
+        }
         let json = serde_json::to_string(&rules).map_err(EngineError::internal)?;
         self.catalog.put_profile(name, &json)?;
         self.profiles
@@ -1163,6 +1180,26 @@ impl Engine {
         self.opts.default_statement_budget
     }
 
+    /// The CPU budget of a tenant statement without a profile limit.
+    pub fn statement_cpu_budget(&self) -> Option<Duration> {
+        self.opts.default_statement_cpu_budget
+    }
+
+    /// Statements interrupted so far: (by their time budget, by their CPU budget).
+    pub fn interruptions(&self) -> (u64, u64) {
+        let get = |i: usize| self.interrupted[i].load(std::sync::atomic::Ordering::Relaxed);
+        (get(0), get(1))
+    }
+
+    fn count_interruption<T>(&self, outcome: &Result<T>) {
+        let i = match outcome {
+            Err(EngineError::Timeout(_)) => 0,
+            Err(EngineError::CpuBudget(_)) => 1,
+            _ => return,
+        };
+        self.interrupted[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// SQLite page cache per connection, in KiB.
     pub fn cache_kib_per_connection(&self) -> u32 {
         self.opts.cache_kib_per_connection
@@ -1222,12 +1259,16 @@ impl Engine {
                 }
             }
         }
-        let (budget, max_rows) = match caller {
+        let (budget, cpu_budget, max_rows) = match caller {
             Caller::Tenant => (
                 rules
                     .max_statement_millis
                     .map(|m| Duration::from_millis(u64::from(m)))
                     .unwrap_or(self.opts.default_statement_budget),
+                rules
+                    .max_statement_cpu_millis
+                    .map(|m| Duration::from_millis(u64::from(m)))
+                    .or(self.opts.default_statement_cpu_budget),
                 rules
                     .max_result_rows
                     .map(|r| r as usize)
@@ -1235,6 +1276,7 @@ impl Engine {
             ),
             Caller::Admin => (
                 self.opts.default_statement_budget,
+                None,
                 self.opts.default_max_rows,
             ),
         };
@@ -1254,11 +1296,13 @@ impl Engine {
             } else {
                 budget
             },
+            cpu_budget,
         );
         let conn = session.conn();
         let charge_io = caller == Caller::Tenant && self.io.is_limited();
         if !self.metering.load(std::sync::atomic::Ordering::Relaxed) {
             let outcome = run_statements(conn, &session, &stmts, transaction, limits, capped);
+            self.count_interruption(&outcome);
             if charge_io {
                 let (read, written) = metering::take_page_io(conn);
                 self.io.charge(read + written, session.page_size());
@@ -1277,6 +1321,7 @@ impl Engine {
                 .is_some_and(|h| h.eq_ignore_ascii_case("SELECT"));
         let clock = metering::CpuClock::start(lone_select, start);
         let outcome = run_statements(conn, &session, &stmts, transaction, limits, capped);
+        self.count_interruption(&outcome);
         let (pages_read, pages_written) = metering::take_page_io(conn);
         if charge_io {
             self.io

@@ -44,6 +44,9 @@ pub enum EngineError {
     /// The statement ran past its time budget and was interrupted (408).
     #[error("{0}")]
     Timeout(String),
+    /// The statement used more CPU time than its budget and was interrupted (408).
+    #[error("{0}")]
+    CpuBudget(String),
     /// Over a storage quota (507).
     #[error("{0}")]
     InsufficientStorage(String),
@@ -69,7 +72,7 @@ impl EngineError {
             EngineError::RateLimited(_) | EngineError::TooManySessions(_) => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            EngineError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            EngineError::Timeout(_) | EngineError::CpuBudget(_) => StatusCode::REQUEST_TIMEOUT,
             EngineError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             EngineError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             EngineError::MemoryBudget(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -91,6 +94,7 @@ impl EngineError {
             EngineError::RateLimited(_) => "rate_limited",
             EngineError::TooManySessions(_) => "connection_limit",
             EngineError::Timeout(_) => "statement_timeout",
+            EngineError::CpuBudget(_) => "statement_cpu_budget",
             EngineError::InsufficientStorage(_) => "storage_quota",
             EngineError::Internal(_) => "internal",
             EngineError::MemoryBudget(_) => "memory_budget",

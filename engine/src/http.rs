@@ -213,6 +213,11 @@ async fn isolation_cpu(State(state): State<Arc<EngineState>>) -> impl IntoRespon
         "sessions": state.sessions.report(),
         "workers": state.workers.report(),
         "statementBudgetMillis": state.engine.statement_budget().as_millis() as u64,
+        "statementCpuBudgetMillis": state.engine.statement_cpu_budget().map(|d| d.as_millis() as u64),
+        "interrupted": {
+            "timeBudget": state.engine.interruptions().0,
+            "cpuBudget": state.engine.interruptions().1,
+        },
         "tenantCgroup": state.tenant_cgroup,
     }))
 }

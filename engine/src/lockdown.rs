@@ -66,6 +66,9 @@ pub struct LockdownRules {
     /// Interrupt statements after this many milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_statement_millis: Option<u32>,
+    /// Interrupt statements that used this many milliseconds of CPU time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_statement_cpu_millis: Option<u32>,
     /// Refuse results longer than this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_result_rows: Option<u32>,

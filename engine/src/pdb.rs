@@ -56,8 +56,8 @@ struct PooledConn {
     rules_version: u64,
     /// Admin sessions bypass the authorizer.
     admin: Arc<AtomicBool>,
-    /// Instant (ns since `epoch`) after which the running statement is interrupted; 0 = none.
-    deadline: Arc<AtomicU64>,
+    /// The running statement's time and CPU budgets.
+    budget: Arc<StatementBudget>,
     /// Why the authorizer last refused something (SQLite's own message only says "not authorized").
     denied: Arc<Denial>,
     /// Whether `query_only` is on.
@@ -69,6 +69,74 @@ struct PooledConn {
     /// Key of this connection's interrupt handle in `Pdb::interrupts`.
     id: u64,
 }
+
+/// What interrupts a connection's running statement: a wall-clock deadline and a CPU
+/// budget. Both are checked by SQLite's progress handler, every 1,000 VM instructions.
+#[derive(Debug, Default)]
+struct StatementBudget {
+    /// Instant (ns since `Pdb::epoch`) after which the statement is interrupted; 0 = none.
+    deadline: AtomicU64,
+    /// CPU time the statement may use, in ns; 0 = no CPU budget.
+    cpu_ns: AtomicU64,
+    /// The thread CPU clock (ns) when the statement first reached the handler; 0 = not yet.
+    cpu_base: AtomicU64,
+    /// Instant (ns since epoch) before which the CPU budget cannot have run out. A
+    /// statement runs on one thread, whose CPU time never outruns the wall clock, so the
+    /// CPU clock (a syscall, 0.4 µs here) is read only then, not at every callback.
+    cpu_check_at: AtomicU64,
+    /// Set when the CPU budget (not the deadline) interrupted the statement.
+    over_cpu: AtomicBool,
+}
+
+/// The calling thread's CPU clock in ns, never 0 (0 means "not read yet").
+fn thread_cpu_ns() -> u64 {
+    (crate::metering::thread_cpu_time().as_nanos() as u64).max(1)
+}
+
+impl StatementBudget {
+    /// Arm both budgets for the next statement.
+    fn arm(&self, deadline: u64, cpu: Option<Duration>) {
+        self.deadline.store(deadline, Ordering::Relaxed);
+        let cpu_ns = cpu.map_or(0, |c| (c.as_nanos() as u64).max(1));
+        self.cpu_ns.store(cpu_ns, Ordering::Relaxed);
+        self.cpu_base.store(0, Ordering::Relaxed);
+        self.over_cpu.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether the statement must stop at `now` (ns since epoch).
+    fn exceeded(&self, now: u64) -> bool {
+        let at = self.deadline.load(Ordering::Relaxed);
+        if at != 0 && now > at {
+            return true;
+        }
+        let budget = self.cpu_ns.load(Ordering::Relaxed);
+        if budget == 0 {
+            return false;
+        }
+        let base = self.cpu_base.load(Ordering::Relaxed);
+        if base == 0 {
+            // The first callback: a few µs of CPU in, which the budget forgives.
+            self.cpu_base.store(thread_cpu_ns(), Ordering::Relaxed);
+            self.cpu_check_at.store(now + budget, Ordering::Relaxed);
+            return false;
+        }
+        if now < self.cpu_check_at.load(Ordering::Relaxed) {
+            return false;
+        }
+        let used = thread_cpu_ns().saturating_sub(base);
+        if used >= budget {
+            self.over_cpu.store(true, Ordering::Relaxed);
+            return true;
+        }
+        // Not before the rest of the budget could be used up (and not in a storm of reads).
+        let rest = (budget - used).max(CPU_CHECK_MIN_NS);
+        self.cpu_check_at.store(now + rest, Ordering::Relaxed);
+        false
+    }
+}
+
+/// The least wall time between two reads of the CPU clock for one statement.
+const CPU_CHECK_MIN_NS: u64 = 500_000;
 
 /// A pluggable database.
 pub struct Pdb {
@@ -216,7 +284,7 @@ impl Pdb {
         ))?;
         conn.set_prepared_statement_cache_capacity(64);
         let admin = Arc::new(AtomicBool::new(true));
-        let deadline = Arc::new(AtomicU64::new(0));
+        let budget = Arc::new(StatementBudget::default());
         let denied = Arc::new(Denial::default());
         let (a, rules, why) = (admin.clone(), self.rules.clone(), denied.clone());
         conn.authorizer(Some(move |ctx: rusqlite::hooks::AuthContext<'_>| {
@@ -231,12 +299,11 @@ impl Pdb {
                 None => rusqlite::hooks::Authorization::Allow,
             }
         }))?;
-        let (d, epoch) = (deadline.clone(), self.epoch);
+        let (b, epoch) = (budget.clone(), self.epoch);
         conn.progress_handler(
             1000,
             Some(move || {
-                let at = d.load(Ordering::Relaxed);
-                at != 0 && quanta::Instant::now().duration_since(epoch).as_nanos() as u64 > at
+                b.exceeded(quanta::Instant::now().duration_since(epoch).as_nanos() as u64)
             }),
         )?;
         // Registered once per connection (idle ones too: interrupting those is harmless), so a
@@ -252,7 +319,7 @@ impl Pdb {
             page_size: page_size.max(512) as u64,
             rules_version: 0,
             admin,
-            deadline,
+            budget,
             denied,
             read_only: false,
             id,
@@ -386,6 +453,16 @@ impl Session<'_> {
     /// Turn an error from this session into the engine's, naming the lockdown rule that refused.
     pub fn explain(&self, err: EngineError) -> EngineError {
         let why = self.conn.as_ref().and_then(|c| c.denied.take());
+        if matches!(err, EngineError::Timeout(_)) {
+            if let Some(b) = self.conn.as_ref().map(|c| &c.budget) {
+                if b.over_cpu.swap(false, Ordering::Relaxed) {
+                    return EngineError::CpuBudget(format!(
+                        "the statement used more than its CPU budget of {} ms and was interrupted; make it cheaper (an index, a smaller range) or raise the profile's maxStatementCpuMillis",
+                        b.cpu_ns.load(Ordering::Relaxed) / 1_000_000
+                    ));
+                }
+            }
+        }
         match (why, err) {
             // The authorizer refused part of this statement: that is the reason, whatever
             // code SQLite reported (functions come back as a plain error).
@@ -426,11 +503,11 @@ impl Session<'_> {
     }
 
     /// Interrupt statements that run longer than `budget` from `start` (a clock read the
-    /// caller already made, so one read serves the deadline and the CPU clock).
-    pub fn set_budget(&self, start: quanta::Instant, budget: Duration) {
+    /// caller already made, so one read serves the deadline and the CPU clock), or that
+    /// use more than `cpu` of CPU time (`None`: no CPU budget).
+    pub fn set_budget(&self, start: quanta::Instant, budget: Duration, cpu: Option<Duration>) {
         if let Some(c) = &self.conn {
-            c.deadline
-                .store(self.pdb.deadline_after(start, budget), Ordering::Relaxed);
+            c.budget.arm(self.pdb.deadline_after(start, budget), cpu);
         }
     }
 }
@@ -439,7 +516,7 @@ impl Drop for Session<'_> {
     fn drop(&mut self) {
         if let Some(c) = self.conn.take() {
             let c_id = c.id;
-            c.deadline.store(0, Ordering::Relaxed);
+            c.budget.arm(0, None);
             if !c.conn.is_autocommit() {
                 let _ = c.conn.execute_batch("ROLLBACK");
             }
@@ -459,5 +536,51 @@ impl Drop for Session<'_> {
             }
         }
         self.pdb.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spin_cpu(d: Duration) {
+        let start = crate::metering::thread_cpu_time();
+        let mut x = 0u64;
+        while crate::metering::thread_cpu_time() - start < d {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+    }
+
+    #[test]
+    fn the_cpu_budget_counts_cpu_not_waiting() {
+        let epoch = quanta::Instant::now();
+        let now = || quanta::Instant::now().duration_since(epoch).as_nanos() as u64;
+        let b = StatementBudget::default();
+        b.arm(0, Some(Duration::from_millis(20)));
+        assert!(
+            !b.exceeded(now()),
+            "the first callback only reads the clock"
+        );
+        // 60 ms of waiting (a lock, IO, a throttled CPU) uses no CPU budget.
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(!b.exceeded(now()), "waiting is not CPU");
+        assert!(!b.over_cpu.load(Ordering::Relaxed));
+        // 25 ms of work does.
+        spin_cpu(Duration::from_millis(25));
+        assert!(b.exceeded(now()), "25 ms of CPU against a 20 ms budget");
+        assert!(b.over_cpu.load(Ordering::Relaxed));
+        // Re-armed for the next statement, the budget starts again.
+        b.arm(0, Some(Duration::from_millis(20)));
+        assert!(!b.exceeded(now()) && !b.exceeded(now()));
+        assert!(!b.over_cpu.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn the_deadline_stops_a_statement_that_waits() {
+        let b = StatementBudget::default();
+        b.arm(1_000, None);
+        assert!(!b.exceeded(999));
+        assert!(b.exceeded(1_001));
+        assert!(!b.over_cpu.load(Ordering::Relaxed), "time, not CPU");
     }
 }

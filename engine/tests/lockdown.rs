@@ -204,6 +204,58 @@ async fn functions_read_only_and_limits() {
 }
 
 #[tokio::test]
+async fn the_cpu_budget_and_the_time_budget_each_interrupt_with_their_own_code() {
+    let (app, t) = setup().await;
+    let endless =
+        "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM n) SELECT count(*) FROM n";
+    profile(
+        &app,
+        json!({"maxStatementCpuMillis": 50, "maxStatementMillis": 20_000}),
+    )
+    .await;
+    let start = std::time::Instant::now();
+    let got = app.sql("db", &t, endless, json!(null)).await;
+    assert_err(
+        got.clone(),
+        StatusCode::REQUEST_TIMEOUT,
+        "CPU budget of 50 ms",
+    );
+    assert_eq!(got.1["code"], "statement_cpu_budget");
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(5),
+        "stopped by its CPU budget, long before the time budget"
+    );
+    profile(
+        &app,
+        json!({"maxStatementCpuMillis": 20_000, "maxStatementMillis": 50}),
+    )
+    .await;
+    let got = app.sql("db", &t, endless, json!(null)).await;
+    assert_eq!(got.1["code"], "statement_timeout", "{}", got.1);
+    // A cheap statement under a tight CPU budget runs.
+    profile(&app, json!({"maxStatementCpuMillis": 1})).await;
+    assert_eq!(
+        app.sql("db", &t, "SELECT count(*) FROM t", json!(null))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    // Zero is refused and changes nothing.
+    assert_err(
+        app.admin(
+            "PUT",
+            "/v1/lockdown-profiles/p",
+            Some(json!({"maxStatementCpuMillis": 0})),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "maxStatementCpuMillis must be at least 1",
+    );
+    let (_, p) = app.admin("GET", "/v1/lockdown-profiles/p", None).await;
+    assert_eq!(p["maxStatementCpuMillis"], 1, "{p}");
+}
+
+#[tokio::test]
 async fn never_allowed_whatever_the_profile() {
     let (app, t) = setup().await;
     let other = app.dir.path().join("pdbs/other.db").display().to_string();

@@ -43,6 +43,7 @@ mod tests {
             allowed_pragmas: vec!["table_info".into()],
             read_only: true,
             max_statement_millis: Some(250),
+            max_statement_cpu_millis: Some(100),
             max_result_rows: Some(10),
         };
         let rules = engine_rules(&spec).unwrap();
@@ -51,6 +52,7 @@ mod tests {
         assert!(rules.allowed_pragmas.contains("table_info"));
         assert!(rules.read_only);
         assert_eq!(rules.max_statement_millis, Some(250));
+        assert_eq!(rules.max_statement_cpu_millis, Some(100));
         assert_eq!(rules.max_result_rows, Some(10));
         assert_eq!(
             engine_rules(&LockdownProfileSpec::default()).unwrap(),
