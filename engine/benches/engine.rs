@@ -369,23 +369,76 @@ fn isolation_figures(quick: bool) -> Vec<(String, String)> {
     let (base, state) = serve_engine(&rt, &engine, None);
     let workers = state.workers.report().workers;
     let secs = if quick { 2.0 } else { 5.0 };
-    let (alone_rps, _, alone_p99) = rt.block_on(http_load(&base, &token, 8, secs));
-    // A: 4 connections flat out, alternating a CPU-heavy SELECT and a 50-row batch of 2 KB blobs.
+    // Alone and with A, three times over, alternating: B's own p99 moves by half between
+    // runs on this VM, so each "with" is set against the medians, not one lucky baseline.
+    let (mut alone, mut with, mut rps, mut done) = (Vec::new(), Vec::new(), Vec::new(), 0);
+    for _ in 0..3 {
+        let (alone_rps, _, alone_p99) = rt.block_on(http_load(&base, &token, 8, secs));
+        let (with_rps, with_p99, n) = noisy_phase(&rt, &base, &token, secs);
+        alone.push(alone_p99);
+        with.push(with_p99);
+        rps.push((alone_rps, with_rps));
+        done += n;
+    }
+    let runs: Vec<String> = alone
+        .iter()
+        .zip(&with)
+        .map(|(a, w)| format!("{}/{}", ms(*a), ms(*w)))
+        .collect();
+    alone.sort();
+    with.sort();
+    let ratio = with[1].as_secs_f64() / alone[1].as_secs_f64().max(1e-9);
+    lines.push((
+        "noisy neighbour: B's point-select p99 alone / with A flat out (median of 3)".into(),
+        format!(
+            "{} / {}  → {ratio:.2}× (target ≤ 2×); runs {}",
+            ms(alone[1]),
+            ms(with[1]),
+            runs.join(", ")
+        ),
+    ));
+    lines.push((
+        "noisy neighbour: B req/s alone / with A; A's statements done; workers".into(),
+        format!(
+            "{}; {done} in {:.0} s; {workers} worker(s)",
+            rps.iter()
+                .map(|(a, w)| format!("{a:.0}/{w:.0}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            3.0 * secs
+        ),
+    ));
+    lines
+}
+
+/// B's point selects (8 connections, `secs`) while database A runs, on 4 connections
+/// flat out, CPU-heavy SELECTs and 50-row batches of 2 KB blobs (`TENANTDB_BENCH_NOISY`
+/// = `cpu` or `io` keeps to one kind): (B's req/s, B's p99, A's statements done).
+fn noisy_phase(
+    rt: &tokio::runtime::Runtime,
+    base: &str,
+    token: &str,
+    secs: f64,
+) -> (f64, Duration, u64) {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let noisy_done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // A stops by itself too, so a stalled measurement cannot leave it filling the disk.
+    let give_up = std::time::Instant::now() + Duration::from_secs_f64(secs * 4.0 + 5.0);
     let mut noisy = Vec::new();
     for c in 0..4 {
         let (base, token, stop, done) = (
-            base.clone(),
-            token.clone(),
+            base.to_string(),
+            token.to_string(),
             stop.clone(),
-            noisy_done.clone(),
+            done.clone(),
         );
         noisy.push(rt.spawn(async move {
             let client = reqwest::Client::new();
             let url = format!("{base}/v1/databases/noisy/query");
             let mut i = c;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && std::time::Instant::now() < give_up
+            {
                 let cpu = match std::env::var("TENANTDB_BENCH_NOISY").as_deref() {
                     Ok("cpu") => true,
                     Ok("io") => false,
@@ -405,28 +458,12 @@ fn isolation_figures(quick: bool) -> Vec<(String, String)> {
         }));
     }
     rt.block_on(async { tokio::time::sleep(Duration::from_millis(300)).await });
-    let (with_rps, _, with_p99) = rt.block_on(http_load(&base, &token, 8, secs));
+    let (rps, _, p99) = rt.block_on(http_load(base, token, 8, secs));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for t in noisy {
         let _ = rt.block_on(t);
     }
-    let ratio = with_p99.as_secs_f64() / alone_p99.as_secs_f64().max(1e-9);
-    lines.push((
-        "noisy neighbour: B's point-select p99 alone / with A flat out".into(),
-        format!(
-            "{} / {}  → {ratio:.2}× (target ≤ 2×); B {alone_rps:.0} / {with_rps:.0} req/s",
-            ms(alone_p99),
-            ms(with_p99)
-        ),
-    ));
-    lines.push((
-        "noisy neighbour: A's heavy statements done, worker pool size".into(),
-        format!(
-            "{} in {secs:.0} s, {workers} worker(s)",
-            noisy_done.load(std::sync::atomic::Ordering::Relaxed)
-        ),
-    ));
-    lines
+    (rps, p99, done.load(std::sync::atomic::Ordering::Relaxed))
 }
 
 /// HTTP point selects at `conns` concurrent connections for `secs`: (ops/s, p50, p99).

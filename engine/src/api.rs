@@ -244,15 +244,11 @@ async fn query_response(
                 Caller::Tenant if select => crate::workers::Class::Heavy,
                 Caller::Tenant => crate::workers::Class::Tenant,
             };
-            let _slot = s.workers.acquire(class).await;
-            if class == crate::workers::Class::Heavy {
-                let engine = s.engine.clone();
-                crate::workers::run_heavy(move || engine.query(&pdb, req, caller))
-                    .await
-                    .map_err(EngineError::internal)??
-            } else {
-                blocking(s, move |e| e.query(&pdb, req, caller)).await?
-            }
+            let engine = s.engine.clone();
+            s.workers
+                .run(class, move || engine.query(&pdb, req, caller))
+                .await
+                .map_err(EngineError::internal)??
         }
     };
     let body = if single {

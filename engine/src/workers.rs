@@ -1,8 +1,9 @@
 //! The engine's worker pool for blocking statements, sized from the CPU the cgroup
 //! allows, with a queue ordered by priority: the operator's admin work first, then a
-//! tenant's short statements, then statements known to be heavy. Single SELECTs that fit
-//! the inline cap never queue here (they run on the async workers), so a tenant's heavy
-//! work cannot starve its point reads of CPU.
+//! tenant's writes and batches, then statements known to be heavy. Single SELECTs that fit
+//! the inline cap never queue here (they run on the async workers at normal priority);
+//! the pool runs tenant work on threads of its own at [`TENANT_NICE`], so a database
+//! writing or scanning flat out cannot take the CPU its neighbours' point reads need.
 
 use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -67,13 +68,52 @@ struct Gate {
     seq: u64,
 }
 
+type Job = Box<dyn FnOnce() + Send>;
+
 /// The pool: at most `size` blocking statements at once.
-#[derive(Debug)]
 pub struct WorkerPool {
     size: usize,
     gate: Mutex<Gate>,
     queued: AtomicU64,
     ran: [AtomicU64; 3],
+    /// Jobs for the pool's niced threads (one a slot, so a slot holder finds one idle);
+    /// `None` when they could not be started, and tenant work runs as admin work does.
+    tenant_jobs: Option<Mutex<std::sync::mpsc::Sender<Job>>>,
+}
+
+impl std::fmt::Debug for WorkerPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerPool")
+            .field("size", &self.size)
+            .field("niced_threads", &self.tenant_jobs.is_some())
+            .finish()
+    }
+}
+
+/// Start `n` threads at [`TENANT_NICE`] that run the jobs sent to them; they end when
+/// the sender is dropped.
+fn niced_threads(n: usize) -> std::io::Result<std::sync::mpsc::Sender<Job>> {
+    let (tx, rx) = std::sync::mpsc::channel::<Job>();
+    let rx = Arc::new(Mutex::new(rx));
+    for i in 0..n {
+        let rx = rx.clone();
+        std::thread::Builder::new()
+            .name(format!("tenantdb-worker-{i}"))
+            .spawn(move || {
+                lower_priority(TENANT_NICE);
+                loop {
+                    let job = match rx.lock() {
+                        Ok(r) => r.recv(),
+                        Err(_) => return,
+                    };
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                }
+            })?;
+    }
+    Ok(tx)
 }
 
 /// A worker slot; dropping it hands the slot to the most urgent waiter.
@@ -105,9 +145,16 @@ pub struct PoolReport {
 }
 
 impl WorkerPool {
-    /// A pool of `size` workers (at least one).
+    /// A pool of `size` workers (at least one), each a thread at [`TENANT_NICE`].
     pub fn new(size: usize) -> Arc<Self> {
         let size = size.max(1);
+        let tenant_jobs = match niced_threads(size) {
+            Ok(tx) => Some(Mutex::new(tx)),
+            Err(e) => {
+                tracing::warn!(error = %e, "no worker threads: tenant work runs at normal priority");
+                None
+            }
+        };
         Arc::new(WorkerPool {
             size,
             gate: Mutex::new(Gate {
@@ -117,7 +164,41 @@ impl WorkerPool {
             }),
             queued: AtomicU64::new(0),
             ran: Default::default(),
+            tenant_jobs,
         })
+    }
+
+    /// Run `f` as `class` once a slot is free: the operator's work on the blocking pool
+    /// at normal priority, a tenant's on the pool's own threads at [`TENANT_NICE`].
+    pub async fn run<T: Send + 'static>(
+        self: &Arc<Self>,
+        class: Class,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::io::Result<T> {
+        let slot = self.acquire(class).await;
+        let niced = match (&self.tenant_jobs, class) {
+            (Some(jobs), Class::Tenant | Class::Heavy) => Some(jobs),
+            _ => None,
+        };
+        let Some(jobs) = niced else {
+            return tokio::task::spawn_blocking(move || {
+                let _slot = slot;
+                f()
+            })
+            .await
+            .map_err(std::io::Error::other);
+        };
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _slot = slot;
+            let _ = tx.send(f());
+        });
+        jobs.lock()
+            .map_err(|_| std::io::Error::other("the worker threads' queue is poisoned"))?
+            .send(job)
+            .map_err(|_| std::io::Error::other("the worker threads stopped"))?;
+        rx.await
+            .map_err(|_| std::io::Error::other("the worker thread dropped the statement"))
     }
 
     /// Wait for a worker slot as `class`.
@@ -171,28 +252,12 @@ impl WorkerPool {
     }
 }
 
-/// The nice value known-heavy statements run at: CFS gives such a thread about a tenth
-/// of the weight of the async workers, so a point read preempts it at once instead of
-/// waiting out its time slice.
-pub const HEAVY_NICE: i32 = 10;
-
-/// Run `f` on a thread of its own at [`HEAVY_NICE`], for a statement known to be heavy.
-/// A thread of its own, because on Linux niceness belongs to the thread and an
-/// unprivileged process cannot lower it again: a pooled thread would stay slow for the
-/// next job. Creating it costs tens of µs; these statements ran longer than 2 ms before.
-pub async fn run_heavy<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> std::io::Result<T> {
-    let (tx, rx) = oneshot::channel();
-    std::thread::Builder::new()
-        .name("tenantdb-heavy".into())
-        .spawn(move || {
-            lower_priority(HEAVY_NICE);
-            let _ = tx.send(f());
-        })?;
-    rx.await
-        .map_err(|_| std::io::Error::other("the heavy statement's thread stopped"))
-}
+/// The nice value a tenant's blocking work (writes, batches, heavy SELECTs) runs at: CFS
+/// gives such a thread about a tenth of the weight of the async workers that serve point
+/// reads, so a point read preempts it at once instead of waiting out its time slice. The
+/// pool's threads are started at it and never raised again (an unprivileged process
+/// cannot lower a nice value).
+pub const TENANT_NICE: i32 = 10;
 
 /// Set the calling thread's nice value (best effort: a failure leaves it as it was).
 fn lower_priority(nice: i32) {
@@ -207,18 +272,25 @@ fn lower_priority(nice: i32) {
 mod tests {
     use super::*;
 
+    fn nice_and_name() -> (i32, Option<String>) {
+        // SAFETY: getpriority only reads this thread's nice value.
+        let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) };
+        (nice, std::thread::current().name().map(String::from))
+    }
+
     #[tokio::test]
-    async fn heavy_work_runs_at_a_lower_priority_on_its_own_thread() {
-        let (nice, name) = run_heavy(|| {
-            // SAFETY: getpriority only reads this thread's nice value.
-            let nice =
-                unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) };
-            (nice, std::thread::current().name().map(String::from))
-        })
-        .await
-        .unwrap();
-        assert_eq!(nice, HEAVY_NICE);
-        assert_eq!(name.as_deref(), Some("tenantdb-heavy"));
+    async fn tenant_work_runs_niced_on_the_pool_s_threads_admin_work_does_not() {
+        let pool = WorkerPool::new(2);
+        for class in [Class::Tenant, Class::Heavy] {
+            let (nice, name) = pool.run(class, nice_and_name).await.unwrap();
+            assert_eq!(nice, TENANT_NICE, "{class:?}");
+            assert!(name.unwrap().starts_with("tenantdb-worker-"), "{class:?}");
+        }
+        let (nice, name) = pool.run(Class::Admin, nice_and_name).await.unwrap();
+        assert_eq!(nice, 0, "admin work keeps normal priority");
+        assert!(!name.unwrap_or_default().starts_with("tenantdb-worker-"));
+        // Every slot came back.
+        assert_eq!(pool.gate.lock().unwrap().free, 2);
     }
 
     #[test]
