@@ -112,6 +112,7 @@ fn fill(engine: &Engine, name: &str, rows: i64) {
 
 /// Point selects per second through the engine with metering on and off, in
 /// alternating rounds (best of three each).
+#[inline(never)] // its own frame in profiles
 fn metering_cost(engine: &Engine, n: usize) -> (f64, f64) {
     let sql = "SELECT balance FROM acct WHERE id = ?".to_string();
     let mut rng = Rng(2463534242);
@@ -135,16 +136,38 @@ fn metering_cost(engine: &Engine, n: usize) -> (f64, f64) {
     (best[0], best[1])
 }
 
-/// Selects and inserts per second: through the engine's in-process path and raw rusqlite
-/// on the same file, in alternating rounds (best of three each, to damp machine noise).
-fn in_process(engine: &Engine, path: &Path, n: usize) -> [(String, f64); 4] {
-    let raw = Connection::open(path).expect("open");
-    raw.execute_batch("PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;")
-        .expect("pragma");
+/// `n` point selects and `n / 20` single-row inserts on `conn`: (selects/s, inserts/s).
+fn raw_ops(conn: &Connection, n: usize, rng: &mut Rng) -> (f64, f64) {
+    let t = Instant::now();
+    for _ in 0..n {
+        let mut st = conn
+            .prepare_cached("SELECT balance FROM acct WHERE id = ?")
+            .expect("prepare");
+        let _: i64 = st.query_row([rng.next()], |r| r.get(0)).expect("row");
+    }
+    let selects = n as f64 / t.elapsed().as_secs_f64();
+    let m = n / 20;
+    let t = Instant::now();
+    for i in 0..m {
+        conn.prepare_cached("INSERT INTO acct (balance, filler) VALUES (?, 'r')")
+            .expect("prepare")
+            .execute([i as i64])
+            .expect("insert");
+    }
+    (selects, m as f64 / t.elapsed().as_secs_f64())
+}
+
+/// Selects and inserts per second through the engine's in-process path, and through raw
+/// rusqlite on the same file twice: opened as rusqlite opens a file by default, and opened
+/// with the engine's VFS (`files::VFS`), which tells the engine's own code from SQLite's
+/// configuration. The default-VFS rounds run with the engine's database closed, since one
+/// process must not mix two locking schemes on a file. Alternating rounds, best of three.
+#[inline(never)] // its own frame in profiles
+fn in_process(engine: &Engine, path: &Path, n: usize) -> [(String, f64); 6] {
     let sql = "SELECT balance FROM acct WHERE id = ?".to_string();
     let mut rng = Rng(88172645463325252);
     let m = n / 20;
-    let mut best = [0f64; 4];
+    let mut best = [0f64; 6];
     for _round in 0..3 {
         let t = Instant::now();
         for _ in 0..n {
@@ -156,12 +179,6 @@ fn in_process(engine: &Engine, path: &Path, n: usize) -> [(String, f64); 4] {
             engine.query("bench", req, Caller::Tenant).expect("select");
         }
         best[0] = best[0].max(n as f64 / t.elapsed().as_secs_f64());
-        let t = Instant::now();
-        for _ in 0..n {
-            let mut st = raw.prepare_cached(&sql).expect("prepare");
-            let _: i64 = st.query_row([rng.next()], |r| r.get(0)).expect("row");
-        }
-        best[1] = best[1].max(n as f64 / t.elapsed().as_secs_f64());
         let t = Instant::now();
         for i in 0..m {
             engine
@@ -175,29 +192,46 @@ fn in_process(engine: &Engine, path: &Path, n: usize) -> [(String, f64); 4] {
                 )
                 .expect("insert");
         }
-        best[2] = best[2].max(m as f64 / t.elapsed().as_secs_f64());
-        let t = Instant::now();
-        for i in 0..m {
-            raw.prepare_cached("INSERT INTO acct (balance, filler) VALUES (?, 'r')")
-                .expect("prepare")
-                .execute([i as i64])
-                .expect("insert");
-        }
-        best[3] = best[3].max(m as f64 / t.elapsed().as_secs_f64());
+        best[1] = best[1].max(m as f64 / t.elapsed().as_secs_f64());
+        let same_vfs = tenantdb_engine::files::open_db_rw(path).expect("open");
+        same_vfs
+            .execute_batch("PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;")
+            .expect("pragma");
+        let (sel, ins) = raw_ops(&same_vfs, n, &mut rng);
+        drop(same_vfs);
+        best[4] = best[4].max(sel);
+        best[5] = best[5].max(ins);
+        engine
+            .close_pdb("bench", tenantdb_engine::engine::CloseMode::Normal)
+            .expect("close");
+        let default_vfs = Connection::open(path).expect("open");
+        default_vfs
+            .execute_batch("PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;")
+            .expect("pragma");
+        let (sel, ins) = raw_ops(&default_vfs, n, &mut rng);
+        drop(default_vfs);
+        best[2] = best[2].max(sel);
+        best[3] = best[3].max(ins);
+        engine
+            .open_pdb("bench", tenantdb_engine::catalog::OpenMode::ReadWrite)
+            .expect("open");
     }
     [
         ("engine select/s".into(), best[0]),
-        ("raw select/s".into(), best[1]),
-        ("engine insert/s".into(), best[2]),
-        ("raw insert/s".into(), best[3]),
+        ("engine insert/s".into(), best[1]),
+        ("raw rusqlite (default open) select/s".into(), best[2]),
+        ("raw rusqlite (default open) insert/s".into(), best[3]),
+        ("raw rusqlite (engine's VFS) select/s".into(), best[4]),
+        ("raw rusqlite (engine's VFS) insert/s".into(), best[5]),
     ]
 }
 
 /// Where the in-process overhead goes: µs per point select through each layer of the
 /// engine's path, from raw rusqlite up (best of three rounds each).
+#[inline(never)] // its own frame in profiles
 fn overhead_ladder(engine: &Engine, path: &Path, n: usize) -> Vec<(String, f64)> {
     use tenantdb_engine::query::{self as query, ResultLimits, StmtRef};
-    let raw = Connection::open(path).expect("open");
+    let raw = tenantdb_engine::files::open_db_rw(path).expect("open");
     let sql = "SELECT balance FROM acct WHERE id = ?".to_string();
     let limits = ResultLimits {
         max_rows: 1000,
@@ -207,7 +241,7 @@ fn overhead_ladder(engine: &Engine, path: &Path, n: usize) -> Vec<(String, f64)>
     let rules = pdb.rules();
     let mut rng = Rng(2685821657736338717);
     let rungs = [
-        "raw rusqlite query_row",
+        "raw rusqlite query_row (engine's VFS)",
         "+ typed JSON rows (query::run)",
         "+ pooled session (open mode, lockdown, budget)",
         "+ registry, lockdown text, quota (metering off)",
@@ -709,8 +743,7 @@ fn main() {
     fill(&engine, "bench", ROWS);
     let path = dir.path().join("pdbs/bench.db");
     let ops = in_process(&engine, &path, if quick { 50_000 } else { 200_000 });
-    let sel_overhead = ops[1].1 / ops[0].1 - 1.0;
-    let ins_overhead = ops[3].1 / ops[2].1 - 1.0;
+    let overhead = |raw: usize, eng: usize| (ops[raw].1 / ops[eng].1 - 1.0) * 100.0;
     for (k, v) in &ops {
         lines.push((k.clone(), format!("{v:.0}")));
     }
@@ -724,12 +757,12 @@ fn main() {
         format!("{:.1}%", (without / with - 1.0) * 100.0),
     ));
     lines.push((
-        "engine overhead over raw rusqlite: select / insert".into(),
-        format!(
-            "{:.1}% / {:.1}%",
-            sel_overhead * 100.0,
-            ins_overhead * 100.0
-        ),
+        "engine overhead over raw rusqlite (default open): select / insert".into(),
+        format!("{:.1}% / {:.1}%", overhead(2, 0), overhead(3, 1)),
+    ));
+    lines.push((
+        "engine overhead over raw rusqlite (engine's VFS): select / insert".into(),
+        format!("{:.1}% / {:.1}%", overhead(4, 0), overhead(5, 1)),
     ));
 
     let ladder = overhead_ladder(&engine, &path, if quick { 50_000 } else { 200_000 });

@@ -287,7 +287,7 @@ impl Engine {
         let tmp = self.dir.join("tmp").join(file);
         files::remove_db(&tmp)?;
         {
-            let conn = Connection::open(&tmp)?;
+            let conn = files::open_db_rw(&tmp)?;
             conn.execute_batch("PRAGMA journal_mode=WAL;")?;
             if let Some(sql) = sql {
                 conn.execute_batch(sql)
@@ -502,8 +502,7 @@ impl Engine {
             }
             CloneMode::Snapshot => {
                 // Hold the write lock so the file and its WAL are one consistent state.
-                let conn =
-                    Connection::open_with_flags(&src.path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+                let conn = files::open_db(&src.path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
                 conn.busy_timeout(Duration::from_secs(10))?;
                 conn.execute_batch("BEGIN IMMEDIATE")?;
                 let wal = PathBuf::from(format!("{}-wal", src.path.display()));
@@ -520,7 +519,7 @@ impl Engine {
                 match cloned {
                     Ok(()) => {
                         // Fold the WAL into the clone so it is one file like every other database.
-                        let c2 = Connection::open(tmp)?;
+                        let c2 = files::open_db_rw(tmp)?;
                         c2.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
                         drop(c2);
                         files::remove_sidecars(tmp).ok();
@@ -539,14 +538,13 @@ impl Engine {
             }
             CloneMode::MetadataOnly => {
                 std::fs::copy(self.dir.join("empty.db"), tmp)?;
-                let from =
-                    Connection::open_with_flags(&src.path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+                let from = files::open_live_db_for_reading(&src.path)?;
                 let mut stmt = from.prepare("SELECT type, sql FROM sqlite_schema WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' ORDER BY CASE type WHEN 'table' THEN 0 WHEN 'index' THEN 1 WHEN 'view' THEN 2 ELSE 3 END, rowid")?;
                 let ddl: Vec<String> = stmt
                     .query_map([], |r| r.get::<_, String>(1))?
                     .collect::<Result<_, _>>()?;
                 let version: i64 = from.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-                let mut to = Connection::open(tmp)?;
+                let mut to = files::open_db_rw(tmp)?;
                 let tx = to.transaction()?;
                 for sql in &ddl {
                     tx.execute_batch(sql)?;
@@ -688,11 +686,8 @@ impl Engine {
     fn register_archive(&self, archive: &str, database: &str, dir: &Path) -> Result<Manifest> {
         let data = dir.join("data.db");
         let (sha256, size) = files::sha256_file(&data)?;
-        let schema_version: i64 = Connection::open_with_flags(
-            &data,
-            OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )?
-        .query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let schema_version: i64 = files::open_db(&data, OpenFlags::SQLITE_OPEN_READ_ONLY)?
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
         let manifest = Manifest {
             format: ARCHIVE_FORMAT.into(),
             name: archive.into(),
@@ -758,7 +753,7 @@ impl Engine {
                 };
             }
             let check = |path: &Path| -> Result<String> {
-                let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
+                let conn = files::open_db(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
                     .and_then(|c| c.query_row("PRAGMA quick_check", [], |r| r.get::<_, String>(0)));
                 conn.map_err(|e| {
                     EngineError::BadRequest(format!("archive {archive} is not a database: {e}"))
@@ -819,7 +814,7 @@ impl Engine {
         }
         std::fs::copy(&data, tmp)?;
         let ok: String =
-            Connection::open(tmp)?.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+            files::open_db_rw(tmp)?.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
         if ok != "ok" {
             return Err(EngineError::BadRequest(format!(
                 "archive {archive} holds a damaged database: {ok}"
@@ -1409,8 +1404,8 @@ fn describe_source(s: &Source) -> String {
 /// Copy a live database with SQLite's online backup: one consistent snapshot while
 /// writers go on (WAL), then fold it into a single file.
 fn backup(from: &Path, to: &Path) -> Result<()> {
-    let src = Connection::open_with_flags(from, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    let mut dst = Connection::open(to)?;
+    let src = files::open_live_db_for_reading(from)?;
+    let mut dst = files::open_db_rw(to)?;
     {
         let b = rusqlite::backup::Backup::new(&src, &mut dst)?;
         // One step: the whole copy is one read transaction, a consistent snapshot that
@@ -1423,7 +1418,7 @@ fn backup(from: &Path, to: &Path) -> Result<()> {
 
 /// Fold the WAL into the main file.
 fn checkpoint(path: &Path) -> Result<()> {
-    let conn = Connection::open(path)?;
+    let conn = files::open_db_rw(path)?;
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
     Ok(())

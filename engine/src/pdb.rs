@@ -274,7 +274,7 @@ impl Pdb {
     }
 
     fn open_conn(&self) -> Result<PooledConn> {
-        let mut conn = Connection::open_with_flags(
+        let mut conn = crate::files::open_db(
             &self.path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
