@@ -918,7 +918,7 @@ fn main() {
                 "PostgreSQL single-row insert, 1 client: tps".into(),
                 format!(
                     "{tps:.0}  → TenantDB in-process insert / PostgreSQL = {:.2}",
-                    ops[2].1 / tps.max(1.0)
+                    ops[1].1 / tps.max(1.0)
                 ),
             ));
             let tps = pg

@@ -26,7 +26,8 @@ fn other_process_reads(path: &std::path::Path) -> Option<String> {
 #[tokio::test]
 async fn no_other_process_opens_a_live_database_and_it_can_once_the_database_is_closed() {
     let app = app();
-    app.create(json!({"name": "db", "source": {"empty": {}}})).await;
+    app.create(json!({"name": "db", "source": {"empty": {}}}))
+        .await;
     let (s, v) = app
         .sql("db", ADMIN, "CREATE TABLE t (x INTEGER)", json!(null))
         .await;
