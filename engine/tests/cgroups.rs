@@ -95,6 +95,14 @@ async fn start(dir: &Path, parent: &str, t: &Tenant, on_cpu0: bool) -> Running {
     panic!("engine for {} did not start", t.name);
 }
 
+/// A data directory for each tenant.
+fn data_dirs(tenants: &[Tenant]) -> Vec<tempfile::TempDir> {
+    tenants
+        .iter()
+        .map(|_| tempfile::tempdir().unwrap())
+        .collect()
+}
+
 async fn get_json(engine: &Running, path: &str) -> serde_json::Value {
     reqwest::get(format!("{}{path}", engine.base))
         .await
@@ -134,10 +142,7 @@ async fn two_standalone_tenants_run_in_their_own_cgroups_with_their_tier_values(
             iops: 3000,
         },
     ];
-    let dirs: Vec<tempfile::TempDir> = tenants
-        .iter()
-        .map(|_| tempfile::tempdir().unwrap())
-        .collect();
+    let dirs = data_dirs(&tenants);
     // Declared before the engines, so it drops after them even when an assertion fails.
     let _cleanup = Cleanup(parent.clone());
     let mut made = Vec::new();
@@ -279,10 +284,7 @@ async fn priorities_split_a_contended_cpu_by_their_weights() {
             iops: 10_000,
         },
     ];
-    let dirs: Vec<tempfile::TempDir> = tenants
-        .iter()
-        .map(|_| tempfile::tempdir().unwrap())
-        .collect();
+    let dirs = data_dirs(&tenants);
     let _cleanup = Cleanup(parent.clone());
     let mut engines = Vec::new();
     for (t, dir) in tenants.iter().zip(&dirs) {
