@@ -107,7 +107,11 @@ fn niced_threads(n: usize) -> std::io::Result<std::sync::mpsc::Sender<Job>> {
                         Err(_) => return,
                     };
                     match job {
-                        Ok(job) => job(),
+                        // A panicking statement fails its own request (its result
+                        // sender is dropped), not the thread that ran it.
+                        Ok(job) => {
+                            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                        }
                         Err(_) => return,
                     }
                 }
@@ -182,16 +186,19 @@ impl WorkerPool {
         };
         let Some(jobs) = niced else {
             return tokio::task::spawn_blocking(move || {
-                let _slot = slot;
-                f()
+                let out = f();
+                drop(slot);
+                out
             })
             .await
             .map_err(std::io::Error::other);
         };
         let (tx, rx) = oneshot::channel();
+        // The slot is free again before the caller hears the result.
         let job: Job = Box::new(move || {
-            let _slot = slot;
-            let _ = tx.send(f());
+            let out = f();
+            drop(slot);
+            let _ = tx.send(out);
         });
         jobs.lock()
             .map_err(|_| std::io::Error::other("the worker threads' queue is poisoned"))?
@@ -290,6 +297,12 @@ mod tests {
         assert_eq!(nice, 0, "admin work keeps normal priority");
         assert!(!name.unwrap_or_default().starts_with("tenantdb-worker-"));
         // Every slot came back.
+        assert_eq!(pool.gate.lock().unwrap().free, 2);
+        // A panic fails its own statement and leaves the threads serving.
+        for _ in 0..3 {
+            assert!(pool.run(Class::Tenant, || panic!("boom")).await.is_err());
+        }
+        assert_eq!(pool.run(Class::Tenant, || 7).await.unwrap(), 7);
         assert_eq!(pool.gate.lock().unwrap().free, 2);
     }
 
