@@ -207,6 +207,7 @@ async fn status(
 }
 
 async fn isolation_cpu(State(state): State<Arc<EngineState>>) -> impl IntoResponse {
+    let (time_budget, cpu_budget) = state.engine.interruptions();
     Json(json!({
         "limit": state.cgroup.cpu(),
         "priority": state.config.priority,
@@ -215,8 +216,8 @@ async fn isolation_cpu(State(state): State<Arc<EngineState>>) -> impl IntoRespon
         "statementBudgetMillis": state.engine.statement_budget().as_millis() as u64,
         "statementCpuBudgetMillis": state.engine.statement_cpu_budget().map(|d| d.as_millis() as u64),
         "interrupted": {
-            "timeBudget": state.engine.interruptions().0,
-            "cpuBudget": state.engine.interruptions().1,
+            "timeBudget": time_budget,
+            "cpuBudget": cpu_budget,
         },
         "tenantCgroup": state.tenant_cgroup,
     }))

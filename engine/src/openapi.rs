@@ -64,7 +64,7 @@ pub const ROUTES: &[Route] = &[
     (
         "get",
         "/v1/isolation/cpu",
-        "CPU limit read from the cgroup (`limit`), tenant priority, concurrent sessions (max, active, refused), the statement time budget, and the tenant's own cgroup when the engine made one",
+        "CPU limit read from the cgroup (`limit`), tenant priority, concurrent sessions (max, active, refused), the worker pool, the statement time and CPU budgets with the statements each interrupted, and the tenant's own cgroup when the engine made one",
         None,
         None,
         Auth::None,
@@ -72,7 +72,7 @@ pub const ROUTES: &[Route] = &[
     (
         "get",
         "/v1/isolation/memory",
-        "Memory limit read from the cgroup (`limit`) and the page cache per connection derived from it",
+        "Memory limit read from the cgroup (`limit`), the page cache per connection and the SQLite heap limit derived from it, and the heap in use",
         None,
         None,
         Auth::None,

@@ -2,8 +2,9 @@
 //! bucket: `burst` tokens at most, refilled at `per_hour / 3600` per second. Data-plane
 //! requests past it get 429 with `X-RateLimit-Limit`, `-Remaining` and `-Reset`.
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use crate::throttle::TokenBucket;
 
 /// What the bucket says about one request.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -23,9 +24,7 @@ pub struct Decision {
 /// A token bucket; `check` is O(1) under a short lock.
 #[derive(Debug)]
 pub struct RateLimiter {
-    capacity: f64,
-    per_sec: f64,
-    state: Mutex<(f64, Instant)>,
+    bucket: TokenBucket,
 }
 
 impl RateLimiter {
@@ -40,11 +39,12 @@ impl RateLimiter {
         if per_hour == 0 {
             return None;
         }
-        let capacity = f64::from(burst.max(1));
         Some(RateLimiter {
-            capacity,
-            per_sec: f64::from(per_hour) / 3600.0,
-            state: Mutex::new((capacity, now)),
+            bucket: TokenBucket::full_at(
+                f64::from(per_hour) / 3600.0,
+                f64::from(burst.max(1)),
+                now,
+            ),
         })
     }
 
@@ -55,28 +55,26 @@ impl RateLimiter {
 
     /// Take a token at `now` if one is there.
     pub fn check_at(&self, now: Instant) -> Decision {
-        let mut state = match self.state.lock() {
-            Ok(s) => s,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        let (tokens, last) = *state;
-        let elapsed = now.saturating_duration_since(last).as_secs_f64();
-        let mut tokens = (tokens + elapsed * self.per_sec).min(self.capacity);
-        let allowed = tokens >= 1.0;
-        if allowed {
-            tokens -= 1.0;
-        }
-        *state = (tokens, now.max(last));
+        let mut allowed = false;
+        let tokens = self.bucket.update(now, |tokens| {
+            allowed = tokens >= 1.0;
+            if allowed {
+                tokens - 1.0
+            } else {
+                tokens
+            }
+        });
+        let (per_sec, capacity) = (self.bucket.rate(), self.bucket.burst());
         let secs = |t: f64| {
-            Duration::from_secs_f64((t / self.per_sec).max(0.0))
+            Duration::from_secs_f64((t / per_sec).max(0.0))
                 .as_secs_f64()
                 .ceil() as u64
         };
         Decision {
             allowed,
-            limit: self.capacity as u32,
+            limit: capacity as u32,
             remaining: tokens.floor() as u32,
-            reset_secs: secs(self.capacity - tokens),
+            reset_secs: secs(capacity - tokens),
             retry_after_secs: if allowed { 0 } else { secs(1.0 - tokens) },
         }
     }

@@ -9,13 +9,58 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-/// One resource's limit: `rate` units a second, up to `burst` saved up.
+/// A token bucket: `rate` tokens a second, `burst` at most, the level kept under a short
+/// lock. The request-rate limiter and the debt throttles below share it.
 #[derive(Debug)]
-pub struct Throttle {
+pub struct TokenBucket {
     rate: f64,
     burst: f64,
     /// Tokens (negative in debt) as of the instant beside them.
     state: Mutex<(f64, Instant)>,
+}
+
+impl TokenBucket {
+    /// A full bucket at `now`.
+    pub fn full_at(rate: f64, burst: f64, now: Instant) -> Self {
+        TokenBucket {
+            rate,
+            burst,
+            state: Mutex::new((burst, now)),
+        }
+    }
+
+    /// Tokens a second.
+    pub fn rate(&self) -> f64 {
+        self.rate
+    }
+
+    /// Tokens at most.
+    pub fn burst(&self) -> f64 {
+        self.burst
+    }
+
+    /// Refill to `now` (an earlier instant adds nothing), then set the level to what
+    /// `take` makes of the refilled one, which it is given; returns the new level.
+    pub fn update(&self, now: Instant, take: impl FnOnce(f64) -> f64) -> f64 {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (tokens, last) = *state;
+        let now = now.max(last);
+        let refilled = (tokens + (now - last).as_secs_f64() * self.rate).min(self.burst);
+        let left = take(refilled);
+        *state = (left, now);
+        left
+    }
+
+    /// The level at `now`.
+    pub fn level(&self, now: Instant) -> f64 {
+        self.update(now, |t| t)
+    }
+}
+
+/// One resource's limit: `rate` units a second, up to `burst` saved up.
+#[derive(Debug)]
+pub struct Throttle {
+    bucket: TokenBucket,
     charged: AtomicU64,
     throttled: AtomicU64,
     throttled_micros: AtomicU64,
@@ -51,27 +96,12 @@ impl Throttle {
         if rate == 0 {
             return None;
         }
-        let burst = burst.max(1) as f64;
         Some(Throttle {
-            rate: rate as f64,
-            burst,
-            state: Mutex::new((burst, now)),
+            bucket: TokenBucket::full_at(rate as f64, burst.max(1) as f64, now),
             charged: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
             throttled_micros: AtomicU64::new(0),
         })
-    }
-
-    /// Tokens at `now` (not before the last charge), refilled at the rate up to the burst.
-    fn refilled(&self, (tokens, last): (f64, Instant), now: Instant) -> (f64, Instant) {
-        let now = now.max(last);
-        let tokens = (tokens + (now - last).as_secs_f64() * self.rate).min(self.burst);
-        (tokens, now)
-    }
-
-    fn tokens_at(&self, now: Instant) -> f64 {
-        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        self.refilled(*state, now).0
     }
 
     /// Take `units` used by work that just ran (the bucket may go into debt).
@@ -80,9 +110,7 @@ impl Throttle {
             return;
         }
         self.charged.fetch_add(units, Ordering::Relaxed);
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let (tokens, now) = self.refilled(*state, now);
-        *state = (tokens - units as f64, now);
+        self.bucket.update(now, |tokens| tokens - units as f64);
     }
 
     /// [`Throttle::charge_at`] now.
@@ -92,11 +120,11 @@ impl Throttle {
 
     /// How long work must wait at `now` before it may start: until the debt is repaid.
     pub fn wait_at(&self, now: Instant) -> Duration {
-        let tokens = self.tokens_at(now);
+        let tokens = self.bucket.level(now);
         if tokens >= 0.0 {
             return Duration::ZERO;
         }
-        Duration::from_secs_f64(-tokens / self.rate)
+        Duration::from_secs_f64(-tokens / self.bucket.rate())
     }
 
     /// Record that work waited `d` for this throttle.
@@ -111,10 +139,10 @@ impl Throttle {
     /// The throttle's figures now.
     pub fn report(&self) -> ThrottleReport {
         ThrottleReport {
-            limit_per_second: self.rate as u64,
-            burst: self.burst as u64,
+            limit_per_second: self.bucket.rate() as u64,
+            burst: self.bucket.burst() as u64,
             used: self.charged.load(Ordering::Relaxed),
-            tokens: (self.tokens_at(Instant::now()) * 10.0).round() / 10.0,
+            tokens: (self.bucket.level(Instant::now()) * 10.0).round() / 10.0,
             throttled: self.throttled.load(Ordering::Relaxed),
             throttled_millis: self.throttled_micros.load(Ordering::Relaxed) / 1000,
         }

@@ -78,7 +78,7 @@ pub struct WorkerPool {
     ran: [AtomicU64; 3],
     /// Jobs for the pool's niced threads (one a slot, so a slot holder finds one idle);
     /// `None` when they could not be started, and tenant work runs as admin work does.
-    tenant_jobs: Option<Mutex<std::sync::mpsc::Sender<Job>>>,
+    tenant_jobs: Option<std::sync::mpsc::Sender<Job>>,
 }
 
 impl std::fmt::Debug for WorkerPool {
@@ -153,7 +153,7 @@ impl WorkerPool {
     pub fn new(size: usize) -> Arc<Self> {
         let size = size.max(1);
         let tenant_jobs = match niced_threads(size) {
-            Ok(tx) => Some(Mutex::new(tx)),
+            Ok(tx) => Some(tx),
             Err(e) => {
                 tracing::warn!(error = %e, "no worker threads: tenant work runs at normal priority");
                 None
@@ -180,30 +180,25 @@ impl WorkerPool {
         f: impl FnOnce() -> T + Send + 'static,
     ) -> std::io::Result<T> {
         let slot = self.acquire(class).await;
-        let niced = match (&self.tenant_jobs, class) {
-            (Some(jobs), Class::Tenant | Class::Heavy) => Some(jobs),
-            _ => None,
-        };
-        let Some(jobs) = niced else {
-            return tokio::task::spawn_blocking(move || {
-                let out = f();
-                drop(slot);
-                out
-            })
-            .await
-            .map_err(std::io::Error::other);
-        };
-        let (tx, rx) = oneshot::channel();
         // The slot is free again before the caller hears the result.
-        let job: Job = Box::new(move || {
+        let work = move || {
             let out = f();
             drop(slot);
-            let _ = tx.send(out);
-        });
-        jobs.lock()
-            .map_err(|_| std::io::Error::other("the worker threads' queue is poisoned"))?
-            .send(job)
-            .map_err(|_| std::io::Error::other("the worker threads stopped"))?;
+            out
+        };
+        let jobs = match (&self.tenant_jobs, class) {
+            (Some(jobs), Class::Tenant | Class::Heavy) => jobs,
+            _ => {
+                return tokio::task::spawn_blocking(work)
+                    .await
+                    .map_err(std::io::Error::other)
+            }
+        };
+        let (tx, rx) = oneshot::channel();
+        jobs.send(Box::new(move || {
+            let _ = tx.send(work());
+        }))
+        .map_err(|_| std::io::Error::other("the worker threads stopped"))?;
         rx.await
             .map_err(|_| std::io::Error::other("the worker thread dropped the statement"))
     }

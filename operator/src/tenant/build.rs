@@ -268,9 +268,13 @@ pub fn desired(
     )?;
 
     let resources = json!({"cpu": limits.cpu, "memory": limits.memory});
-    let requests = match (config.limits.cpu_millis, tenant.spec.priority) {
-        (Some(m), p) if cpu_request_millis(p, m) < m => {
-            json!({"cpu": format!("{}m", cpu_request_millis(p, m)), "memory": limits.memory})
+    let requests = match config
+        .limits
+        .cpu_millis
+        .map(|m| (m, cpu_request_millis(tenant.spec.priority, m)))
+    {
+        Some((limit, request)) if request < limit => {
+            json!({"cpu": format!("{request}m"), "memory": limits.memory})
         }
         _ => resources.clone(),
     };
