@@ -2,7 +2,6 @@
 //! One SQLite file per pluggable database, a catalog, a seed, lockdown through the
 //! authorizer, and an HTTP API.
 
-pub mod api;
 pub mod catalog;
 pub mod cgroup;
 pub mod config;
@@ -10,12 +9,12 @@ pub mod engine;
 pub mod error;
 pub mod files;
 pub mod http;
+pub use http::openapi;
 pub mod isolation;
 pub mod lockdown;
 pub mod metering;
 pub mod metrics;
 pub mod names;
-pub mod openapi;
 pub mod pdb;
 pub mod query;
 pub mod ratelimit;

@@ -363,8 +363,8 @@ impl EngineClient {
                 .to_string()
         };
         let (sha, database) = (
-            header(tenantdb_engine::api::SHA256_HEADER),
-            header(tenantdb_engine::api::DATABASE_HEADER),
+            header(tenantdb_engine::http::admin::SHA256_HEADER),
+            header(tenantdb_engine::http::admin::DATABASE_HEADER),
         );
         let length = resp.content_length();
         let mut put = to
