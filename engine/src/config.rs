@@ -54,7 +54,14 @@ pub struct EngineConfig {
     /// The tier's price and the price list for usage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub billing: Option<BillingConfig>,
+    /// Milliseconds a Hrana stream may stay idle before it ends and its open transaction
+    /// rolls back (default [`DEFAULT_STREAM_IDLE_MILLIS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_idle_timeout_millis: Option<u64>,
 }
+
+/// How long an idle stream lives by default: 10 s, as libSQL's own server.
+pub const DEFAULT_STREAM_IDLE_MILLIS: u64 = 10_000;
 
 /// A tenant's priority (the Tenant's `spec.priority`): its CPU weight against other
 /// tenants when the CPU is short. Standalone, it is written into the tenant's own cgroup.
@@ -192,6 +199,15 @@ pub struct EngineLimits {
 }
 
 impl EngineConfig {
+    /// How long a Hrana stream may stay idle.
+    pub fn stream_idle_timeout(&self) -> std::time::Duration {
+        let ms = self
+            .stream_idle_timeout_millis
+            .unwrap_or(DEFAULT_STREAM_IDLE_MILLIS)
+            .max(1);
+        std::time::Duration::from_millis(ms)
+    }
+
     /// The data-plane rate limiter for these limits (`None` when no rate is set).
     pub fn rate_limiter(&self) -> Option<crate::ratelimit::RateLimiter> {
         let per_hour = self.limits.requests_per_hour?;

@@ -53,6 +53,10 @@ pub enum EngineError {
     /// SQL the database refused (syntax, constraint, type) (400).
     #[error("{0}")]
     Sql(String),
+    /// Another session holds the write lock (409); the statement did not run and may be
+    /// run again.
+    #[error("{0}")]
+    Busy(String),
     /// A fault of the engine itself (500).
     #[error("{0}")]
     Internal(String),
@@ -66,7 +70,7 @@ impl EngineError {
             EngineError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             EngineError::Forbidden(_) | EngineError::Lockdown(_) => StatusCode::FORBIDDEN,
             EngineError::NotFound(_) => StatusCode::NOT_FOUND,
-            EngineError::Conflict(_) => StatusCode::CONFLICT,
+            EngineError::Conflict(_) | EngineError::Busy(_) => StatusCode::CONFLICT,
             EngineError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             EngineError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             EngineError::RateLimited(_) | EngineError::TooManySessions(_) => {
@@ -89,6 +93,7 @@ impl EngineError {
             EngineError::Lockdown(_) => "lockdown",
             EngineError::NotFound(_) => "not_found",
             EngineError::Conflict(_) => "conflict",
+            EngineError::Busy(_) => "busy",
             EngineError::TooLarge(_) => "too_large",
             EngineError::UnsupportedMediaType(_) => "unsupported_media_type",
             EngineError::RateLimited(_) => "rate_limited",
@@ -134,6 +139,11 @@ impl From<rusqlite::Error> for EngineError {
                 ),
                 ErrorCode::ReadOnly => {
                     EngineError::Conflict("the database is open read-only".into())
+                }
+                // Plain SQLITE_BUSY: the lock was held, nothing ran, a retry can succeed.
+                // BUSY_SNAPSHOT and the like cannot: the transaction must start again.
+                ErrorCode::DatabaseBusy if f.extended_code == rusqlite::ffi::SQLITE_BUSY => {
+                    EngineError::Busy(format!("the database is busy: {e}"))
                 }
                 ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
                     EngineError::Conflict(format!("the database is busy: {e}"))

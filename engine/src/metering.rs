@@ -195,6 +195,8 @@ pub struct Work {
     pub pages_written: u64,
     /// Whether a transaction committed.
     pub committed: bool,
+    /// Whether the work started a session (a request of the JSON API, a Hrana stream).
+    pub session: bool,
 }
 
 impl Meter {
@@ -207,7 +209,7 @@ impl Meter {
                 c.fetch_add(v, Ordering::Relaxed);
             }
         };
-        add(&self.sessions, 1);
+        add(&self.sessions, u64::from(w.session));
         add(&self.statements, w.statements);
         add(&self.rows_read, w.rows_read);
         add(&self.rows_written, w.rows_written);

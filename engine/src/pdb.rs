@@ -68,7 +68,12 @@ struct PooledConn {
     page_size: u64,
     /// Key of this connection's interrupt handle in `Pdb::interrupts`.
     id: u64,
+    /// `busy_timeout` in force, in milliseconds.
+    busy_ms: u32,
 }
+
+/// How long a statement waits for another session's write lock by default.
+pub const BUSY_TIMEOUT_MS: u32 = 5000;
 
 /// What interrupts a connection's running statement: a wall-clock deadline and a CPU
 /// budget. Both are checked by SQLite's progress handler, every 1,000 VM instructions.
@@ -165,6 +170,9 @@ pub struct Pdb {
     cache_kib: u32,
     /// Hashes of SELECTs that outran the inline cap (at most `MAX_HEAVY`, then forgotten).
     heavy: Mutex<std::collections::HashSet<u64>>,
+    /// Signalled when a session ends a transaction: a writer waiting for the lock without
+    /// holding a thread tries again.
+    pub write_released: tokio::sync::Notify,
 }
 
 /// Heavy statements remembered per database before the set starts again.
@@ -175,11 +183,13 @@ fn sql_key(sql: &str) -> u64 {
     BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(sql)
 }
 
-/// A session: one pooled connection, returned to the pool when dropped.
-pub struct Session<'a> {
-    pdb: &'a Pdb,
+/// A session: one pooled connection, returned to the pool when dropped. It holds its
+/// database, so it may outlive the request that started it (a Hrana stream).
+pub struct Session {
+    pdb: Arc<Pdb>,
     conn: Option<PooledConn>,
     generation: u64,
+    caller: Caller,
 }
 
 impl Pdb {
@@ -201,6 +211,7 @@ impl Pdb {
             epoch: quanta::Instant::now(),
             cache_kib: 2048,
             heavy: Mutex::new(std::collections::HashSet::new()),
+            write_released: tokio::sync::Notify::new(),
         }
     }
 
@@ -323,55 +334,80 @@ impl Pdb {
             denied,
             read_only: false,
             id,
+            busy_ms: BUSY_TIMEOUT_MS,
         })
     }
 
     /// Start a session for `caller` under `rules` (read once by the caller), checking the open mode.
-    pub fn session_with(&self, caller: Caller, rules: &LockdownRules) -> Result<Session<'_>> {
+    pub fn session_with(
+        self: &Arc<Self>,
+        caller: Caller,
+        rules: &LockdownRules,
+    ) -> Result<Session> {
         self.session_in(self.open_mode(), caller, rules)
+    }
+
+    /// Whether `caller` may start a session when the open mode is `mode`.
+    fn admits(&self, mode: Option<OpenMode>, caller: Caller) -> Result<()> {
+        match (mode, caller) {
+            (None, _) => Err(EngineError::Conflict(format!(
+                "database {} is mounted, not open",
+                self.name
+            ))),
+            (Some(OpenMode::Restricted), Caller::Tenant) => Err(EngineError::Forbidden(format!(
+                "database {} is open Restricted: admin sessions only",
+                self.name
+            ))),
+            _ if self.closing.load(Ordering::SeqCst) => Err(EngineError::Conflict(format!(
+                "database {} is closing",
+                self.name
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// A session for `caller` when the database's open mode (as just read) is `mode`.
     pub fn session_in(
-        &self,
+        self: &Arc<Self>,
         mode: Option<OpenMode>,
         caller: Caller,
         rules: &LockdownRules,
-    ) -> Result<Session<'_>> {
-        match (mode, caller) {
-            (None, _) => {
-                return Err(EngineError::Conflict(format!(
-                    "database {} is mounted, not open",
-                    self.name
-                )))
-            }
-            (Some(OpenMode::Restricted), Caller::Tenant) => {
-                return Err(EngineError::Forbidden(format!(
-                    "database {} is open Restricted: admin sessions only",
-                    self.name
-                )))
-            }
-            _ => {}
-        }
-        if self.closing.load(Ordering::SeqCst) {
-            return Err(EngineError::Conflict(format!(
-                "database {} is closing",
-                self.name
-            )));
-        }
+    ) -> Result<Session> {
+        self.admits(mode, caller)?;
         self.active.fetch_add(1, Ordering::SeqCst);
         let generation = self.generation.load(Ordering::SeqCst);
         let pooled = self.idle.lock().ok().and_then(|mut v| v.pop());
-        let mut pooled = match pooled {
-            Some(p) => p,
-            None => match self.open_conn() {
-                Ok(p) => p,
-                Err(e) => {
-                    self.active.fetch_sub(1, Ordering::SeqCst);
-                    return Err(e);
-                }
-            },
+        let pooled = match pooled {
+            Some(p) => Ok(p),
+            None => self.open_conn(),
         };
+        let pooled = match pooled
+            .and_then(|mut p| self.fit(&mut p, mode, caller, rules, false).map(|()| p))
+        {
+            Ok(p) => p,
+            Err(e) => {
+                self.active.fetch_sub(1, Ordering::SeqCst);
+                return Err(e);
+            }
+        };
+        pooled.denied.take();
+        Ok(Session {
+            pdb: self.clone(),
+            conn: Some(pooled),
+            generation,
+            caller,
+        })
+    }
+
+    /// Make `pooled` fit `caller` under `rules` and open mode `mode`.
+    fn fit(
+        &self,
+        pooled: &mut PooledConn,
+        mode: Option<OpenMode>,
+        caller: Caller,
+        rules: &LockdownRules,
+        read_only_txn: bool,
+    ) -> Result<()> {
         // The authorizer runs when a statement is prepared, so cached statements must not
         // outlive the rules or the caller they were checked for: a profile change reaches
         // this session now, and a statement an admin session prepared is never reused
@@ -382,23 +418,21 @@ impl Pdb {
             pooled.conn.flush_prepared_statement_cache();
             pooled.rules_version = version;
         }
-        let read_only =
-            mode == Some(OpenMode::ReadOnly) || (caller == Caller::Tenant && rules.read_only);
+        let read_only = read_only_txn
+            || mode == Some(OpenMode::ReadOnly)
+            || (caller == Caller::Tenant && rules.read_only);
         if pooled.read_only != read_only {
             pooled.admin.store(true, Ordering::Relaxed);
-            if let Err(e) = pooled.conn.pragma_update(None, "query_only", read_only) {
-                self.active.fetch_sub(1, Ordering::SeqCst);
-                return Err(e.into());
-            }
+            pooled.conn.pragma_update(None, "query_only", read_only)?;
             pooled.read_only = read_only;
         }
         pooled.admin.store(admin, Ordering::Relaxed);
-        pooled.denied.take();
-        Ok(Session {
-            pdb: self,
-            conn: Some(pooled),
-            generation,
-        })
+        Ok(())
+    }
+
+    /// Whether the database is closing (its sessions are being ended).
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
     }
 
     /// Close every session: `wait` for running ones up to `deadline` first (normal), or
@@ -443,7 +477,55 @@ impl Pdb {
     }
 }
 
-impl Session<'_> {
+impl Session {
+    /// The database this session is on.
+    pub fn pdb(&self) -> &Arc<Pdb> {
+        &self.pdb
+    }
+
+    /// Who the session runs as.
+    pub fn caller(&self) -> Caller {
+        self.caller
+    }
+
+    /// Wait at most `ms` for another session's write lock (0: fail at once with
+    /// [`EngineError::Busy`], for callers that wait without holding a thread).
+    pub fn set_busy_timeout(&mut self, ms: u32) -> Result<()> {
+        if let Some(c) = self.conn.as_mut() {
+            if c.busy_ms != ms {
+                c.conn.busy_timeout(Duration::from_millis(u64::from(ms)))?;
+                c.busy_ms = ms;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the session is still valid: its database was not closed since it started.
+    pub fn is_current(&self) -> bool {
+        self.pdb.generation.load(Ordering::SeqCst) == self.generation && !self.pdb.is_closing()
+    }
+
+    /// Before the next statements of a session kept across requests: the database must
+    /// still be open to this caller, rules changed since apply now, and a read-only
+    /// transaction (`read_only_txn`) stays read-only.
+    pub fn refresh(&mut self, rules: &LockdownRules, read_only_txn: bool) -> Result<()> {
+        if !self.is_current() {
+            return Err(EngineError::Conflict(format!(
+                "database {} was closed; open a new stream",
+                self.pdb.name
+            )));
+        }
+        let mode = self.pdb.open_mode();
+        self.pdb.admits(mode, self.caller)?;
+        let Session {
+            pdb, conn, caller, ..
+        } = self;
+        match conn.as_mut() {
+            Some(c) => pdb.fit(c, mode, *caller, rules, read_only_txn),
+            None => Ok(()),
+        }
+    }
+
     /// The connection.
     pub fn conn(&self) -> &Connection {
         // Present from creation until drop.
@@ -512,13 +594,20 @@ impl Session<'_> {
     }
 }
 
-impl Drop for Session<'_> {
+impl Drop for Session {
     fn drop(&mut self) {
-        if let Some(c) = self.conn.take() {
+        if let Some(mut c) = self.conn.take() {
             let c_id = c.id;
             c.budget.arm(0, None);
             if !c.conn.is_autocommit() {
                 let _ = c.conn.execute_batch("ROLLBACK");
+                self.pdb.write_released.notify_one();
+            }
+            if c.busy_ms != BUSY_TIMEOUT_MS {
+                let restored = c
+                    .conn
+                    .busy_timeout(Duration::from_millis(u64::from(BUSY_TIMEOUT_MS)));
+                c.busy_ms = if restored.is_ok() { BUSY_TIMEOUT_MS } else { 0 };
             }
             let current = self.pdb.generation.load(Ordering::SeqCst) == self.generation;
             let kept = current

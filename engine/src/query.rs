@@ -9,6 +9,15 @@ use serde_json::{Map, Value};
 
 use crate::error::{EngineError, Result};
 
+/// Whether `sql` starts with SELECT (after white space): a scheduling hint only (which
+/// statements may try the inline path); what a statement may do is decided by lockdown.
+pub fn is_select(sql: &str) -> bool {
+    sql.trim_start()
+        .as_bytes()
+        .get(..6)
+        .is_some_and(|h| h.eq_ignore_ascii_case(b"SELECT"))
+}
+
 /// One statement with its parameters.
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -138,6 +138,7 @@ pub async fn serve(
             iops: config.limits.iops,
             io_bytes_per_second: config.limits.io_bytes_per_second,
             cache_kib_per_connection: crate::isolation::cache_kib_per_connection(memory_limit),
+            stream_idle_timeout: config.stream_idle_timeout(),
             ..Default::default()
         },
     )

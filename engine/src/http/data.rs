@@ -19,14 +19,6 @@ use crate::query::QueryRequest;
 /// How long a statement may run on an async worker before it moves to the blocking pool.
 const INLINE_CAP: std::time::Duration = std::time::Duration::from_millis(2);
 
-/// Whether `sql` starts with SELECT (after white space).
-fn is_select(sql: &str) -> bool {
-    sql.trim_start()
-        .as_bytes()
-        .get(..6)
-        .is_some_and(|h| h.eq_ignore_ascii_case(b"SELECT"))
-}
-
 /// The query route.
 pub fn routes() -> Router<Arc<EngineState>> {
     Router::new().route("/v1/databases/{pdb}/query", post(run_query))
@@ -117,7 +109,7 @@ async fn query_response(
     // blocking pool with its full budget. Everything else goes to the blocking pool.
     // A SELECT that outran the cap once is known heavy: it goes straight to the pool,
     // behind short work, instead of holding an async worker for the cap again.
-    let select = single && req.sql.as_deref().is_some_and(is_select);
+    let select = single && req.sql.as_deref().is_some_and(crate::query::is_select);
     let known_heavy = select && s.engine.known_heavy(&pdb, req.sql.as_deref().unwrap_or(""));
     let first = if select && !known_heavy {
         s.engine

@@ -1,24 +1,26 @@
 //! The engine: the registry of pluggable databases and every lifecycle operation on
 //! them — create, open, close, clone, unplug, plug, drop — each recorded in the
-//! catalog before it is acknowledged.
+//! catalog before it is acknowledged. Running statements is [`execution`].
+
+pub mod execution;
+pub mod streams;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::OpenFlags;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::catalog::{now, ArchiveRecord, Catalog, OpenMode, PdbRecord};
 use crate::error::{EngineError, Result};
 use crate::files;
-use crate::lockdown::{self, LockdownRules};
+use crate::lockdown::LockdownRules;
 use crate::metering;
 use crate::names;
-use crate::pdb::{Caller, Pdb};
-use crate::query::{self, QueryRequest, ResultLimits, StmtResult};
+use crate::pdb::Pdb;
 use crate::reports;
 
 /// Format tag of archives this engine writes and reads.
@@ -47,6 +49,8 @@ pub struct EngineOptions {
     pub io_bytes_per_second: Option<u64>,
     /// SQLite page cache per connection, in KiB (see `isolation::cache_kib_per_connection`).
     pub cache_kib_per_connection: u32,
+    /// How long a stream (a session kept across requests) may stay idle.
+    pub stream_idle_timeout: Duration,
 }
 
 impl Default for EngineOptions {
@@ -62,6 +66,7 @@ impl Default for EngineOptions {
             iops: None,
             io_bytes_per_second: None,
             cache_kib_per_connection: 2048,
+            stream_idle_timeout: Duration::from_millis(crate::config::DEFAULT_STREAM_IDLE_MILLIS),
         }
     }
 }
@@ -215,6 +220,8 @@ pub struct Engine {
     pub io: crate::isolation::IoLimits,
     /// Tenant statements interrupted by their time budget, and by their CPU budget.
     interrupted: [std::sync::atomic::AtomicU64; 2],
+    /// Sessions kept across requests (Hrana streams).
+    pub streams: Arc<streams::Streams>,
 }
 
 /// 403 for a token this engine does not know (revoked, or another tenant's), asking for
@@ -253,6 +260,7 @@ impl Engine {
             used: Mutex::new((Instant::now() - Duration::from_secs(60), 0)),
             io: crate::isolation::IoLimits::new(opts.iops, opts.io_bytes_per_second),
             interrupted: Default::default(),
+            streams: streams::Streams::new(opts.stream_idle_timeout),
             opts,
         };
         engine.catalog.start_uptime(engine.started_unix)?;
@@ -575,6 +583,7 @@ impl Engine {
             return Ok(self.info(&pdb));
         }
         if current.is_some() {
+            self.streams.end_for(name, true);
             pdb.close_sessions(true, self.opts.close_deadline)?;
         }
         self.update(&pdb, "opened", &format!("{mode:?}"), |r| {
@@ -589,6 +598,7 @@ impl Engine {
         if pdb.record().open_mode.is_none() {
             return Ok(self.info(&pdb));
         }
+        self.streams.end_for(name, mode == CloseMode::Normal);
         pdb.close_sessions(mode == CloseMode::Normal, self.opts.close_deadline)?;
         self.update(&pdb, "closed", &format!("{mode:?}"), |r| r.open_mode = None)?;
         Ok(self.info(&pdb))
@@ -636,6 +646,7 @@ impl Engine {
     /// Drop a database: its file is deleted, or moved to `retained/` when `keep_files`.
     pub fn drop_pdb(&self, name: &str, keep_files: bool) -> Result<()> {
         let pdb = self.get(name)?;
+        self.streams.end_for(name, false);
         pdb.close_sessions(false, self.opts.close_deadline)?;
         self.flush_pdbs(std::slice::from_ref(&pdb))?;
         self.pdbs
@@ -673,6 +684,7 @@ impl Engine {
         if self.catalog.archive(&archive)?.is_some() {
             return Err(EngineError::Conflict(format!("archive {archive} exists")));
         }
+        self.streams.end_for(name, true);
         pdb.close_sessions(true, self.opts.close_deadline)?;
         self.update(&pdb, "closed", "for unplug", |r| r.open_mode = None)?;
         self.flush_pdbs(std::slice::from_ref(&pdb))?;
@@ -1224,170 +1236,6 @@ impl Engine {
             "pageCacheBudgetBytes": kib * 1024 * connections as u64,
             "idleConnectionsKeptPerDatabase": crate::pdb::MAX_IDLE,
         })
-    }
-
-    /// Run a query on a database as `caller`.
-    /// A tenant's query waits first while the tenant is over its IO limits (until the
-    /// pages earlier statements read and wrote are paid for); the operator's admin work is
-    /// neither charged nor held.
-    pub fn query(&self, name: &str, req: QueryRequest, caller: Caller) -> Result<Vec<StmtResult>> {
-        if caller == Caller::Tenant {
-            let wait = self.io.wait();
-            if !wait.is_zero() {
-                std::thread::sleep(wait);
-            }
-        }
-        self.query_capped(name, &req, caller, None)?
-            .ok_or_else(|| EngineError::Internal("uncapped query gave up".into()))
-    }
-
-    /// Run a query with its time budget capped at `cap`: `Ok(None)` when the cap (not the
-    /// caller's own budget) interrupted it, so it can run again where blocking is fine.
-    /// An interrupted statement is rolled back whole, so running it again is safe.
-    pub fn query_capped(
-        &self,
-        name: &str,
-        req: &QueryRequest,
-        caller: Caller,
-        cap: Option<Duration>,
-    ) -> Result<Option<Vec<StmtResult>>> {
-        let pdb = self.get(name)?;
-        let (stmts, transaction) = req.statements()?;
-        let rules = pdb.rules();
-        if caller == Caller::Tenant {
-            for s in stmts.iter() {
-                if let Some(reason) = lockdown::check_text(&rules, s.sql) {
-                    return Err(EngineError::Lockdown(reason));
-                }
-            }
-        }
-        let (budget, cpu_budget, max_rows) = match caller {
-            Caller::Tenant => (
-                rules
-                    .max_statement_millis
-                    .map(|m| Duration::from_millis(u64::from(m)))
-                    .unwrap_or(self.opts.default_statement_budget),
-                rules
-                    .max_statement_cpu_millis
-                    .map(|m| Duration::from_millis(u64::from(m)))
-                    .or(self.opts.default_statement_cpu_budget),
-                rules
-                    .max_result_rows
-                    .map(|r| r as usize)
-                    .unwrap_or(self.opts.default_max_rows),
-            ),
-            Caller::Admin => (
-                self.opts.default_statement_budget,
-                None,
-                self.opts.default_max_rows,
-            ),
-        };
-        let capped = cap.is_some_and(|c| c < budget);
-        let limits = ResultLimits {
-            max_rows,
-            max_bytes: self.opts.max_result_bytes,
-        };
-        let (mode, quota) = pdb.mode_and_quota();
-        let mut session = pdb.session_in(mode, caller, &rules)?;
-        session.limit_size(self.size_budget(&pdb, quota))?;
-        let start = quanta::Instant::now();
-        session.set_budget(
-            start,
-            if capped {
-                cap.unwrap_or(budget)
-            } else {
-                budget
-            },
-            cpu_budget,
-        );
-        let conn = session.conn();
-        let charge_io = caller == Caller::Tenant && self.io.is_limited();
-        let metered = self.metering.load(std::sync::atomic::Ordering::Relaxed);
-        // The thread CPU clock costs 0.4 µs a read here (a syscall; not in the vDSO): a
-        // third of a point select. A lone SELECT runs on this thread without waiting for
-        // storage once its pages are cached, so its elapsed time is its CPU time; writes
-        // and batches, where a commit's fsync dwarfs the clock, read the real CPU clock.
-        let clock = metered.then(|| {
-            let lone_select = !transaction
-                && stmts[0]
-                    .sql
-                    .trim_start()
-                    .get(..6)
-                    .is_some_and(|h| h.eq_ignore_ascii_case("SELECT"));
-            metering::CpuClock::start(lone_select, start)
-        });
-        let outcome = run_statements(conn, &session, &stmts, transaction, limits, capped);
-        self.count_interruption(&outcome);
-        let (pages_read, pages_written) = if metered || charge_io {
-            metering::take_page_io(conn)
-        } else {
-            (0, 0)
-        };
-        if charge_io {
-            self.io
-                .charge(pages_read + pages_written, session.page_size());
-        }
-        let Some(clock) = clock else {
-            return outcome;
-        };
-        let mut work = metering::Work {
-            cpu_micros: clock.micros(),
-            pages_read,
-            pages_written,
-            ..Default::default()
-        };
-        if let Ok(Some(results)) = &outcome {
-            work.statements = results.len() as u64;
-            work.rows_read = results.iter().map(|r| r.rows.len() as u64).sum();
-            work.rows_written = results.iter().map(|r| r.rows_affected).sum();
-            work.committed = transaction || work.rows_written > 0;
-        }
-        pdb.meter.record_work(&work);
-        outcome
-    }
-}
-
-/// Run one statement, or a batch in one transaction, on a session's connection.
-fn run_statements(
-    conn: &Connection,
-    session: &crate::pdb::Session<'_>,
-    stmts: &[query::StmtRef<'_>],
-    transaction: bool,
-    limits: ResultLimits,
-    capped: bool,
-) -> Result<Option<Vec<StmtResult>>> {
-    if !transaction {
-        return match query::run(conn, stmts[0], limits).map_err(|e| session.explain(e)) {
-            Ok(r) => Ok(Some(vec![r])),
-            Err(EngineError::Timeout(_)) if capped => Ok(None),
-            Err(e) => Err(e),
-        };
-    }
-    conn.execute_batch("BEGIN IMMEDIATE")?;
-    let mut out = Vec::with_capacity(stmts.len());
-    for (i, s) in stmts.iter().enumerate() {
-        match query::run(conn, *s, limits) {
-            Ok(r) => out.push(r),
-            Err(e) => {
-                let _ = conn.execute_batch("ROLLBACK");
-                return match session.explain(e) {
-                    EngineError::Timeout(_) if capped => Ok(None),
-                    e => Err(prefix(e, i)),
-                };
-            }
-        }
-    }
-    conn.execute_batch("COMMIT")?;
-    Ok(Some(out))
-}
-
-fn prefix(e: EngineError, i: usize) -> EngineError {
-    let p = |m: String| format!("batch statement {i}: {m}; nothing was committed");
-    match e {
-        EngineError::BadRequest(m) => EngineError::BadRequest(p(m)),
-        EngineError::Sql(m) => EngineError::Sql(p(m)),
-        EngineError::Lockdown(m) => EngineError::Lockdown(p(m)),
-        other => other,
     }
 }
 
