@@ -26,6 +26,13 @@ pub struct Metrics {
     pub sla_compliant: Gauge,
     /// SLA violations this period by metric and severity.
     pub sla_violations: GaugeVec,
+    /// Data-plane requests refused before reaching a database (no token, a token of no
+    /// use here): counted apart, never billed to a database.
+    pub refused_requests: IntCounterVec,
+    /// Hrana streams open now.
+    pub streams_open: Gauge,
+    /// Hrana streams ended because they were idle, since the engine started.
+    pub streams_expired: Gauge,
 }
 
 impl Metrics {
@@ -72,6 +79,21 @@ impl Metrics {
             Opts::new("sla_violations", "SLA violations this period"),
             &["metric", "severity"],
         )?;
+        let refused_requests = IntCounterVec::new(
+            Opts::new(
+                "refused_requests_total",
+                "Data-plane requests refused before reaching a database (no token, or one of no use here), by plane and reason; never billed",
+            ),
+            &["plane", "reason"],
+        )?;
+        let streams_open = Gauge::new("hrana_streams_open", "Hrana streams open now")?;
+        let streams_expired = Gauge::new(
+            "hrana_streams_expired",
+            "Hrana streams ended after being idle, since the engine started",
+        )?;
+        registry.register(Box::new(refused_requests.clone()))?;
+        registry.register(Box::new(streams_open.clone()))?;
+        registry.register(Box::new(streams_expired.clone()))?;
         registry.register(Box::new(usage.clone()))?;
         registry.register(Box::new(latency_ms.clone()))?;
         registry.register(Box::new(uptime_percent.clone()))?;
@@ -91,6 +113,9 @@ impl Metrics {
             storage_limit_bytes,
             sla_compliant,
             sla_violations,
+            refused_requests,
+            streams_open,
+            streams_expired,
         })
     }
 

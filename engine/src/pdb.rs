@@ -108,6 +108,15 @@ impl StatementBudget {
         self.over_cpu.store(false, Ordering::Relaxed);
     }
 
+    /// Move the deadline `by` later (time a streamed result waited for its reader).
+    fn extend(&self, by: Duration) {
+        let d = self.deadline.load(Ordering::Relaxed);
+        if d != 0 {
+            self.deadline
+                .store(d.saturating_add(by.as_nanos() as u64), Ordering::Relaxed);
+        }
+    }
+
     /// Whether the statement must stop at `now` (ns since epoch).
     fn exceeded(&self, now: u64) -> bool {
         let at = self.deadline.load(Ordering::Relaxed);
@@ -172,7 +181,7 @@ pub struct Pdb {
     heavy: Mutex<std::collections::HashSet<u64>>,
     /// Signalled when a session ends a transaction: a writer waiting for the lock without
     /// holding a thread tries again.
-    pub write_released: tokio::sync::Notify,
+    pub write_released: Arc<tokio::sync::Notify>,
 }
 
 /// Heavy statements remembered per database before the set starts again.
@@ -211,7 +220,7 @@ impl Pdb {
             epoch: quanta::Instant::now(),
             cache_kib: 2048,
             heavy: Mutex::new(std::collections::HashSet::new()),
-            write_released: tokio::sync::Notify::new(),
+            write_released: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -553,6 +562,14 @@ impl Session {
                 EngineError::Lockdown("the statement is not allowed".into())
             }
             (None, other) => other,
+        }
+    }
+
+    /// Give the running statement `by` more time (what a streamed result spent waiting
+    /// for its reader does not count against its time budget).
+    pub fn extend_deadline(&self, by: Duration) {
+        if let Some(c) = &self.conn {
+            c.budget.extend(by);
         }
     }
 

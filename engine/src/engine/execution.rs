@@ -110,7 +110,7 @@ impl Engine {
         &self,
         session: &mut Session,
         unit: &Unit,
-        work: impl FnOnce(&Session) -> Result<(T, Tally)>,
+        work: impl FnOnce(&mut Session) -> Result<(T, Tally)>,
     ) -> Result<Option<T>> {
         let budget = self.size_budget(session.pdb(), unit.quota);
         session.limit_size(budget)?;

@@ -71,6 +71,8 @@ pub struct Stream {
     pub id: u64,
     /// The database it is on.
     pub database: String,
+    /// That database.
+    pub pdb: Arc<crate::pdb::Pdb>,
     /// Who opened it: a keyed hash of the token, which every later request must match.
     pub owner: u64,
     /// The caller it runs as.
@@ -80,6 +82,9 @@ pub struct Stream {
     /// The sequence number of the next baton (HTTP).
     pub seq: AtomicU64,
     slot: Mutex<Slot>,
+    /// Requests working on the stream now (one may wait for the write lock between its
+    /// attempts, while it holds no lock): such a stream does not expire.
+    in_use: AtomicU64,
     /// Milliseconds since the registry's epoch when it was last used.
     last_used: AtomicU64,
     epoch: Instant,
@@ -152,6 +157,12 @@ impl Stream {
         })
     }
 
+    /// Mark the stream in use until the returned guard is dropped.
+    pub fn hold(self: &Arc<Self>) -> Held {
+        self.in_use.fetch_add(1, Ordering::SeqCst);
+        Held(self.clone())
+    }
+
     /// How it ended, if it has.
     pub fn ended(&self) -> Option<Ended> {
         match self.slot.try_lock().as_deref() {
@@ -174,6 +185,16 @@ impl Stream {
                 true
             }
         }
+    }
+}
+
+/// A stream held in use (see [`Stream::hold`]).
+pub struct Held(Arc<Stream>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_use.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -255,6 +276,7 @@ impl Streams {
         let stream = Arc::new(Stream {
             id,
             database: database.to_string(),
+            pdb: session.pdb().clone(),
             owner,
             caller: session.caller(),
             kind,
@@ -265,6 +287,7 @@ impl Streams {
                 read_only_txn: false,
                 _slot: slot,
             }))),
+            in_use: AtomicU64::new(0),
             last_used: AtomicU64::new(0),
             epoch: self.epoch,
         });
@@ -329,7 +352,7 @@ impl Streams {
                 self.remove(s.id);
                 continue;
             }
-            if s.idle_for() <= self.idle_timeout {
+            if s.idle_for() <= self.idle_timeout || s.in_use.load(Ordering::SeqCst) > 0 {
                 continue;
             }
             let keep_autocommit = s.kind == StreamKind::WebSocket;

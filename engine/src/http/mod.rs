@@ -1,6 +1,7 @@
 //! The engine's HTTP server: shared state, the router, and what every plane shares
 //! (authentication, JSON bodies, blocking work). Each plane is a module of its own:
 //! - [`data`]: the JSON query API (`POST /v1/databases/{pdb}/query`);
+//! - [`hrana`]: libSQL's Hrana protocol over HTTP and WebSocket (`/db/{pdb}/…`);
 //! - [`admin`]: database lifecycle, archives, lockdown profiles, tokens, reports;
 //! - [`observe`]: health, metrics, status and isolation figures;
 //! - [`openapi`]: the document describing all of them.
@@ -8,6 +9,7 @@
 pub mod admin;
 pub mod auth;
 pub mod data;
+pub mod hrana;
 pub mod observe;
 pub mod openapi;
 
@@ -59,6 +61,10 @@ pub struct EngineState {
     pub tenant_cgroup: Option<crate::cgroup::TenantCgroup>,
     /// Workers for blocking statements, sized from the cgroup CPU limit.
     pub workers: Arc<crate::workers::WorkerPool>,
+    /// Signs and checks Hrana batons (a key of this process's own).
+    pub batons: hrana::baton::Batons,
+    /// Hashes tokens into the owner key of a stream (keyed per process).
+    pub owner_hasher: std::collections::hash_map::RandomState,
 }
 
 impl EngineState {
@@ -85,6 +91,8 @@ impl EngineState {
             metrics: Metrics::new()?,
             admin_token: admin_token.filter(|t| !t.is_empty()),
             tenant_cgroup: None,
+            batons: hrana::baton::Batons::new(),
+            owner_hasher: Default::default(),
         })
     }
 }
@@ -95,8 +103,12 @@ pub fn router(state: Arc<EngineState>) -> Router {
     let routes = Router::new()
         .merge(observe::routes(state.clone()))
         .merge(data::routes())
+        .merge(hrana::routes())
         .merge(admin::routes(state.clone()))
-        .fallback(|| async { EngineError::NotFound("no such route; see /openapi.json".into()) })
+        .fallback(|uri: axum::http::Uri| async move {
+            hrana::missing_slash(uri.path())
+                .unwrap_or_else(|| EngineError::NotFound("no such route; see /openapi.json".into()))
+        })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -1,0 +1,692 @@
+//! Hrana over WebSocket (JSON; subprotocols `hrana3`, `hrana2`, `hrana1`) at a database's
+//! URL. The client says `hello` with its token first (within [`HELLO_TIMEOUT`]), then
+//! sends requests that name streams it opened; each stream runs its requests in order on a
+//! task of its own, with the same limits as Hrana over HTTP. SQL texts stored with
+//! `store_sql` belong to the connection. A protocol violation (garbage, a binary frame, no
+//! `hello`, an id in use) closes the connection with a close code and a reason.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use futures::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+
+use super::cursor::{check_batch, produce, whole_error, CursorProgress, Produced, Sink};
+use super::error::HranaError;
+use super::exec::{store_sql, Ctx, Outcome};
+use super::pipeline::{drive, Run};
+use super::proto::{Batch, ClientMsg, Stmt, StreamRequest, WsRequest};
+use super::{authorize, open_stream, owner_of};
+use crate::engine::streams::{Ended, Stream, StreamKind};
+use crate::http::{request_token, EngineState, MAX_BODY_BYTES};
+use crate::pdb::{Caller, Pdb, Session};
+use crate::workers::Class;
+
+/// How long a new connection may take to say `hello`.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Streams one connection may have open.
+pub const MAX_STREAMS_PER_CONNECTION: usize = 128;
+/// Requests queued on one stream before the connection stops reading (back-pressure).
+const STREAM_QUEUE: usize = 64;
+
+/// `GET …/db/<name>/`: a WebSocket upgrade speaking Hrana.
+pub async fn upgrade(
+    State(s): State<Arc<EngineState>>,
+    Path(db): Path<String>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let Ok(ws) = ws else {
+        return HranaError::protocol(
+            "this is a database's Hrana URL: POST v2/pipeline or v3/pipeline under it, or open a WebSocket to it",
+        )
+        .http(StatusCode::BAD_REQUEST);
+    };
+    let ws = ws.protocols(["hrana3", "hrana2", "hrana1"]);
+    let version = match ws.selected_protocol().and_then(|p| p.to_str().ok()) {
+        Some("hrana3") => 3,
+        Some("hrana2") => 2,
+        _ => 1,
+    };
+    let header_token = request_token(&headers).map(String::from);
+    ws.max_message_size(MAX_BODY_BYTES)
+        .on_upgrade(move |socket| async move {
+            Connection::new(s, db, version, header_token).serve(socket).await
+        })
+}
+
+/// A stream of the connection: open, or failed to open (its id stays taken until
+/// `close_stream`).
+enum WsStream {
+    Open(mpsc::Sender<Job>),
+    Failed(HranaError),
+}
+
+/// A request for a stream's task.
+struct Job {
+    request_id: i32,
+    work: Work,
+    bytes_in: u64,
+}
+
+enum Work {
+    Request(StreamRequest),
+    Cursor {
+        batch: Batch,
+        entries: mpsc::Sender<Vec<u8>>,
+    },
+    Close,
+}
+
+/// A cursor's entries, as the stream's task produces them.
+struct WsCursor {
+    entries: Arc<tokio::sync::Mutex<mpsc::Receiver<Vec<u8>>>>,
+}
+
+struct Connection {
+    s: Arc<EngineState>,
+    db: String,
+    version: u8,
+    header_token: Option<String>,
+    caller: Option<(Caller, Arc<Pdb>, u64)>,
+    streams: HashMap<i32, WsStream>,
+    sqls: HashMap<i32, Arc<str>>,
+    cursors: HashMap<i32, WsCursor>,
+    out: mpsc::Sender<Message>,
+    out_rx: Option<mpsc::Receiver<Message>>,
+}
+
+/// How the connection ends.
+struct Close(u16, String);
+
+fn response_ok(request_id: i32, response: &[u8]) -> Message {
+    let mut m = Vec::with_capacity(response.len() + 64);
+    m.extend_from_slice(br#"{"type":"response_ok","request_id":"#);
+    m.extend_from_slice(itoa::Buffer::new().format(request_id).as_bytes());
+    m.extend_from_slice(br#","response":"#);
+    m.extend_from_slice(response);
+    m.push(b'}');
+    text(m)
+}
+
+fn response_error(request_id: i32, e: &HranaError) -> Message {
+    let mut json = Vec::with_capacity(64);
+    e.write_json(&mut json);
+    response_error_json(request_id, &json)
+}
+
+fn response_error_json(request_id: i32, error: &[u8]) -> Message {
+    let mut m = Vec::with_capacity(error.len() + 64);
+    m.extend_from_slice(br#"{"type":"response_error","request_id":"#);
+    m.extend_from_slice(itoa::Buffer::new().format(request_id).as_bytes());
+    m.extend_from_slice(br#","error":"#);
+    m.extend_from_slice(error);
+    m.push(b'}');
+    text(m)
+}
+
+fn text(bytes: Vec<u8>) -> Message {
+    // Built from JSON written by this module: valid UTF-8.
+    match axum::extract::ws::Utf8Bytes::try_from(bytes) {
+        Ok(t) => Message::Text(t),
+        Err(_) => Message::Text("{}".into()),
+    }
+}
+
+impl Connection {
+    fn new(s: Arc<EngineState>, db: String, version: u8, header_token: Option<String>) -> Self {
+        let (out, out_rx) = mpsc::channel(256);
+        Connection {
+            s,
+            db,
+            version,
+            header_token,
+            caller: None,
+            streams: HashMap::new(),
+            sqls: HashMap::new(),
+            cursors: HashMap::new(),
+            out,
+            out_rx: Some(out_rx),
+        }
+    }
+
+    async fn serve(mut self, socket: WebSocket) {
+        let (mut tx, mut rx) = socket.split();
+        let Some(mut out_rx) = self.out_rx.take() else {
+            return;
+        };
+        let writer = tokio::spawn(async move {
+            while let Some(m) = out_rx.recv().await {
+                let closing = matches!(m, Message::Close(_));
+                if tx.send(m).await.is_err() || closing {
+                    break;
+                }
+            }
+            let _ = tx.close().await;
+        });
+        let hello_by = Instant::now() + HELLO_TIMEOUT;
+        let closed = loop {
+            let next = if self.caller.is_none() {
+                match tokio::time::timeout_at(hello_by.into(), rx.next()).await {
+                    Ok(m) => m,
+                    Err(_) => break Some(Close(1008, "no hello within 10 s".into())),
+                }
+            } else {
+                rx.next().await
+            };
+            let msg = match next {
+                Some(Ok(m)) => m,
+                Some(Err(_)) | None => break None,
+            };
+            let text = match msg {
+                Message::Text(t) => t,
+                Message::Binary(_) => {
+                    break Some(Close(1003, "binary frames are not JSON Hrana".into()))
+                }
+                Message::Close(_) => break None,
+                Message::Ping(_) | Message::Pong(_) => continue,
+            };
+            if let Err(c) = self.message(&text).await {
+                break Some(c);
+            }
+        };
+        if let Some(Close(code, reason)) = closed {
+            let _ = self
+                .out
+                .send(Message::Close(Some(CloseFrame {
+                    code,
+                    reason: reason.into(),
+                })))
+                .await;
+        }
+        // Streams end with the connection: their tasks see the queue close.
+        self.streams.clear();
+        self.cursors.clear();
+        drop(self.out);
+        let _ = writer.await;
+    }
+
+    async fn send(&self, m: Message) {
+        let _ = self.out.send(m).await;
+    }
+
+    async fn message(&mut self, text: &str) -> Result<(), Close> {
+        let msg: ClientMsg<'_> = serde_json::from_str(text)
+            .map_err(|e| Close(1007, format!("not a Hrana client message: {e}")))?;
+        match (&*msg.kind, msg.request_id, msg.request) {
+            ("hello", _, _) => self.hello(msg.jwt).await,
+            ("request", Some(request_id), Some(request)) => {
+                if self.caller.is_none() {
+                    return Err(Close(1008, "the first message must be hello".into()));
+                }
+                match serde_json::from_str::<WsRequest>(request.get()) {
+                    Ok(r) => self.request(request_id, r, text.len() as u64).await,
+                    Err(e) => {
+                        let e = HranaError::protocol(format!(
+                            "the request is not one this server knows: {e}"
+                        ));
+                        self.send(response_error(request_id, &e)).await;
+                        Ok(())
+                    }
+                }
+            }
+            ("request", _, _) => Err(Close(
+                1007,
+                "a request message has a request_id and a request".into(),
+            )),
+            (other, _, _) => Err(Close(
+                1007,
+                format!("{other:?} is not a Hrana client message type"),
+            )),
+        }
+    }
+
+    async fn hello(&mut self, jwt: Option<String>) -> Result<(), Close> {
+        if self.caller.is_some() && self.version < 2 {
+            return Err(Close(1008, "hrana1 allows one hello".into()));
+        }
+        let token = jwt
+            .filter(|t| !t.is_empty())
+            .or_else(|| self.header_token.clone());
+        match authorize(&self.s, token.as_deref(), &self.db, "hrana_ws") {
+            Ok((caller, pdb)) => {
+                let owner = owner_of(&self.s, token.as_deref());
+                self.caller = Some((caller, pdb, owner));
+                self.send(text(br#"{"type":"hello_ok"}"#.to_vec())).await;
+                Ok(())
+            }
+            Err(e) => {
+                let e = HranaError::from(e);
+                let mut m = br#"{"type":"hello_error","error":"#.to_vec();
+                e.write_json(&mut m);
+                m.push(b'}');
+                self.send(text(m)).await;
+                Err(Close(1008, "authentication failed".into()))
+            }
+        }
+    }
+
+    /// `sql_id` references replaced by the connection's stored texts.
+    fn resolve(&self, stmt: &mut Stmt) -> Result<(), HranaError> {
+        if let (None, Some(id)) = (&stmt.sql, stmt.sql_id) {
+            let sql = self.sqls.get(&id).ok_or_else(|| {
+                HranaError::new("SQL_NOT_FOUND", format!("no SQL text is stored under id {id}"))
+            })?;
+            stmt.sql = Some(sql.to_string());
+            stmt.sql_id = None;
+        }
+        Ok(())
+    }
+
+    fn resolve_text(
+        &self,
+        sql: Option<String>,
+        sql_id: Option<i32>,
+    ) -> Result<(Option<String>, Option<i32>), HranaError> {
+        let mut s = Stmt {
+            sql,
+            sql_id,
+            args: Vec::new(),
+            named_args: Vec::new(),
+            want_rows: None,
+        };
+        self.resolve(&mut s)?;
+        Ok((s.sql, s.sql_id))
+    }
+
+    fn rate_limited(&self) -> Option<HranaError> {
+        let d = self.s.rate.as_ref()?.check();
+        (!d.allowed).then(|| {
+            HranaError::new(
+                "RATE_LIMITED",
+                format!(
+                    "over the tier's request rate (burst {}); retry in {} s",
+                    d.limit, d.retry_after_secs
+                ),
+            )
+        })
+    }
+
+    async fn request(&mut self, id: i32, req: WsRequest, bytes_in: u64) -> Result<(), Close> {
+        let v3_only = |what: &str| {
+            HranaError::protocol(format!("{what} needs Hrana 3 (the hrana3 subprotocol)"))
+        };
+        let (stream_id, work) = match req {
+            WsRequest::OpenStream { stream_id } => return self.open(id, stream_id).await,
+            WsRequest::CloseStream { stream_id } => return self.close(id, stream_id).await,
+            WsRequest::StoreSql { sql_id, sql } => {
+                match store_sql(&mut self.sqls, sql_id, &sql) {
+                    Ok(()) => self.send(response_ok(id, br#"{"type":"store_sql"}"#)).await,
+                    Err(Outcome::Fatal(e)) => return Err(Close(1008, e.message)),
+                    Err(Outcome::Failed(e)) => self.send(response_error(id, &e)).await,
+                    Err(_) => {}
+                }
+                return Ok(());
+            }
+            WsRequest::CloseSql { sql_id } => {
+                self.sqls.remove(&sql_id);
+                self.send(response_ok(id, br#"{"type":"close_sql"}"#)).await;
+                return Ok(());
+            }
+            WsRequest::FetchCursor {
+                cursor_id,
+                max_count,
+            } => return self.fetch(id, cursor_id, max_count).await,
+            WsRequest::CloseCursor { cursor_id } => {
+                self.cursors.remove(&cursor_id);
+                self.send(response_ok(id, br#"{"type":"close_cursor"}"#)).await;
+                return Ok(());
+            }
+            WsRequest::Execute { stream_id, mut stmt } => (
+                stream_id,
+                self.resolve(&mut stmt)
+                    .map(|()| Work::Request(StreamRequest::Execute { stmt })),
+            ),
+            WsRequest::Batch { stream_id, mut batch } => (
+                stream_id,
+                batch
+                    .steps
+                    .iter_mut()
+                    .try_for_each(|s| self.resolve(&mut s.stmt))
+                    .map(|()| Work::Request(StreamRequest::Batch { batch })),
+            ),
+            WsRequest::Sequence {
+                stream_id,
+                sql,
+                sql_id,
+            } => (
+                stream_id,
+                self.resolve_text(sql, sql_id)
+                    .map(|(sql, sql_id)| Work::Request(StreamRequest::Sequence { sql, sql_id })),
+            ),
+            WsRequest::Describe {
+                stream_id,
+                sql,
+                sql_id,
+            } => (
+                stream_id,
+                self.resolve_text(sql, sql_id)
+                    .map(|(sql, sql_id)| Work::Request(StreamRequest::Describe { sql, sql_id })),
+            ),
+            WsRequest::GetAutocommit { stream_id } if self.version >= 3 => {
+                (stream_id, Ok(Work::Request(StreamRequest::GetAutocommit)))
+            }
+            WsRequest::GetAutocommit { stream_id } => (stream_id, Err(v3_only("get_autocommit"))),
+            WsRequest::OpenCursor {
+                stream_id,
+                cursor_id,
+                mut batch,
+            } => {
+                if self.version < 3 {
+                    (stream_id, Err(v3_only("open_cursor")))
+                } else if self.cursors.contains_key(&cursor_id) {
+                    return Err(Close(1008, format!("cursor id {cursor_id} is in use")));
+                } else {
+                    let resolved = batch
+                        .steps
+                        .iter_mut()
+                        .try_for_each(|s| self.resolve(&mut s.stmt))
+                        .and_then(|()| check_batch(&batch));
+                    let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+                    self.cursors.insert(
+                        cursor_id,
+                        WsCursor {
+                            entries: Arc::new(tokio::sync::Mutex::new(rx)),
+                        },
+                    );
+                    (
+                        stream_id,
+                        resolved.map(|()| Work::Cursor {
+                            batch,
+                            entries: tx,
+                        }),
+                    )
+                }
+            }
+        };
+        let work = match (work, self.rate_limited()) {
+            (Err(e), _) | (Ok(_), Some(e)) => {
+                self.send(response_error(id, &e)).await;
+                return Ok(());
+            }
+            (Ok(w), None) => w,
+        };
+        match self.streams.get(&stream_id) {
+            Some(WsStream::Open(tx)) => {
+                let job = Job {
+                    request_id: id,
+                    work,
+                    bytes_in,
+                };
+                if tx.send(job).await.is_err() {
+                    let e = HranaError::new("STREAM_CLOSED", "the stream has ended");
+                    self.send(response_error(id, &e)).await;
+                }
+            }
+            Some(WsStream::Failed(e)) => {
+                let e = e.clone();
+                self.send(response_error(id, &e)).await;
+            }
+            None => {
+                let e = HranaError::protocol(format!("no stream {stream_id} is open"));
+                self.send(response_error(id, &e)).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn open(&mut self, id: i32, stream_id: i32) -> Result<(), Close> {
+        if self.streams.contains_key(&stream_id) {
+            return Err(Close(1008, format!("stream id {stream_id} is in use")));
+        }
+        if self.streams.len() >= MAX_STREAMS_PER_CONNECTION {
+            let e = HranaError::new(
+                "CONNECTION_LIMIT",
+                format!("a connection may have {MAX_STREAMS_PER_CONNECTION} streams open"),
+            );
+            self.streams.insert(stream_id, WsStream::Failed(e.clone()));
+            self.send(response_error(id, &e)).await;
+            return Ok(());
+        }
+        let Some((caller, pdb, owner)) = self.caller.clone() else {
+            return Err(Close(1008, "the first message must be hello".into()));
+        };
+        match open_stream(&self.s, &pdb, caller, owner, StreamKind::WebSocket) {
+            Ok(stream) => {
+                let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+                tokio::spawn(stream_task(
+                    self.s.clone(),
+                    stream,
+                    caller,
+                    self.version,
+                    rx,
+                    self.out.clone(),
+                ));
+                self.streams.insert(stream_id, WsStream::Open(tx));
+                self.send(response_ok(id, br#"{"type":"open_stream"}"#)).await;
+            }
+            Err(e) => {
+                let e = HranaError::from(e);
+                self.streams.insert(stream_id, WsStream::Failed(e.clone()));
+                self.send(response_error(id, &e)).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn close(&mut self, id: i32, stream_id: i32) -> Result<(), Close> {
+        match self.streams.remove(&stream_id) {
+            Some(WsStream::Open(tx)) => {
+                let job = Job {
+                    request_id: id,
+                    work: Work::Close,
+                    bytes_in: 0,
+                };
+                if tx.send(job).await.is_err() {
+                    self.send(response_ok(id, br#"{"type":"close_stream"}"#)).await;
+                }
+            }
+            Some(WsStream::Failed(_)) | None => {
+                self.send(response_ok(id, br#"{"type":"close_stream"}"#)).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn fetch(&mut self, id: i32, cursor_id: i32, max_count: u32) -> Result<(), Close> {
+        let Some(cursor) = self.cursors.get(&cursor_id) else {
+            let e = HranaError::protocol(format!("no cursor {cursor_id} is open"));
+            self.send(response_error(id, &e)).await;
+            return Ok(());
+        };
+        let entries = cursor.entries.clone();
+        let out = self.out.clone();
+        tokio::spawn(async move {
+            let mut rx = entries.lock().await;
+            let mut body = br#"{"type":"fetch_cursor","entries":["#.to_vec();
+            let mut done = false;
+            let max = max_count.clamp(1, 10_000) as usize;
+            for i in 0..max {
+                let next = if i == 0 {
+                    rx.recv().await
+                } else {
+                    match rx.try_recv() {
+                        Ok(e) => Some(e),
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => None,
+                    }
+                };
+                let Some(entry) = next else {
+                    done = true;
+                    break;
+                };
+                if i > 0 {
+                    body.push(b',');
+                }
+                body.extend_from_slice(&entry);
+            }
+            body.extend_from_slice(br#"],"done":"#);
+            body.extend_from_slice(if done { b"true}" } else { b"false}" });
+            let _ = out.send(response_ok(id, &body)).await;
+        });
+        Ok(())
+    }
+}
+
+/// A stream's requests, in order, until the connection closes it or goes away.
+async fn stream_task(
+    s: Arc<EngineState>,
+    stream: Arc<Stream>,
+    caller: Caller,
+    version: u8,
+    mut jobs: mpsc::Receiver<Job>,
+    out: mpsc::Sender<Message>,
+) {
+    while let Some(job) = jobs.recv().await {
+        let started = Instant::now();
+        let reply = match job.work {
+            Work::Close => {
+                let _ = out
+                    .send(response_ok(job.request_id, br#"{"type":"close_stream"}"#))
+                    .await;
+                break;
+            }
+            Work::Request(req) => {
+                let run = Run::new(vec![Ok(req)], version);
+                match drive(&s, &stream, run, caller).await {
+                    Ok(run) => match run.single() {
+                        Ok(resp) => response_ok(job.request_id, &resp),
+                        Err(e) => response_error_json(job.request_id, &e),
+                    },
+                    Err(e) => response_error(job.request_id, &e),
+                }
+            }
+            Work::Cursor {
+                batch,
+                entries,
+            } => {
+                let _ = out
+                    .send(response_ok(job.request_id, br#"{"type":"open_cursor"}"#))
+                    .await;
+                cursor(&s, &stream, caller, batch, entries).await;
+                continue;
+            }
+        };
+        let failed = matches!(&reply, Message::Text(t) if t.as_str().starts_with(r#"{"type":"response_error""#));
+        let bytes_out = match &reply {
+            Message::Text(t) => t.len() as u64,
+            _ => 0,
+        };
+        s.network.charge(job.bytes_in, bytes_out);
+        stream
+            .pdb
+            .meter
+            .record_request(started.elapsed(), job.bytes_in, bytes_out, failed);
+        if out.send(reply).await.is_err() {
+            break;
+        }
+    }
+    if let Ok(l) = stream.lock() {
+        l.end(Ended::Closed);
+    }
+    s.engine.streams.remove(stream.id);
+}
+
+/// Entries into a WebSocket cursor's queue.
+struct QueueSink {
+    tx: mpsc::Sender<Vec<u8>>,
+    handle: tokio::runtime::Handle,
+    stall: Duration,
+}
+
+impl Sink for QueueSink {
+    fn entry(&mut self, json: &[u8], session: &Session) -> bool {
+        let waited = Instant::now();
+        let sent = self.handle.block_on(tokio::time::timeout(
+            self.stall,
+            self.tx.send(json.to_vec()),
+        ));
+        session.extend_deadline(waited.elapsed());
+        matches!(sent, Ok(Ok(())))
+    }
+
+    fn flush(&mut self, _: &Session) -> bool {
+        true
+    }
+}
+
+/// Produce a cursor's entries into its queue, on the worker pool.
+async fn cursor(
+    s: &Arc<EngineState>,
+    stream: &Arc<Stream>,
+    caller: Caller,
+    batch: Batch,
+    entries: mpsc::Sender<Vec<u8>>,
+) {
+    let _held = stream.hold();
+    let class = match caller {
+        Caller::Admin => Class::Admin,
+        Caller::Tenant => Class::Heavy,
+    };
+    let sink = QueueSink {
+        tx: entries,
+        handle: tokio::runtime::Handle::current(),
+        stall: s.engine.streams.idle_timeout(),
+    };
+    let batch = Arc::new(batch);
+    let mut job = (CursorProgress::default(), sink);
+    let since = Instant::now();
+    loop {
+        let released = stream.pdb.write_released.clone().notified_owned();
+        let (s2, st2, b2) = (s.clone(), stream.clone(), batch.clone());
+        let ran = s
+            .workers
+            .run(class, move || {
+                let (mut p, mut sink) = job;
+                let produced = match st2.lock() {
+                    Ok(mut l) => {
+                        let state = l.state();
+                        let rules = state.session.pdb().rules();
+                        let ctx = Ctx {
+                            engine: &s2.engine,
+                            budgets: s2.engine.budgets(&rules, caller),
+                            rules,
+                            version: 3,
+                            cap: None,
+                        };
+                        produce(state, &ctx, &b2, &mut p, &mut sink)
+                    }
+                    Err(e) => {
+                        let mut out = Vec::new();
+                        whole_error(&mut out, &e.into());
+                        let _ = sink.handle.block_on(sink.tx.send(out));
+                        Produced::Done
+                    }
+                };
+                ((p, sink), produced)
+            })
+            .await;
+        let Ok((back, produced)) = ran else {
+            return;
+        };
+        job = back;
+        match produced {
+            Produced::Done => return,
+            Produced::Blocked if since.elapsed() >= super::BUSY_WAIT => {
+                let mut out = Vec::new();
+                whole_error(&mut out, &super::pipeline::busy_error());
+                let _ = job.1.tx.send(out).await;
+                return;
+            }
+            Produced::Blocked => {
+                let _ = tokio::time::timeout(Duration::from_millis(5), released).await;
+            }
+        }
+    }
+}
