@@ -101,7 +101,12 @@ const SAFE_PRAGMAS: &[&str] = &[
     "case_sensitive_like",
     "recursive_triggers",
     "busy_timeout",
+    "data_version",
 ];
+
+/// PRAGMAs allowed even when a profile disables PRAGMA: FTS5 reads `data_version` (a
+/// change counter) on every query, so full-text search works under any profile.
+const ALWAYS_ALLOWED_PRAGMAS: &[&str] = &["data_version"];
 
 /// Functions no tenant may call, whatever the profile.
 const ALWAYS_DENIED_FUNCTIONS: &[&str] = &[
@@ -111,6 +116,10 @@ const ALWAYS_DENIED_FUNCTIONS: &[&str] = &[
     "writefile",
     "edit",
 ];
+
+/// Virtual-table modules tenants may use: full-text search and R*Tree. Every other
+/// module (those that read files or other databases among them) stays refused.
+pub const ALLOWED_VTABLE_MODULES: &[&str] = &["fts5", "rtree", "rtree_i32"];
 
 /// What a tenant statement is refused for, if anything: `Some(reason)`.
 pub fn check(rules: &LockdownRules, ctx: &AuthContext<'_>) -> Option<String> {
@@ -151,7 +160,10 @@ pub fn check(rules: &LockdownRules, ctx: &AuthContext<'_>) -> Option<String> {
                     && rules.read_only);
             if !safe {
                 Some(format!("PRAGMA {p} is not allowed to tenants"))
-            } else if disabled(C::Pragma) && !rules.allowed_pragmas.contains(&p) {
+            } else if disabled(C::Pragma)
+                && !rules.allowed_pragmas.contains(&p)
+                && !(ALWAYS_ALLOWED_PRAGMAS.contains(&p.as_str()) && pragma_value.is_none())
+            {
                 Some(format!("PRAGMA {p} is disabled by the lockdown profile"))
             } else {
                 None
@@ -193,8 +205,18 @@ pub fn check(rules: &LockdownRules, ctx: &AuthContext<'_>) -> Option<String> {
         }
         A::Analyze { .. } => write().or_else(|| class(C::Analyze, "ANALYZE")),
         A::Reindex { .. } => write().or_else(|| class(C::Reindex, "REINDEX")),
-        A::CreateVtable { .. } | A::DropVtable { .. } => {
-            Some("virtual tables are not allowed to tenants".into())
+        A::CreateVtable { module_name, .. } | A::DropVtable { module_name, .. } => {
+            let module = module_name.to_ascii_lowercase();
+            if !ALLOWED_VTABLE_MODULES.contains(&module.as_str()) {
+                Some(format!(
+                    "virtual tables of module {module} are not allowed to tenants (allowed: {})",
+                    ALLOWED_VTABLE_MODULES.join(", ")
+                ))
+            } else if matches!(ctx.action, A::CreateVtable { .. }) {
+                write().or_else(|| class(C::CreateTable, "CREATE VIRTUAL TABLE"))
+            } else {
+                write().or_else(|| class(C::DropTable, "DROP TABLE"))
+            }
         }
         _ => None,
     }

@@ -199,3 +199,94 @@ pub fn assert_err(got: (StatusCode, Value), status: StatusCode, needle: &str) {
         "message {msg:?} should contain {needle:?}"
     );
 }
+
+/// A Hrana statement request.
+pub fn hexec(sql: &str) -> Value {
+    serde_json::json!({"type": "execute", "stmt": {"sql": sql}})
+}
+
+/// A Hrana statement request with positional arguments.
+pub fn hexec_args(sql: &str, args: Value) -> Value {
+    serde_json::json!({"type": "execute", "stmt": {"sql": sql, "args": args}})
+}
+
+/// A Hrana integer value.
+pub fn hint(i: i64) -> Value {
+    serde_json::json!({"type": "integer", "value": i.to_string()})
+}
+
+impl App {
+    /// `POST /db/{db}/v{version}/pipeline`.
+    pub async fn pipeline_v(
+        &self,
+        version: u8,
+        db: &str,
+        token: Option<&str>,
+        baton: Option<&str>,
+        requests: Vec<Value>,
+    ) -> (StatusCode, Value) {
+        self.call(
+            "POST",
+            &format!("/db/{db}/v{version}/pipeline"),
+            token,
+            Some(serde_json::json!({"baton": baton, "requests": requests})),
+        )
+        .await
+    }
+
+    /// `POST /db/{db}/v3/pipeline`, expecting 200.
+    pub async fn pipeline(
+        &self,
+        db: &str,
+        token: Option<&str>,
+        baton: Option<&str>,
+        requests: Vec<Value>,
+    ) -> Value {
+        let (s, v) = self.pipeline_v(3, db, token, baton, requests).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        v
+    }
+}
+
+/// The baton of a pipeline response.
+pub fn baton(v: &Value) -> Option<String> {
+    v["baton"].as_str().map(String::from)
+}
+
+/// The result `i` of a pipeline response, which must be ok.
+pub fn ok(v: &Value, i: usize) -> &Value {
+    let r = &v["results"][i];
+    assert_eq!(r["type"], "ok", "result {i}: {r}");
+    &r["response"]
+}
+
+/// The error `i` of a pipeline response, which must be an error: (code, message).
+pub fn err(v: &Value, i: usize) -> (String, String) {
+    let r = &v["results"][i];
+    assert_eq!(r["type"], "error", "result {i}: {r}");
+    (
+        r["error"]["code"].as_str().unwrap_or_default().to_string(),
+        r["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+/// The rows of an `execute` response.
+pub fn rows(response: &Value) -> &Vec<Value> {
+    response["result"]["rows"].as_array().expect("rows")
+}
+
+impl App {
+    /// Serve the router on a loopback port; returns `127.0.0.1:PORT`.
+    pub async fn serve(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = self.router.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        addr.to_string()
+    }
+}

@@ -47,6 +47,9 @@ async fn metrics(State(state): State<Arc<EngineState>>) -> String {
         .metrics
         .storage_limit_bytes
         .set(state.config.limits.storage_bytes.unwrap_or(0) as f64);
+    let streams = state.engine.streams.report();
+    state.metrics.streams_open.set(streams.open as f64);
+    state.metrics.streams_expired.set(streams.expired as f64);
     let (engine, targets) = (state.engine.clone(), state.config.sla.clone());
     let reports = tokio::task::spawn_blocking(move || {
         let period = crate::reports::Period::of(crate::catalog::now());
@@ -91,6 +94,7 @@ async fn isolation_cpu(State(state): State<Arc<EngineState>>) -> impl IntoRespon
         "limit": state.cgroup.cpu(),
         "priority": state.config.priority,
         "sessions": state.sessions.report(),
+        "streams": state.engine.streams.report(),
         "workers": state.workers.report(),
         "statementBudgetMillis": state.engine.statement_budget().as_millis() as u64,
         "statementCpuBudgetMillis": state.engine.statement_cpu_budget().map(|d| d.as_millis() as u64),

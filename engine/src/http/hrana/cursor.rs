@@ -80,9 +80,7 @@ pub fn produce(
     p: &mut CursorProgress,
     sink: &mut dyn Sink,
 ) -> Produced {
-    let StreamState {
-        session, sqls, ..
-    } = state;
+    let StreamState { session, sqls, .. } = state;
     if let Err(e) = session.refresh(&ctx.rules, false) {
         let mut out = Vec::new();
         whole_error(&mut out, &e.into());
@@ -307,9 +305,10 @@ impl Sink for NdjsonSink {
         let chunk = Bytes::from(std::mem::take(&mut self.buf));
         self.sent += chunk.len() as u64;
         let waited = Instant::now();
+        let (tx, stall) = (&self.tx, self.stall);
         let sent = self
             .handle
-            .block_on(tokio::time::timeout(self.stall, self.tx.send(Ok(chunk))));
+            .block_on(async move { tokio::time::timeout(stall, tx.send(Ok(chunk))).await });
         session.extend_deadline(waited.elapsed());
         matches!(sent, Ok(Ok(())))
     }
@@ -407,7 +406,12 @@ fn tokio_stream_of(
 
 /// The cursor answer when the request is refused: the baton line, then the refusal as
 /// the first step's error (the form every client reads).
-fn refused_cursor(s: &EngineState, db: &str, stream: Option<&Arc<Stream>>, e: &HranaError) -> Response {
+fn refused_cursor(
+    s: &EngineState,
+    db: &str,
+    stream: Option<&Arc<Stream>>,
+    e: &HranaError,
+) -> Response {
     let mut body = Vec::new();
     body.extend_from_slice(b"{\"baton\":");
     let baton = stream.map(|st| {

@@ -127,8 +127,8 @@ mod tests {
             r#"{"type":"integer","value":"-9223372036854775808"}"#
         );
         assert_eq!(
-            one(ValueRef::Real(3.14)),
-            r#"{"type":"float","value":3.14}"#
+            one(ValueRef::Real(2.75)),
+            r#"{"type":"float","value":2.75}"#
         );
         assert_eq!(one(ValueRef::Real(1.0)), r#"{"type":"float","value":1.0}"#);
         assert_eq!(

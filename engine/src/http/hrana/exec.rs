@@ -141,8 +141,7 @@ pub(super) fn bind(st: &mut Statement<'_>, stmt: &Stmt) -> Result<(), HranaError
     let mut bound = vec![false; count];
     let bind_err = |e: rusqlite::Error| HranaError::new("ARGS_INVALID", e.to_string());
     for (i, v) in stmt.args.iter().enumerate() {
-        st.raw_bind_parameter(i + 1, to_sql(v)?)
-            .map_err(bind_err)?;
+        st.raw_bind_parameter(i + 1, to_sql(v)?).map_err(bind_err)?;
         bound[i] = true;
     }
     for arg in &stmt.named_args {
@@ -180,7 +179,9 @@ pub(super) fn bind(st: &mut Statement<'_>, stmt: &Stmt) -> Result<(), HranaError
 /// A statement's failure, named by the engine (lockdown, budgets, quota) or by SQLite.
 pub(super) fn fail(session: &Session, e: rusqlite::Error) -> HranaError {
     let sqlite = match &e {
-        rusqlite::Error::SqliteFailure(f, msg) => Some(rusqlite::Error::SqliteFailure(*f, msg.clone())),
+        rusqlite::Error::SqliteFailure(f, msg) => {
+            Some(rusqlite::Error::SqliteFailure(*f, msg.clone()))
+        }
         _ => None,
     };
     from_statement(session.explain(EngineError::from(e)), sqlite.as_ref())
@@ -195,7 +196,10 @@ pub(super) fn text<'s>(
     match (sql, sql_id) {
         (Some(s), None) => Ok(s),
         (None, Some(id)) => sqls.get(&id).map(|s| &**s).ok_or_else(|| {
-            HranaError::new("SQL_NOT_FOUND", format!("no SQL text is stored under id {id}"))
+            HranaError::new(
+                "SQL_NOT_FOUND",
+                format!("no SQL text is stored under id {id}"),
+            )
         }),
         _ => Err(HranaError::protocol(
             "a statement gives exactly one of sql and sql_id",
@@ -224,7 +228,11 @@ fn run_stmt(
     let started = Instant::now();
     let was_autocommit = session.conn().is_autocommit();
     let readonly_begin = is_begin_readonly(sql);
-    let sql = if readonly_begin { "BEGIN DEFERRED" } else { sql };
+    let sql = if readonly_begin {
+        "BEGIN DEFERRED"
+    } else {
+        sql
+    };
     let conn = session.conn();
     let mut st = conn
         .prepare_cached(sql)
@@ -368,9 +376,9 @@ pub(super) fn check_cond(cond: &BatchCond, step: usize, version: u8) -> Result<(
             )))
         }
         BatchCond::Not { cond } => check_cond(cond, step, version),
-        BatchCond::And { conds } | BatchCond::Or { conds } => conds
-            .iter()
-            .try_for_each(|c| check_cond(c, step, version)),
+        BatchCond::And { conds } | BatchCond::Or { conds } => {
+            conds.iter().try_for_each(|c| check_cond(c, step, version))
+        }
         BatchCond::IsAutocommit if version < 3 => Err(HranaError::protocol(
             "the is_autocommit condition needs Hrana 3 (v3/pipeline, or the hrana3 subprotocol)",
         )),
@@ -401,7 +409,12 @@ impl Runner<'_, '_> {
         &self,
         state: &mut StreamState,
         lone_select: bool,
-        work: impl FnOnce(&mut Session, &mut bool, &std::collections::HashMap<i32, Arc<str>>, &mut Tally) -> Outcome,
+        work: impl FnOnce(
+            &mut Session,
+            &mut bool,
+            &std::collections::HashMap<i32, Arc<str>>,
+            &mut Tally,
+        ) -> Outcome,
     ) -> Outcome {
         let StreamState {
             session,
@@ -535,7 +548,15 @@ impl Runner<'_, '_> {
                 let done = text(sqls, &step.stmt.sql, step.stmt.sql_id)
                     .map_err(StmtFail::Error)
                     .and_then(|sql| {
-                        run_stmt(session, self.ctx, ro, sql, &step.stmt, &mut p.step_results, tally)
+                        run_stmt(
+                            session,
+                            self.ctx,
+                            ro,
+                            sql,
+                            &step.stmt,
+                            &mut p.step_results,
+                            tally,
+                        )
                     });
                 match done {
                     Ok(()) => {
@@ -550,7 +571,8 @@ impl Runner<'_, '_> {
                     }
                     Err(stop) => {
                         // Undo the separator: the step runs again from here.
-                        p.step_results.truncate(mark.saturating_sub(usize::from(p.step > 0)));
+                        p.step_results
+                            .truncate(mark.saturating_sub(usize::from(p.step > 0)));
                         return match stop {
                             StmtFail::Blocked => Outcome::Blocked,
                             _ => Outcome::Capped,
@@ -629,7 +651,11 @@ impl Runner<'_, '_> {
         out.extend_from_slice(b"],\"cols\":");
         encode::columns(out, &st);
         out.extend_from_slice(b",\"is_explain\":");
-        out.extend_from_slice(if st.is_explain() > 0 { b"true" } else { b"false" });
+        out.extend_from_slice(if st.is_explain() > 0 {
+            b"true"
+        } else {
+            b"false"
+        });
         out.extend_from_slice(b",\"is_readonly\":");
         out.extend_from_slice(if st.readonly() { b"true" } else { b"false" });
         out.extend_from_slice(b"}}");
@@ -741,10 +767,19 @@ mod tests {
 
     #[test]
     fn read_only_begin_is_recognised_exactly() {
-        for sql in ["BEGIN READONLY", "begin transaction readonly;", "  BEGIN   READONLY ; "] {
+        for sql in [
+            "BEGIN READONLY",
+            "begin transaction readonly;",
+            "  BEGIN   READONLY ; ",
+        ] {
             assert!(is_begin_readonly(sql), "{sql}");
         }
-        for sql in ["BEGIN", "BEGIN IMMEDIATE", "SELECT 'BEGIN READONLY'", "BEGIN READONLY x"] {
+        for sql in [
+            "BEGIN",
+            "BEGIN IMMEDIATE",
+            "SELECT 'BEGIN READONLY'",
+            "BEGIN READONLY x",
+        ] {
             assert!(!is_begin_readonly(sql), "{sql}");
         }
     }
@@ -755,14 +790,22 @@ mod tests {
         let c = |j: &str| serde_json::from_str::<BatchCond>(j).unwrap();
         assert!(holds(&c(r#"{"type":"ok","step":0}"#), &ok, true));
         assert!(holds(&c(r#"{"type":"error","step":1}"#), &ok, true));
-        assert!(!holds(&c(r#"{"type":"ok","step":2}"#), &ok, true), "skipped is not ok");
-        assert!(!holds(&c(r#"{"type":"error","step":2}"#), &ok, true), "nor error");
+        assert!(
+            !holds(&c(r#"{"type":"ok","step":2}"#), &ok, true),
+            "skipped is not ok"
+        );
+        assert!(
+            !holds(&c(r#"{"type":"error","step":2}"#), &ok, true),
+            "nor error"
+        );
         assert!(holds(
-            &c(r#"{"type":"and","conds":[{"type":"ok","step":0},{"type":"not","cond":{"type":"ok","step":1}}]}"#),
+            &c(
+                r#"{"type":"and","conds":[{"type":"ok","step":0},{"type":"not","cond":{"type":"ok","step":1}}]}"#
+            ),
             &ok,
             true
         ));
-        assert!(holds(&c(r#"{"type":"or","conds":[]}"#), &ok, true) == false);
+        assert!(!holds(&c(r#"{"type":"or","conds":[]}"#), &ok, true));
         assert!(!holds(&c(r#"{"type":"is_autocommit"}"#), &ok, false));
         assert!(check_cond(&c(r#"{"type":"ok","step":3}"#), 3, 3).is_err());
         assert!(check_cond(&c(r#"{"type":"not","cond":{"type":"ok","step":2}}"#), 3, 3).is_ok());

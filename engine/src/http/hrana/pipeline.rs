@@ -312,7 +312,10 @@ impl Run {
                 }
             };
             if self.closed {
-                let e = HranaError::new("STREAM_CLOSED", "the stream was closed earlier in this pipeline");
+                let e = HranaError::new(
+                    "STREAM_CLOSED",
+                    "the stream was closed earlier in this pipeline",
+                );
                 self.error_result(&e);
                 self.next += 1;
                 continue;

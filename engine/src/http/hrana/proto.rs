@@ -360,10 +360,10 @@ mod tests {
             ]
         );
         assert!(serde_json::from_str::<Value>(r#"{"type":"integer","value":"1.5"}"#).is_err());
-        assert!(
-            serde_json::from_str::<Value>(r#"{"type":"integer","value":"99999999999999999999"}"#)
-                .is_err()
-        );
+        assert!(serde_json::from_str::<Value>(
+            r#"{"type":"integer","value":"99999999999999999999"}"#
+        )
+        .is_err());
     }
 
     #[test]

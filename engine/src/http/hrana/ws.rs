@@ -1,5 +1,5 @@
 //! Hrana over WebSocket (JSON; subprotocols `hrana3`, `hrana2`, `hrana1`) at a database's
-//! URL. The client says `hello` with its token first (within [`HELLO_TIMEOUT`]), then
+//! URL. The client says `hello` with its token first (within the stream idle timeout), then
 //! sends requests that name streams it opened; each stream runs its requests in order on a
 //! task of its own, with the same limits as Hrana over HTTP. SQL texts stored with
 //! `store_sql` belong to the connection. A protocol violation (garbage, a binary frame, no
@@ -28,8 +28,6 @@ use crate::http::{request_token, EngineState, MAX_BODY_BYTES};
 use crate::pdb::{Caller, Pdb, Session};
 use crate::workers::Class;
 
-/// How long a new connection may take to say `hello`.
-pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Streams one connection may have open.
 pub const MAX_STREAMS_PER_CONNECTION: usize = 128;
 /// Requests queued on one stream before the connection stops reading (back-pressure).
@@ -57,7 +55,9 @@ pub async fn upgrade(
     let header_token = request_token(&headers).map(String::from);
     ws.max_message_size(MAX_BODY_BYTES)
         .on_upgrade(move |socket| async move {
-            Connection::new(s, db, version, header_token).serve(socket).await
+            Connection::new(s, db, version, header_token)
+                .serve(socket)
+                .await
         })
 }
 
@@ -170,12 +170,16 @@ impl Connection {
             }
             let _ = tx.close().await;
         });
-        let hello_by = Instant::now() + HELLO_TIMEOUT;
+        let hello_within = self.s.engine.streams.idle_timeout();
+        let hello_by = Instant::now() + hello_within;
         let closed = loop {
             let next = if self.caller.is_none() {
                 match tokio::time::timeout_at(hello_by.into(), rx.next()).await {
                     Ok(m) => m,
-                    Err(_) => break Some(Close(1008, "no hello within 10 s".into())),
+                    Err(_) => {
+                        let reason = format!("no hello within {} ms", hello_within.as_millis());
+                        break Some(Close(1008, reason));
+                    }
                 }
             } else {
                 rx.next().await
@@ -276,7 +280,10 @@ impl Connection {
     fn resolve(&self, stmt: &mut Stmt) -> Result<(), HranaError> {
         if let (None, Some(id)) = (&stmt.sql, stmt.sql_id) {
             let sql = self.sqls.get(&id).ok_or_else(|| {
-                HranaError::new("SQL_NOT_FOUND", format!("no SQL text is stored under id {id}"))
+                HranaError::new(
+                    "SQL_NOT_FOUND",
+                    format!("no SQL text is stored under id {id}"),
+                )
             })?;
             stmt.sql = Some(sql.to_string());
             stmt.sql_id = None;
@@ -340,15 +347,22 @@ impl Connection {
             } => return self.fetch(id, cursor_id, max_count).await,
             WsRequest::CloseCursor { cursor_id } => {
                 self.cursors.remove(&cursor_id);
-                self.send(response_ok(id, br#"{"type":"close_cursor"}"#)).await;
+                self.send(response_ok(id, br#"{"type":"close_cursor"}"#))
+                    .await;
                 return Ok(());
             }
-            WsRequest::Execute { stream_id, mut stmt } => (
+            WsRequest::Execute {
+                stream_id,
+                mut stmt,
+            } => (
                 stream_id,
                 self.resolve(&mut stmt)
                     .map(|()| Work::Request(StreamRequest::Execute { stmt })),
             ),
-            WsRequest::Batch { stream_id, mut batch } => (
+            WsRequest::Batch {
+                stream_id,
+                mut batch,
+            } => (
                 stream_id,
                 batch
                     .steps
@@ -402,10 +416,7 @@ impl Connection {
                     );
                     (
                         stream_id,
-                        resolved.map(|()| Work::Cursor {
-                            batch,
-                            entries: tx,
-                        }),
+                        resolved.map(|()| Work::Cursor { batch, entries: tx }),
                     )
                 }
             }
@@ -469,7 +480,8 @@ impl Connection {
                     self.out.clone(),
                 ));
                 self.streams.insert(stream_id, WsStream::Open(tx));
-                self.send(response_ok(id, br#"{"type":"open_stream"}"#)).await;
+                self.send(response_ok(id, br#"{"type":"open_stream"}"#))
+                    .await;
             }
             Err(e) => {
                 let e = HranaError::from(e);
@@ -489,11 +501,13 @@ impl Connection {
                     bytes_in: 0,
                 };
                 if tx.send(job).await.is_err() {
-                    self.send(response_ok(id, br#"{"type":"close_stream"}"#)).await;
+                    self.send(response_ok(id, br#"{"type":"close_stream"}"#))
+                        .await;
                 }
             }
             Some(WsStream::Failed(_)) | None => {
-                self.send(response_ok(id, br#"{"type":"close_stream"}"#)).await;
+                self.send(response_ok(id, br#"{"type":"close_stream"}"#))
+                    .await;
             }
         }
         Ok(())
@@ -567,10 +581,7 @@ async fn stream_task(
                     Err(e) => response_error(job.request_id, &e),
                 }
             }
-            Work::Cursor {
-                batch,
-                entries,
-            } => {
+            Work::Cursor { batch, entries } => {
                 let _ = out
                     .send(response_ok(job.request_id, br#"{"type":"open_cursor"}"#))
                     .await;
@@ -608,10 +619,10 @@ struct QueueSink {
 impl Sink for QueueSink {
     fn entry(&mut self, json: &[u8], session: &Session) -> bool {
         let waited = Instant::now();
-        let sent = self.handle.block_on(tokio::time::timeout(
-            self.stall,
-            self.tx.send(json.to_vec()),
-        ));
+        let (tx, stall) = (&self.tx, self.stall);
+        let sent = self
+            .handle
+            .block_on(async move { tokio::time::timeout(stall, tx.send(json.to_vec())).await });
         session.extend_deadline(waited.elapsed());
         matches!(sent, Ok(Ok(())))
     }
