@@ -3,6 +3,8 @@
 //! ATTACH or DETACH a file, load an extension, or run a PRAGMA that changes how the
 //! engine stores data.
 
+mod classify;
+
 use std::collections::BTreeSet;
 
 use rusqlite::hooks::{AuthAction, AuthContext};
@@ -226,148 +228,15 @@ fn is_internal(table: &str) -> bool {
     table.starts_with("sqlite_")
 }
 
-/// Whether `sql` holds a comment opener (`--` or `/*`): one pass, no searcher set-up.
-fn has_comment(sql: &[u8]) -> bool {
-    memchr::memchr2_iter(b'-', b'/', sql).any(|i| {
-        let next = sql.get(i + 1).copied();
-        (sql[i] == b'-' && next == Some(b'-')) || (sql[i] == b'/' && next == Some(b'*'))
-    })
-}
-
-/// Classes decided from the statement text, which the authorizer cannot see:
-/// VACUUM, and DELETE/UPDATE without a WHERE clause. Returns the refusal, if any.
+/// Classes decided from the statement itself, which the authorizer cannot see: VACUUM
+/// (and VACUUM INTO, never allowed), DELETE and UPDATE without WHERE. Returns the refusal.
 pub fn check_text(rules: &LockdownRules, sql: &str) -> Option<String> {
-    // Fast path: only statements that start with one of these words can be refused here.
-    let head = sql.trim_start().as_bytes();
-    let starts = |word: &[u8]| head.len() >= 6 && head[..6].eq_ignore_ascii_case(word);
-    if !(starts(b"VACUUM") || starts(b"DELETE") || starts(b"UPDATE") || has_comment(sql.as_bytes()))
-    {
-        return None;
-    }
-    let words = keywords(sql);
-    let first = words.first().map(String::as_str).unwrap_or("");
-    let has_where = words.iter().any(|w| w == "WHERE");
-    if first == "VACUUM" {
-        if words.iter().any(|w| w == "INTO") {
-            return Some("VACUUM INTO is never allowed to tenants".into());
-        }
-        if rules.disabled_statements.contains(&StatementClass::Vacuum) {
-            return Some("VACUUM is disabled by the lockdown profile".into());
-        }
-    }
-    if first == "DELETE"
-        && !has_where
-        && rules
-            .disabled_statements
-            .contains(&StatementClass::DeleteWithoutWhere)
-    {
-        return Some("DELETE without WHERE is disabled by the lockdown profile".into());
-    }
-    if first == "UPDATE"
-        && !has_where
-        && rules
-            .disabled_statements
-            .contains(&StatementClass::UpdateWithoutWhere)
-    {
-        return Some("UPDATE without WHERE is disabled by the lockdown profile".into());
-    }
-    None
-}
-
-/// Upper-cased bare words of `sql`, skipping string literals, quoted identifiers and comments.
-fn keywords(sql: &str) -> Vec<String> {
-    let b = sql.as_bytes();
-    let (mut i, mut out) = (0, Vec::new());
-    while i < b.len() {
-        let c = b[i];
-        if c == b'-' && b.get(i + 1) == Some(&b'-') {
-            while i < b.len() && b[i] != b'\n' {
-                i += 1;
-            }
-        } else if c == b'/' && b.get(i + 1) == Some(&b'*') {
-            i += 2;
-            while i + 1 < b.len() && !(b[i] == b'*' && b[i + 1] == b'/') {
-                i += 1;
-            }
-            i += 2;
-        } else if matches!(c, b'\'' | b'"' | b'`' | b'[') {
-            let close = if c == b'[' { b']' } else { c };
-            i += 1;
-            while i < b.len() && b[i] != close {
-                i += 1;
-            }
-            i += 1;
-        } else if c.is_ascii_alphabetic() || c == b'_' {
-            let start = i;
-            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
-                i += 1;
-            }
-            out.push(sql[start..i].to_ascii_uppercase());
-        } else {
-            i += 1;
-        }
-    }
-    out
+    classify::refusal(rules, sql)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn comment_openers_are_found_anywhere_and_nothing_else_is() {
-        for sql in [
-            "-- x",
-            "SELECT 1 --",
-            "SELECT /* x */ 1",
-            "/*",
-            "a-/-/*",
-            "x---",
-        ] {
-            assert!(has_comment(sql.as_bytes()), "{sql}");
-        }
-        for sql in [
-            "",
-            "-",
-            "/",
-            "SELECT 1 - 1 / 2",
-            "SELECT '-' || '/'",
-            "a-/b/-c*-",
-        ] {
-            assert!(!has_comment(sql.as_bytes()), "{sql}");
-        }
-    }
-
-    #[test]
-    fn keywords_skip_strings_and_comments() {
-        assert_eq!(
-            keywords("delete from t -- where\n"),
-            vec!["DELETE", "FROM", "T"]
-        );
-        assert_eq!(
-            keywords("DELETE FROM t WHERE a = 'where'"),
-            vec!["DELETE", "FROM", "T", "WHERE", "A"]
-        );
-        assert_eq!(
-            keywords("update \"where\" set x=1 /* where */"),
-            vec!["UPDATE", "SET", "X"]
-        );
-    }
-
-    #[test]
-    fn text_rules() {
-        let mut r = LockdownRules::default();
-        assert!(
-            check_text(&r, "VACUUM INTO '/tmp/x'").is_some(),
-            "always refused"
-        );
-        assert!(check_text(&r, "delete from t").is_none());
-        r.disabled_statements
-            .insert(StatementClass::DeleteWithoutWhere);
-        assert!(check_text(&r, "delete from t").is_some());
-        assert!(check_text(&r, "delete from t where id = 1").is_none());
-        assert!(check_text(&r, "delete from t -- where id = 1").is_some());
-    }
 
     #[test]
     fn rules_parse_from_the_crd_spec() {
