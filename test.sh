@@ -20,6 +20,8 @@ step "clippy"
 cargo clippy --workspace --all-targets --locked --features tenantdb-e2e/e2e,tenantdb-kubectl/e2e -- -D warnings
 step "unit and integration tests"
 counted cargo test --workspace --locked
+step "the libSQL drivers (Go, Node, Python) against a standalone engine"
+counted drivers/run.sh
 step "chart: helm lint and the rendered install bundle"
 PATH="$(e2e/build-tools.sh --print):$PATH"; export PATH
 e2e/build-tools.sh

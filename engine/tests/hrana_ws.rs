@@ -317,3 +317,59 @@ async fn a_vanished_clients_transaction_rolls_back() {
         &vec![json!([{"type": "text", "value": "next"}])]
     );
 }
+
+#[tokio::test]
+async fn a_stream_idle_inside_a_transaction_expires_while_the_connection_lives() {
+    let (app, t, addr) = setup().await;
+    let (mut ws, _) = connect(&addr, "db", "hrana2").await;
+    send(&mut ws, json!({"type": "hello", "jwt": t})).await;
+    recv(&mut ws).await;
+    request(&mut ws, 1, json!({"type": "open_stream", "stream_id": 1})).await;
+    request(&mut ws, 2, json!({"type": "open_stream", "stream_id": 2})).await;
+    request(
+        &mut ws,
+        3,
+        json!({"type": "execute", "stream_id": 1, "stmt": {"sql": "BEGIN IMMEDIATE"}}),
+    )
+    .await;
+    request(&mut ws, 4, json!({"type": "execute", "stream_id": 1, "stmt": {"sql": "INSERT INTO kv VALUES ('held', '1')"}})).await;
+    // The connection stays open, the transaction idles: after the idle timeout (500 ms
+    // here) it rolls back and a writer elsewhere gets the lock.
+    let started = std::time::Instant::now();
+    let v = app
+        .pipeline(
+            "db",
+            Some(&t),
+            None,
+            vec![
+                hexec("INSERT INTO kv VALUES ('next', '2')"),
+                hexec("SELECT k FROM kv"),
+            ],
+        )
+        .await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        rows(ok(&v, 1)),
+        &vec![json!([{"type": "text", "value": "next"}])]
+    );
+    let r = request(
+        &mut ws,
+        5,
+        json!({"type": "execute", "stream_id": 1, "stmt": {"sql": "COMMIT"}}),
+    )
+    .await;
+    assert_eq!(r["type"], "response_error", "the expired stream: {r}");
+    // A stream idle outside a transaction is kept: it holds no lock.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let r = request(
+        &mut ws,
+        6,
+        json!({"type": "execute", "stream_id": 2, "stmt": {"sql": "SELECT 1"}}),
+    )
+    .await;
+    assert_eq!(r["type"], "response_ok", "{r}");
+}

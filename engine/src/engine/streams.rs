@@ -171,18 +171,25 @@ impl Stream {
         }
     }
 
-    /// End it unless a request holds it or (`keep_transactions`) it is inside a
-    /// transaction; true when it ended now or had before.
-    fn end_if_idle(&self, why: Ended, keep_transactions: bool) -> bool {
+    /// End it unless a request holds it or `keep` spares it; true when it ended now or
+    /// had before.
+    fn end_if_idle(&self, why: Ended, keep: Keep) -> bool {
         let Ok(mut guard) = self.slot.try_lock() else {
             return false;
         };
         match &*guard {
             Slot::Ended(_) => true,
-            Slot::Live(s) if keep_transactions && !s.session.conn().is_autocommit() => false,
-            Slot::Live(_) => {
-                *guard = Slot::Ended(why);
-                true
+            Slot::Live(s) => {
+                let autocommit = s.session.conn().is_autocommit();
+                let spared = match keep {
+                    Keep::None => false,
+                    Keep::InTransaction => !autocommit,
+                    Keep::Autocommit => autocommit,
+                };
+                if !spared {
+                    *guard = Slot::Ended(why);
+                }
+                !spared
             }
         }
     }
@@ -196,6 +203,17 @@ impl Drop for Held {
         self.0.touch();
         self.0.in_use.fetch_sub(1, Ordering::SeqCst);
     }
+}
+
+/// Which streams an ending spares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    /// None.
+    None,
+    /// Those inside a transaction (a normal close lets them finish).
+    InTransaction,
+    /// Those outside one (an idle WebSocket stream holds no lock).
+    Autocommit,
 }
 
 /// Every open stream of an engine.
@@ -332,8 +350,13 @@ impl Streams {
                     .collect()
             })
             .unwrap_or_default();
+        let keep = if keep_transactions {
+            Keep::InTransaction
+        } else {
+            Keep::None
+        };
         for s in on {
-            if s.end_if_idle(Ended::DatabaseClosed, keep_transactions) {
+            if s.end_if_idle(Ended::DatabaseClosed, keep) {
                 self.remove(s.id);
             }
         }
@@ -355,8 +378,11 @@ impl Streams {
             if s.idle_for() <= self.idle_timeout || s.in_use.load(Ordering::SeqCst) > 0 {
                 continue;
             }
-            let keep_autocommit = s.kind == StreamKind::WebSocket;
-            if s.end_if_idle(Ended::Expired, keep_autocommit) {
+            let keep = match s.kind {
+                StreamKind::Http => Keep::None,
+                StreamKind::WebSocket => Keep::Autocommit,
+            };
+            if s.end_if_idle(Ended::Expired, keep) {
                 self.expirations.fetch_add(1, Ordering::Relaxed);
                 self.remove(s.id);
                 if let Ok(mut e) = self.expired.lock() {

@@ -1,0 +1,2 @@
+import { cases } from "../lib/cases.mjs";
+cases("http");
