@@ -222,6 +222,16 @@ impl Catalog {
         Ok(())
     }
 
+    /// Change the databases a data token opens.
+    pub fn set_token_databases(&self, id: &str, databases_json: &str) -> Result<()> {
+        let conn = self.conn.lock().map_err(lock_err)?;
+        conn.execute(
+            "UPDATE tokens SET databases = ?2 WHERE id = ?1",
+            params![id, databases_json],
+        )?;
+        Ok(())
+    }
+
     /// Revoke a data token; `false` when there was none.
     pub fn delete_token(&self, id: &str) -> Result<bool> {
         let conn = self.conn.lock().map_err(lock_err)?;

@@ -935,3 +935,41 @@ async fn closing_a_database_ends_its_streams() {
         .await;
     assert_eq!(rows(ok(&v, 0))[0][0]["value"], "0", "rolled back");
 }
+
+#[tokio::test]
+async fn dropping_a_database_revokes_the_tokens_made_for_it() {
+    let app = app();
+    app.create(json!({"name": "gone"})).await;
+    app.create(json!({"name": "stays"})).await;
+    let only = app.token(&["gone"]).await;
+    let both = app.token(&["gone", "stays"]).await;
+    let (s, v) = app
+        .admin("POST", "/v1/tokens", Some(json!({"databases": ["gone"]})))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let id = v["id"].as_str().unwrap().to_string();
+    let (s, info) = app.admin("GET", &format!("/v1/tokens/{id}"), None).await;
+    assert_eq!(
+        (s, info["databases"].clone()),
+        (StatusCode::OK, json!(["gone"]))
+    );
+    let (s, _) = app.admin("DELETE", "/v1/databases/gone", None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = app.admin("GET", &format!("/v1/tokens/{id}"), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "revoked with its database");
+    // A database made again under the same name does not open to the old tokens.
+    app.create(json!({"name": "gone"})).await;
+    let (s, _) = app
+        .pipeline_v(3, "gone", Some(&only), None, vec![hexec("SELECT 1")])
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = app
+        .pipeline_v(3, "gone", Some(&both), None, vec![hexec("SELECT 1")])
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    // A token for several keeps the others.
+    let v = app
+        .pipeline("stays", Some(&both), None, vec![hexec("SELECT 1")])
+        .await;
+    assert_eq!(rows(ok(&v, 0))[0][0]["value"], "1");
+}

@@ -301,3 +301,55 @@ async fn a_select_that_outran_the_inline_cap_queues_as_heavy_next_time() {
     assert_eq!(cpu["workers"]["ranTenant"], 0, "{cpu}");
     assert!(cpu["workers"]["workers"].as_u64().unwrap() >= 1);
 }
+
+#[tokio::test]
+async fn strangers_are_refused_before_metering_and_counted_apart() {
+    let app = app();
+    app.create(json!({"name": "db"})).await;
+    let other = {
+        app.create(json!({"name": "other"})).await;
+        app.token(&["other"]).await
+    };
+    // No token, a made-up token, another database's token: none is billed to db.
+    for token in [None, Some("tdb_made_up"), Some(other.as_str())] {
+        let (s, _) = app
+            .call(
+                "POST",
+                "/v1/databases/db/query",
+                token,
+                Some(json!({"sql": "SELECT 1"})),
+            )
+            .await;
+        assert!(
+            s == StatusCode::UNAUTHORIZED || s == StatusCode::FORBIDDEN,
+            "{s}"
+        );
+    }
+    let (_, usage) = app.admin("GET", "/v1/usage", None).await;
+    let db = usage["databases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "db")
+        .unwrap();
+    assert_eq!(
+        (db["requests"].clone(), db["errors"].clone()),
+        (json!(0), json!(0)),
+        "{db}"
+    );
+    let (_, metrics) = app.call("GET", "/metrics", None, None).await;
+    let m = metrics.as_str().unwrap_or_default();
+    assert!(
+        m.contains(r#"refused_requests_total{plane="query",reason="unauthorized"} 1"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"refused_requests_total{plane="query",reason="forbidden"} 2"#),
+        "{m}"
+    );
+    // A request of the database's own token is billed.
+    let t = app.token(&["db"]).await;
+    app.sql("db", &t, "SELECT 1", json!(null)).await;
+    let (_, usage) = app.admin("GET", "/v1/usage", None).await;
+    assert_eq!(usage["total"]["requests"], 1);
+}

@@ -2,6 +2,7 @@
 //! them — create, open, close, clone, unplug, plug, drop — each recorded in the
 //! catalog before it is acknowledged. Running statements is [`execution`].
 
+pub mod access;
 pub mod execution;
 pub mod streams;
 
@@ -12,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use rusqlite::OpenFlags;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::catalog::{now, ArchiveRecord, Catalog, OpenMode, PdbRecord};
 use crate::error::{EngineError, Result};
@@ -224,17 +224,7 @@ pub struct Engine {
     pub streams: Arc<streams::Streams>,
 }
 
-/// 403 for a token this engine does not know (revoked, or another tenant's), asking for
-/// database `name`.
-pub fn unknown_token(name: &str) -> EngineError {
-    EngineError::Forbidden(format!(
-        "the token presented is not valid in this engine, so not for database {name}"
-    ))
-}
-
-fn sha256_hex(s: &str) -> String {
-    hex::encode(Sha256::digest(s.as_bytes()))
-}
+pub use access::unknown_token;
 
 impl Engine {
     /// Open the engine in `dir`: catalog, seed and every registered database.
@@ -653,6 +643,7 @@ impl Engine {
             .write()
             .map_err(EngineError::internal)?
             .remove(name);
+        self.forget_tokens_of(name)?;
         self.catalog.remove_pdb(
             name,
             "dropped",
@@ -699,6 +690,7 @@ impl Engine {
             .write()
             .map_err(EngineError::internal)?
             .remove(name);
+        self.forget_tokens_of(name)?;
         self.catalog.remove_pdb(name, "unplugged", &manifest.name)?;
         files::remove_db(&pdb.path)?;
         Ok(manifest)
@@ -954,72 +946,6 @@ impl Engine {
             .map_err(EngineError::internal)?
             .remove(name);
         Ok(())
-    }
-
-    /// Issue a data token for `databases` (`["*"]` = every database of this engine).
-    pub fn issue_token(&self, databases: Vec<String>) -> Result<(String, String)> {
-        if databases.is_empty() {
-            return Err(EngineError::BadRequest(
-                "a token names at least one database, or \"*\"".into(),
-            ));
-        }
-        for d in databases.iter().filter(|d| *d != "*") {
-            names::validate("database", d)?;
-        }
-        let token = format!(
-            "tdb_{:032x}{:032x}",
-            rand::random::<u128>(),
-            rand::random::<u128>()
-        );
-        let id = format!("{:016x}", rand::random::<u64>());
-        let hash = sha256_hex(&token);
-        self.catalog.put_token(
-            &id,
-            &hash,
-            &serde_json::to_string(&databases).map_err(EngineError::internal)?,
-        )?;
-        self.tokens
-            .write()
-            .map_err(EngineError::internal)?
-            .insert(hash, (id.clone(), databases));
-        Ok((id, token))
-    }
-
-    /// Revoke a data token.
-    pub fn revoke_token(&self, id: &str) -> Result<()> {
-        if !self.catalog.delete_token(id)? {
-            return Err(EngineError::NotFound(format!("no token with id {id}")));
-        }
-        self.tokens
-            .write()
-            .map_err(EngineError::internal)?
-            .retain(|_, (tid, _)| tid != id);
-        Ok(())
-    }
-
-    /// What tenant token `token` says about database `name`: `None` when it is no tenant
-    /// token of this engine (revoked, another tenant's, or not a tenant token at all);
-    /// otherwise Ok, or 403 when it is valid only for other databases.
-    pub fn token_grants(&self, token: &str, name: &str) -> Option<Result<()>> {
-        let tokens = match self.tokens.read() {
-            Ok(t) => t,
-            Err(e) => return Some(Err(EngineError::internal(e))),
-        };
-        let (_, dbs) = tokens.get(&sha256_hex(token))?;
-        Some(if dbs.iter().any(|d| d == "*" || d == name) {
-            Ok(())
-        } else {
-            Err(EngineError::Forbidden(format!(
-                "this token is not valid for database {name}"
-            )))
-        })
-    }
-
-    /// Whether `token` may use database `name`: Ok, or 403 when the token is unknown here
-    /// (revoked, or another tenant's) or valid only for other databases.
-    pub fn authorize_data(&self, token: &str, name: &str) -> Result<()> {
-        self.token_grants(token, name)
-            .unwrap_or_else(|| Err(unknown_token(name)))
     }
 
     /// The most bytes `pdb` may grow to now: its own quota (`own`), and what the tenant's storage

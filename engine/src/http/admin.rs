@@ -50,7 +50,7 @@ pub fn routes(state: Arc<EngineState>) -> Router<Arc<EngineState>> {
         .route("/v1/sla", get(sla))
         .route("/v1/billing", get(billing))
         .route("/v1/tokens", post(issue_token))
-        .route("/v1/tokens/{id}", axum::routing::delete(revoke_token))
+        .route("/v1/tokens/{id}", get(token).delete(revoke_token))
         .route_layer(axum::middleware::from_fn_with_state(
             state,
             super::auth::admin_only,
@@ -380,6 +380,10 @@ async fn issue_token(
     let ApiJson(b) = body?;
     let (id, token) = blocking(&s, move |e| e.issue_token(b.databases)).await?;
     Ok((StatusCode::CREATED, Json(json!({"id": id, "token": token}))).into_response())
+}
+
+async fn token(State(s): State<Arc<EngineState>>, Path(id): Path<String>) -> Result<Response> {
+    Ok(Json(blocking(&s, move |e| e.token_info(&id)).await?).into_response())
 }
 
 async fn revoke_token(

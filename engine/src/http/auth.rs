@@ -82,3 +82,21 @@ pub fn data_caller(state: &EngineState, token: Option<&str>, pdb: &str) -> Resul
         Some(_) => Err(crate::engine::unknown_token(pdb)),
     }
 }
+
+/// [`data_caller`], with a refusal counted on the `refused_requests` metric under
+/// `plane`: a request that is refused here reaches no database, so it is never billed
+/// to one nor counted against its SLA.
+pub fn admit_data(
+    state: &EngineState,
+    token: Option<&str>,
+    pdb: &str,
+    plane: &str,
+) -> Result<Caller> {
+    data_caller(state, token, pdb).inspect_err(|e| {
+        state
+            .metrics
+            .refused_requests
+            .with_label_values(&[plane, e.code()])
+            .inc();
+    })
+}

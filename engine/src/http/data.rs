@@ -10,7 +10,7 @@ use axum::routing::post;
 use axum::Router;
 use serde_json::json;
 
-use super::auth::{data_caller, request_token};
+use super::auth::{admit_data, request_token};
 use super::{ApiJson, EngineState};
 use crate::error::{EngineError, Result};
 use crate::pdb::Caller;
@@ -31,17 +31,20 @@ async fn run_query(
     body: std::result::Result<ApiJson<QueryRequest>, EngineError>,
 ) -> Response {
     let started = std::time::Instant::now();
-    let bytes_in = headers
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0);
-    // Every request on an existing database is metered, refusals included (SLA error rate).
+    let bytes_in = super::declared_length(&headers);
+    // A stranger (no token, or one of no use here) is refused before anything is metered:
+    // nobody is billed for requests they did not make.
+    let caller = match admit_data(&s, request_token(&headers), &pdb, "query") {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    // Every admitted request on an existing database is metered, refusals included (the
+    // SLA error rate).
     let metered = s.engine.get(&pdb).ok();
     s.engine
         .requests_per_minute
         .record(crate::catalog::now().max(0) as u64);
-    let (resp, bytes_out) = match query_or_refuse(&s, pdb, &headers, body).await {
+    let (resp, bytes_out) = match query_or_refuse(&s, pdb, caller, body).await {
         Ok(r) => r,
         Err(e) => (e.into_response(), 0),
     };
@@ -57,10 +60,9 @@ async fn run_query(
 async fn query_or_refuse(
     s: &Arc<EngineState>,
     pdb: String,
-    headers: &HeaderMap,
+    caller: Caller,
     body: std::result::Result<ApiJson<QueryRequest>, EngineError>,
 ) -> Result<(Response, u64)> {
-    let caller = data_caller(s, request_token(headers), &pdb)?;
     let rate = s.rate.as_ref().map(|r| r.check());
     if let Some(d) = rate.filter(|d| !d.allowed) {
         let message = format!(

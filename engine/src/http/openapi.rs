@@ -334,6 +334,14 @@ pub const ROUTES: &[Route] = &[
         Auth::Admin,
     ),
     (
+        "get",
+        "/v1/tokens/{id}",
+        "A data token's id and the databases it opens (404 once revoked; dropping or unplugging the last database a token names revokes it)",
+        None,
+        Some("TokenInfo"),
+        Auth::Admin,
+    ),
+    (
         "delete",
         "/v1/tokens/{id}",
         "Revoke a data token",
@@ -365,6 +373,10 @@ fn schemas() -> Map<String, Value> {
     add("UsageReport", UsageReport::json_schema(&mut g));
     add("SlaReport", SlaReport::json_schema(&mut g));
     add("Bill", Bill::json_schema(&mut g));
+    add(
+        "TokenInfo",
+        crate::engine::access::TokenInfo::json_schema(&mut g),
+    );
     for (name, s) in g.take_definitions(true) {
         out.entry(name).or_insert(s);
     }

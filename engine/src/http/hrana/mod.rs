@@ -68,17 +68,7 @@ pub fn authorize(
     db: &str,
     plane: &str,
 ) -> Result<(Caller, Arc<Pdb>), EngineError> {
-    let caller = super::auth::data_caller(s, token, db);
-    let caller = match caller {
-        Ok(c) => c,
-        Err(e) => {
-            s.metrics
-                .refused_requests
-                .with_label_values(&[plane, e.code()])
-                .inc();
-            return Err(e);
-        }
-    };
+    let caller = super::auth::admit_data(s, token, db, plane)?;
     Ok((caller, s.engine.get(db)?))
 }
 
