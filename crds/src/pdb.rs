@@ -194,4 +194,9 @@ pub struct PluggableDatabaseStatus {
     /// Storage quota in force, in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_quota_bytes: Option<u64>,
+    /// The Secret with the database's connection details for applications: `LIBSQL_URL`
+    /// (the Hrana URL by in-cluster Service DNS), `LIBSQL_WS_URL` and `LIBSQL_AUTH_TOKEN`
+    /// (a token for this database alone, revoked when the database is deleted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_secret: Option<String>,
 }

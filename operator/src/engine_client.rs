@@ -221,6 +221,11 @@ struct ErrorBody {
 const TOKEN_HEADER: &str = "x-tenantdb-token";
 
 impl EngineClient {
+    /// The engine's base URL.
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.http
             .request(method, format!("{}{path}", self.base))
@@ -387,6 +392,32 @@ impl EngineClient {
             )
             .json(rules);
         self.send(req).await.map(|_| ())
+    }
+
+    /// Issue a data token for `databases`: its id and the token.
+    pub async fn issue_token(&self, databases: &[&str]) -> CallResult<(String, String)> {
+        #[derive(Deserialize)]
+        struct Issued {
+            id: String,
+            token: String,
+        }
+        let req = self
+            .request(reqwest::Method::POST, "/v1/tokens")
+            .json(&json!({ "databases": databases }));
+        let issued: Issued = self.json(req).await?;
+        Ok((issued.id, issued.token))
+    }
+
+    /// Whether the token with id `id` is still valid in this engine.
+    pub async fn token_exists(&self, id: &str) -> CallResult<bool> {
+        let req = self.request(reqwest::Method::GET, &format!("/v1/tokens/{id}"));
+        Ok(Self::absent(self.send(req).await)?.is_some())
+    }
+
+    /// Revoke the token with id `id`; `false` when there was none.
+    pub async fn revoke_token(&self, id: &str) -> CallResult<bool> {
+        let req = self.request(reqwest::Method::DELETE, &format!("/v1/tokens/{id}"));
+        Ok(Self::absent(self.send(req).await)?.is_some())
     }
 
     /// The engine's container status.

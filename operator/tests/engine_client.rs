@@ -239,3 +239,31 @@ async fn relocation_steps_move_every_row_and_leave_no_archive() {
         "absent is false, not an error"
     );
 }
+
+#[tokio::test]
+async fn a_connection_token_opens_its_database_alone_and_goes_with_it() {
+    let (engine, _dir) = engine().await;
+    let want = plan::wanted(&pdb("  tenant: acme\n"), None).unwrap();
+    converge(&engine, &want).await;
+    engine
+        .create(&serde_json::from_value(json!({"name": "other"})).unwrap())
+        .await
+        .unwrap();
+    let (id, token) = engine.issue_token(&["orders"]).await.unwrap();
+    assert!(engine.token_exists(&id).await.unwrap());
+    // The token as an application uses it, through Hrana at the URL the Secret holds.
+    let base = engine.url();
+    let http = reqwest::Client::new();
+    let pipeline = |db: &str| {
+        http.post(format!("{base}/db/{db}/v2/pipeline"))
+            .bearer_auth(&token)
+            .json(&json!({"baton": null, "requests": [{"type": "execute", "stmt": {"sql": "SELECT 1"}}, {"type": "close"}]}))
+            .send()
+    };
+    assert_eq!(pipeline("orders").await.unwrap().status(), 200);
+    assert_eq!(pipeline("other").await.unwrap().status(), 403);
+    // Deleting the database revokes its token.
+    assert!(engine.drop_database("orders", false).await.unwrap());
+    assert!(!engine.token_exists(&id).await.unwrap());
+    assert!(!engine.revoke_token(&id).await.unwrap(), "already gone");
+}

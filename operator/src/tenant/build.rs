@@ -209,6 +209,7 @@ pub fn engine_config(
             max_databases: Some(limits.max_databases),
         },
         seed_sql: None,
+        stream_idle_timeout_millis: None,
         sla: Some(SlaTargets {
             uptime_percent: tier.sla_uptime_percent,
             max_avg_latency_ms: f64::from(tier.max_avg_latency_ms),
