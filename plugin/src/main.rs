@@ -3,6 +3,7 @@
 //! through the API server's service proxy with the tenant's admin token (read from its
 //! credentials Secret, so your RBAC decides who may use it).
 
+mod connect;
 mod engine;
 mod render;
 
@@ -98,6 +99,22 @@ enum Command {
     Resume {
         /// Tenant name.
         tenant: String,
+    },
+    /// A database's connection details as environment lines (LIBSQL_URL,
+    /// LIBSQL_AUTH_TOKEN, …), from its connection Secret: `eval "$(kubectl tenantdb
+    /// connect T DB)"` in a pod, or with --port-forward a local URL to use from here.
+    Connect {
+        /// Tenant name.
+        tenant: String,
+        /// Database (PluggableDatabase) name.
+        database: String,
+        /// Forward a local port to the tenant's engine and print a local URL; runs until
+        /// interrupted.
+        #[arg(long)]
+        port_forward: bool,
+        /// The local port for --port-forward (default: any free one).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
     },
     /// The engine's log.
     Logs {
@@ -203,6 +220,20 @@ async fn run(cli: Cli) -> Result<String> {
             let t = tenant(name).await?;
             let v = engine::query(&client, &t, &database, &sql).await?;
             Ok(render::rows(&v))
+        }
+        Command::Connect {
+            tenant: name,
+            database,
+            port_forward,
+            port,
+        } => {
+            let t = tenant(name).await?;
+            let details = connect::details(&client, &ns, &t, &database).await?;
+            if port_forward {
+                connect::forward(&client, &ns, &t, &database, &details, port).await
+            } else {
+                Ok(details.env_lines(None))
+            }
         }
         Command::Suspend { tenant: name } => suspend(&tenants, tenant(name).await?, true).await,
         Command::Resume { tenant: name } => suspend(&tenants, tenant(name).await?, false).await,
