@@ -32,6 +32,23 @@ make_image() { # name binary
 make_image tenantdb-engine tenantdb-engine
 make_image tenantdb-operator tenantdb-operator
 
+# An application image for the e2e tests: the host's Node.js with the pinned
+# @libsql/client and Drizzle ORM (drivers/node) and the program drivers/node/app/main.mjs,
+# configured from a PluggableDatabase's connection Secret.
+# shellcheck source=../drivers/install.sh
+. "$REPO_DIR/drivers/install.sh"
+install_node
+node_root="$(mktemp -d)"
+rootfs_base "$node_root"
+rootfs_add_binary "$node_root" "$(command -v node)" /usr/local/bin/node
+mkdir -p "$node_root/app"
+cp -a "$NODE_MODULES" "$node_root/app/node_modules"
+cp -a "$REPO_DIR/drivers/node/app/." "$node_root/app/"
+cp "$REPO_DIR/drivers/node/package.json" "$node_root/app/"
+image_archive "localhost/tenantdb-node-client:$TAG" "$node_root" "$OUT/tenantdb-node-client.tar" '["/usr/local/bin/node","/app/main.mjs"]'
+rm -rf "$node_root"
+log "image localhost/tenantdb-node-client:$TAG -> $OUT/tenantdb-node-client.tar"
+
 if [ "${1:-}" != "--archives" ] && [ -S "$CONTAINERD_SOCK" ]; then
   for f in "$OUT"/*.tar; do ctr -a "$CONTAINERD_SOCK" -n k8s.io images import "$f" >/dev/null; done
   log "imported into containerd at $CONTAINERD_SOCK"

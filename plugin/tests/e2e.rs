@@ -25,6 +25,40 @@ fn plugin(ns: &str, args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// Start `connect --port-forward`, read its local URL, send one Hrana pipeline there with
+/// `token`, and return the response body.
+async fn through_port_forward(ns: &str, token: &str) -> anyhow::Result<String> {
+    use std::io::{BufRead, Read, Write};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kubectl-tenantdb"))
+        .args(["-n", ns, "connect", "shop", "orders", "--port-forward"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let stdout = child.stdout.take().expect("piped");
+    let url = std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(|l| l.ok())
+        .find_map(|l| l.strip_prefix("LIBSQL_URL=").map(String::from))
+        .expect("a local URL");
+    let rest = url.strip_prefix("http://").expect("http URL");
+    let (addr, path) = rest.split_once('/').expect("a path");
+    let body = r#"{"baton":null,"requests":[{"type":"execute","stmt":{"sql":"SELECT 40 + 2"}},{"type":"close"}]}"#;
+    let answer = tokio::task::spawn_blocking({
+        let (addr, path, token) = (addr.to_string(), path.to_string(), token.to_string());
+        move || -> std::io::Result<String> {
+            let mut s = std::net::TcpStream::connect(&addr)?;
+            write!(s, "POST /{path}v2/pipeline HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())?;
+            let mut out = String::new();
+            s.read_to_string(&mut out)?;
+            Ok(out)
+        }
+    })
+    .await??;
+    let _ = child.kill();
+    let _ = child.wait();
+    Ok(answer)
+}
+
 #[tokio::test]
 async fn every_command_works_and_errors_are_clear() -> anyhow::Result<()> {
     let client = client().await?;
@@ -45,6 +79,32 @@ async fn every_command_works_and_errors_are_clear() -> anyhow::Result<()> {
         Ok((p.status.and_then(|s| s.phase).as_deref() == Some("Open")).then_some(()))
     })
     .await?;
+    eventually(
+        "orders' connection Secret",
+        Duration::from_secs(60),
+        || async {
+            let p = pdbs.get("orders").await?;
+            Ok(p.status.and_then(|s| s.connection_secret))
+        },
+    )
+    .await?;
+
+    // connect: the connection Secret as environment lines, and a forwarded local URL a
+    // libSQL driver (here, its wire protocol by hand) uses as it is.
+    let (ok, out, err) = plugin(&n, &["connect", "shop", "orders"]);
+    assert!(ok, "{err}");
+    let url = format!("LIBSQL_URL=http://shop-engine.{n}.svc:8080/db/orders/");
+    assert!(out.lines().any(|l| l == url), "{out}");
+    let token = out
+        .lines()
+        .find_map(|l| l.strip_prefix("LIBSQL_AUTH_TOKEN="))
+        .expect("a token line")
+        .to_string();
+    assert!(token.starts_with("tdb_"), "{out}");
+    let (ok, _, err) = plugin(&n, &["connect", "shop", "nosuch"]);
+    assert!(!ok && err.contains("no PluggableDatabase nosuch"), "{err}");
+    let answer = through_port_forward(&n, &token).await?;
+    assert!(answer.contains(r#""value":"42""#), "{answer}");
 
     let (ok, out, err) = plugin(
         &n,
