@@ -50,19 +50,19 @@ kubectl -n tenantdb-samples wait pldb/legacy-restored --for=condition=Ready --ti
 kubectl get lockdownprofiles
 kubectl get tnt,pldb -n tenantdb-samples
 
-say "a query in sample-gold's orders database"
-kubectl -n tenantdb-samples port-forward svc/sample-gold-engine 18080:8080 >/dev/null 2>&1 &
-pf=$!
-trap 'kill $pf 2>/dev/null || true' EXIT
-TOKEN="$(kubectl -n tenantdb-samples get secret sample-gold-engine-credentials -o jsonpath='{.data.admin-token}' | base64 -d)"
-api() { curl -sS --retry 20 --retry-connrefused --retry-delay 1 -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' "$@"; }
-api -X POST localhost:18080/v1/databases/orders/query -d '{"sql": "CREATE TABLE IF NOT EXISTS greetings (msg TEXT)"}' >/dev/null
-api -X POST localhost:18080/v1/databases/orders/query -d '{"sql": "INSERT INTO greetings VALUES (?)", "params": ["hello from TenantDB"]}' >/dev/null
-api -X POST localhost:18080/v1/databases/orders/query -d '{"sql": "SELECT msg, count(*) AS n FROM greetings"}'
-echo
-
 say "kubectl tenantdb (the plugin on PATH)"
 cargo build --release --locked -q -p tenantdb-kubectl && export PATH="${CARGO_TARGET_DIR:-$PWD/target}/release:$PATH"
 kubectl tenantdb status -n tenantdb-samples
+
+say "a query in sample-gold's orders database, through @libsql/client"
+# shellcheck source=drivers/install.sh
+. drivers/install.sh
+install_node
+conn="$(mktemp)"
+kubectl tenantdb connect sample-gold orders --port-forward -n tenantdb-samples > "$conn" 2>/dev/null &
+pf=$!
+trap 'kill $pf 2>/dev/null || true; rm -f "$conn"' EXIT
+for _ in $(seq 100); do grep -q '^LIBSQL_AUTH_TOKEN=' "$conn" && grep -q '^LIBSQL_URL=' "$conn" && break; sleep 0.2; done
+(set -a; . "$conn"; set +a; node drivers/node/app/hello.mjs)
 kubectl tenantdb sql sample-gold orders "SELECT msg FROM greetings" -n tenantdb-samples
 say "done: export KUBECONFIG=$KUBECONFIG"

@@ -25,7 +25,7 @@ async fn ready_database(
 ) -> anyhow::Result<String> {
     let pdbs: Api<PluggableDatabase> = Api::namespaced(client.clone(), ns);
     let obj = json!({"apiVersion": "tenantdb.io/v1alpha1", "kind": "PluggableDatabase",
-                     "metadata": {"name": name}, "spec": {"tenant": tenant, "source": {"empty": {}}}});
+                     "metadata": {"name": name}, "spec": {"tenant": tenant}});
     pdbs.patch(name, &PatchParams::apply("e2e-test"), &Patch::Apply(&obj))
         .await?;
     eventually(

@@ -20,6 +20,10 @@ use tenantdb_engine::query::QueryRequest;
 
 const ROWS: i64 = 100_000;
 
+#[path = "support/load.rs"]
+mod load;
+use load::Protocol;
+
 fn quick() -> bool {
     std::env::var("TENANTDB_BENCH_QUICK").is_ok_and(|v| v == "1")
 }
@@ -401,7 +405,8 @@ fn isolation_figures(quick: bool) -> Vec<(String, String)> {
     // runs on this VM, so each "with" is set against the medians, not one lucky baseline.
     let (mut alone, mut with, mut rps, mut done) = (Vec::new(), Vec::new(), Vec::new(), 0);
     for _ in 0..3 {
-        let (alone_rps, _, alone_p99) = rt.block_on(http_load(&base, &token, 8, secs));
+        let (alone_rps, _, alone_p99) =
+            rt.block_on(load::point_selects(&base, &token, Protocol::Json, 8, secs));
         let (with_rps, with_p99, n) = noisy_phase(&rt, &base, &token, secs);
         alone.push(alone_p99);
         with.push(with_p99);
@@ -486,7 +491,7 @@ fn noisy_phase(
         }));
     }
     rt.block_on(async { tokio::time::sleep(Duration::from_millis(300)).await });
-    let (rps, _, p99) = rt.block_on(http_load(base, token, 8, secs));
+    let (rps, _, p99) = rt.block_on(load::point_selects(base, token, Protocol::Json, 8, secs));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for t in noisy {
         let _ = rt.block_on(t);
@@ -494,42 +499,15 @@ fn noisy_phase(
     (rps, p99, done.load(std::sync::atomic::Ordering::Relaxed))
 }
 
-/// HTTP point selects at `conns` concurrent connections for `secs`: (ops/s, p50, p99).
-async fn http_load(base: &str, token: &str, conns: usize, secs: f64) -> (f64, Duration, Duration) {
-    let deadline = Instant::now() + Duration::from_secs_f64(secs);
-    let mut tasks = Vec::new();
-    for c in 0..conns {
-        let (base, token) = (base.to_string(), token.to_string());
-        tasks.push(tokio::spawn(async move {
-            let client = reqwest::Client::builder().pool_max_idle_per_host(1).build().expect("client");
-            let url = format!("{base}/v1/databases/bench/query");
-            let mut rng = Rng(0x9E3779B97F4A7C15 ^ (c as u64 + 1));
-            let mut lat = Vec::new();
-            while Instant::now() < deadline {
-                let t = Instant::now();
-                let r = client.post(&url).bearer_auth(&token).json(&json!({"sql": "SELECT balance FROM acct WHERE id = ?", "params": [rng.next()]})).send().await;
-                match r {
-                    Ok(resp) if resp.status().is_success() => {
-                        let _ = resp.bytes().await;
-                        lat.push(t.elapsed());
-                    }
-                    _ => {}
-                }
-            }
-            lat
-        }));
-    }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.unwrap_or_default());
-    }
-    all.sort();
-    (all.len() as f64 / secs, pct(&all, 0.5), pct(&all, 0.99))
-}
-
 /// The same load from wrk (a C load generator, like pgbench), when installed:
 /// (req/s, p50, p99). wrk's Lua script spreads ids over the table.
-fn wrk_load(base: &str, token: &str, conns: usize, secs: f64) -> Option<(f64, Duration, Duration)> {
+fn wrk_load(
+    base: &str,
+    token: &str,
+    protocol: Protocol,
+    conns: usize,
+    secs: f64,
+) -> Option<(f64, Duration, Duration)> {
     let script = std::env::temp_dir().join("tenantdb-bench-wrk.lua");
     std::fs::write(
         &script,
@@ -538,9 +516,10 @@ fn wrk_load(base: &str, token: &str, conns: usize, secs: f64) -> Option<(f64, Du
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer {token}"
 request = function()
-  return wrk.format(nil, nil, nil, '{{"sql":"SELECT balance FROM acct WHERE id = ?","params":[' .. math.random(1, {ROWS}) .. ']}}')
+  return wrk.format(nil, nil, nil, {})
 end
-"#
+"#,
+            protocol.lua_body(ROWS)
         ),
     )
     .ok()?;
@@ -555,7 +534,7 @@ end
             "--latency",
             "-s",
             &script.display().to_string(),
-            &format!("{base}/v1/databases/bench/query"),
+            &format!("{base}{}", protocol.path()),
         ])
         .output()
         .ok()?;
@@ -774,28 +753,69 @@ fn main() {
         return;
     }
 
-    // 3. HTTP point selects at 1, 16, 64 connections.
+    // 3. HTTP point selects at 1, 16, 64 connections, through the JSON API and Hrana
+    // (alternating, the same load generator for both); then pgbench's TPC-B-like
+    // transaction as interactive Hrana stream requests at 1 and 16 clients.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let (_, token) = engine.issue_token(vec!["bench".into()]).expect("token");
+    let (_, token) = engine
+        .issue_token(vec!["bench".into(), "tpcb".into()])
+        .expect("token");
     let (base, _) = serve_engine(&rt, &engine, Some("bench-admin"));
     let secs = if quick { 1.0 } else { 4.0 };
     let mut http = Vec::new();
+    let mut hrana = Vec::new();
     for conns in [1, 16, 64] {
-        let (tool, (rps, p50, p99)) = match wrk_load(&base, &token, conns, secs) {
-            Some(r) => ("wrk", r),
-            None => (
-                "in-process client",
-                rt.block_on(http_load(&base, &token, conns, secs)),
-            ),
-        };
+        for protocol in [Protocol::Json, Protocol::Hrana] {
+            let (tool, (rps, p50, p99)) = match wrk_load(&base, &token, protocol, conns, secs) {
+                Some(r) => ("wrk", r),
+                None => (
+                    "in-process client",
+                    rt.block_on(load::point_selects(&base, &token, protocol, conns, secs)),
+                ),
+            };
+            let name = match protocol {
+                Protocol::Json => "HTTP (JSON API)",
+                Protocol::Hrana => "Hrana over HTTP",
+            };
+            lines.push((
+                format!("{name} point select, {conns} conns ({tool}): req/s, p50, p99"),
+                format!("{rps:.0}, {}, {}", ms(p50), ms(p99)),
+            ));
+            match protocol {
+                Protocol::Json => http.push(rps),
+                Protocol::Hrana => hrana.push((rps, p99)),
+            }
+        }
+        let (h, j) = (hrana[hrana.len() - 1].0, http[http.len() - 1]);
         lines.push((
-            format!("HTTP point select, {conns} conns ({tool}): req/s, p50, p99"),
-            format!("{rps:.0}, {}, {}", ms(p50), ms(p99)),
+            format!("  Hrana / JSON API point selects, {conns} conns"),
+            format!("{:.2} (target ≥ 0.90)", h / j.max(1.0)),
         ));
-        http.push(rps);
+    }
+    create(&engine, "tpcb", json!({"empty": {}}));
+    let batch: Vec<serde_json::Value> = load::TPCB_SCHEMA
+        .split(";\n")
+        .map(|s| json!({"sql": s.trim_end_matches(';')}))
+        .collect();
+    engine
+        .query(
+            "tpcb",
+            serde_json::from_value(json!({"batch": batch})).expect("batch"),
+            Caller::Admin,
+        )
+        .expect("tpcb schema");
+    let tx_secs = if quick { 2.0 } else { 8.0 };
+    let mut tpcb = Vec::new();
+    for clients in [1, 16] {
+        let (tps, p50, p99) = rt.block_on(load::tpcb(&base, &token, "tpcb", clients, tx_secs));
+        lines.push((
+            format!("Hrana TPC-B-like interactive transaction (7 requests), {clients} clients: tps, p50, p99"),
+            format!("{tps:.0}, {}, {}", ms(p50), ms(p99)),
+        ));
+        tpcb.push(tps);
     }
 
     // 4. A 100 MiB database: hot clone, unplug, plug.
@@ -891,6 +911,21 @@ fn main() {
                     format!(
                         "{tps:.0}  → TenantDB HTTP / PostgreSQL = {:.2}",
                         ours / tps.max(1.0)
+                    ),
+                ));
+            }
+            let tt = if quick { "2" } else { "8" };
+            for (clients, ours) in [(1, tpcb[0]), (16, tpcb[1])] {
+                let c = clients.to_string();
+                let tps = pg
+                    .pgbench(&["-n", "-c", &c, "-j", "2", "-T", tt, "bench"])
+                    .unwrap_or(0.0);
+                pg_lines.push((
+                    format!("PostgreSQL pgbench TPC-B-like (built-in), {clients} clients: tps"),
+                    format!(
+                        "{tps:.0}  → TenantDB Hrana / PostgreSQL = {:.2}{}",
+                        ours / tps.max(1.0),
+                        if clients == 1 { " (target ≥ 1)" } else { "" }
                     ),
                 ));
             }

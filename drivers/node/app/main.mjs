@@ -51,8 +51,11 @@ try {
   console.log(`total_cents=${total}`);
   console.log("result=ok");
 } catch (e) {
+  // Drizzle wraps the driver's error ("Failed query: …"); the cause names what happened.
+  let root = e;
+  while (root.cause) root = root.cause;
   console.log(`result=error`);
-  console.log(`error=${e.code ?? ""} ${e.message}`);
+  console.log(`error=${root.code ?? ""} ${root.message}`);
   process.exitCode = 1;
 } finally {
   client.close();

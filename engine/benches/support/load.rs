@@ -1,0 +1,216 @@
+//! Load generators for the HTTP figures: point selects through the JSON API or Hrana
+//! (from wrk when installed, else an in-process client), and pgbench's TPC-B-like
+//! transaction as interactive Hrana stream requests.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::{pct, Rng};
+
+/// Which protocol a point select goes through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// `POST /v1/databases/bench/query`.
+    Json,
+    /// `POST /db/bench/v2/pipeline`, a fresh stream closed in the same request (what
+    /// `@libsql/client`'s `execute` sends).
+    Hrana,
+}
+
+impl Protocol {
+    /// The path under the base URL.
+    pub fn path(self) -> &'static str {
+        match self {
+            Protocol::Json => "/v1/databases/bench/query",
+            Protocol::Hrana => "/db/bench/v2/pipeline",
+        }
+    }
+
+    fn body(self, id: i64) -> Value {
+        match self {
+            Protocol::Json => {
+                json!({"sql": "SELECT balance FROM acct WHERE id = ?", "params": [id]})
+            }
+            Protocol::Hrana => json!({"baton": null, "requests": [
+                {"type": "execute", "stmt": {"sql": "SELECT balance FROM acct WHERE id = ?",
+                                             "args": [{"type": "integer", "value": id.to_string()}]}},
+                {"type": "close"}]}),
+        }
+    }
+
+    /// The body as a Lua expression for wrk, with the id random in 1..=rows.
+    pub fn lua_body(self, rows: i64) -> String {
+        match self {
+            Protocol::Json => format!(
+                r#"'{{"sql":"SELECT balance FROM acct WHERE id = ?","params":[' .. math.random(1, {rows}) .. ']}}'"#
+            ),
+            Protocol::Hrana => format!(
+                r#"'{{"baton":null,"requests":[{{"type":"execute","stmt":{{"sql":"SELECT balance FROM acct WHERE id = ?","args":[{{"type":"integer","value":"' .. math.random(1, {rows}) .. '"}}]}}}},{{"type":"close"}}]}}'"#
+            ),
+        }
+    }
+}
+
+/// Point selects through `protocol` at `conns` connections for `secs`, from an
+/// in-process client: (req/s, p50, p99). Failed requests are not counted.
+pub async fn point_selects(
+    base: &str,
+    token: &str,
+    protocol: Protocol,
+    conns: usize,
+    secs: f64,
+) -> (f64, Duration, Duration) {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let mut tasks = Vec::new();
+    for c in 0..conns {
+        let (url, token) = (format!("{base}{}", protocol.path()), token.to_string());
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .build()
+                .expect("client");
+            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (c as u64 + 1));
+            let mut lat = Vec::new();
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let body = protocol.body(rng.next());
+                let r = client
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&body)
+                    .send()
+                    .await;
+                if let Ok(resp) = r {
+                    let ok = resp.status().is_success();
+                    let bytes = resp.bytes().await.unwrap_or_default();
+                    // A Hrana error result is a 200 too: count only answers with a row.
+                    if ok
+                        && (protocol == Protocol::Json
+                            || bytes.windows(6).any(|w| w == b"\"rows\""))
+                    {
+                        lat.push(t.elapsed());
+                    }
+                }
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap_or_default());
+    }
+    all.sort();
+    (all.len() as f64 / secs, pct(&all, 0.5), pct(&all, 0.99))
+}
+
+/// The tables of pgbench's TPC-B-like benchmark at scale 1, as SQL for SQLite.
+pub const TPCB_SCHEMA: &str = "CREATE TABLE pgbench_branches (bid INTEGER PRIMARY KEY, bbalance INTEGER NOT NULL, filler TEXT);
+CREATE TABLE pgbench_tellers (tid INTEGER PRIMARY KEY, bid INTEGER NOT NULL, tbalance INTEGER NOT NULL, filler TEXT);
+CREATE TABLE pgbench_accounts (aid INTEGER PRIMARY KEY, bid INTEGER NOT NULL, abalance INTEGER NOT NULL, filler TEXT);
+CREATE TABLE pgbench_history (tid INTEGER, bid INTEGER, aid INTEGER, delta INTEGER, mtime TEXT, filler TEXT);
+INSERT INTO pgbench_branches VALUES (1, 0, NULL);
+WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 10) INSERT INTO pgbench_tellers SELECT x, 1, 0, NULL FROM n;
+WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 100000) INSERT INTO pgbench_accounts SELECT x, 1, 0, printf('%.84c', ' ') FROM n;";
+
+fn int(v: i64) -> Value {
+    json!({"type": "integer", "value": v.to_string()})
+}
+
+fn exec(sql: &str, args: Vec<Value>) -> Value {
+    json!({"type": "execute", "stmt": {"sql": sql, "args": args}})
+}
+
+/// One client's TPC-B-like transactions until `deadline`, each statement its own Hrana
+/// request on one stream (BEGIN, UPDATE, SELECT, UPDATE, UPDATE, INSERT, COMMIT):
+/// the latencies of the committed ones.
+async fn tpcb_client(url: String, token: String, seed: u64, deadline: Instant) -> Vec<Duration> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .build()
+        .expect("client");
+    let mut rng = Rng(seed);
+    let mut lat = Vec::new();
+    while Instant::now() < deadline {
+        let (aid, tid, delta) = (rng.next(), rng.next() % 10 + 1, rng.next() % 10_001 - 5_000);
+        let steps = [
+            exec("BEGIN", vec![]),
+            exec("UPDATE pgbench_accounts SET abalance = abalance + ? WHERE aid = ?", vec![int(delta), int(aid)]),
+            exec("SELECT abalance FROM pgbench_accounts WHERE aid = ?", vec![int(aid)]),
+            exec("UPDATE pgbench_tellers SET tbalance = tbalance + ? WHERE tid = ?", vec![int(delta), int(tid)]),
+            exec("UPDATE pgbench_branches SET bbalance = bbalance + ? WHERE bid = 1", vec![int(delta)]),
+            exec("INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (?, 1, ?, ?, CURRENT_TIMESTAMP)", vec![int(tid), int(aid), int(delta)]),
+        ];
+        let t = Instant::now();
+        let mut baton: Option<String> = None;
+        let mut ok = true;
+        for (i, step) in steps
+            .iter()
+            .chain(std::iter::once(&exec("COMMIT", vec![])))
+            .enumerate()
+        {
+            let mut requests = vec![step.clone()];
+            if i == 6 {
+                requests.push(json!({"type": "close"}));
+            }
+            let body = json!({"baton": baton, "requests": requests});
+            let Ok(resp) = client
+                .post(&url)
+                .bearer_auth(&token)
+                .json(&body)
+                .send()
+                .await
+            else {
+                ok = false;
+                break;
+            };
+            let v: Value = resp.json().await.unwrap_or(Value::Null);
+            if v["results"][0]["type"] != "ok" {
+                ok = false;
+                if let Some(b) = v["baton"].as_str() {
+                    let close = json!({"baton": b, "requests": [{"type": "close"}]});
+                    let _ = client
+                        .post(&url)
+                        .bearer_auth(&token)
+                        .json(&close)
+                        .send()
+                        .await;
+                }
+                break;
+            }
+            baton = v["baton"].as_str().map(String::from);
+        }
+        if ok {
+            lat.push(t.elapsed());
+        }
+    }
+    lat
+}
+
+/// TPC-B-like transactions per second at `clients` clients for `secs`: (tps, p50, p99).
+pub async fn tpcb(
+    base: &str,
+    token: &str,
+    db: &str,
+    clients: usize,
+    secs: f64,
+) -> (f64, Duration, Duration) {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let url = format!("{base}/db/{db}/v2/pipeline");
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            tokio::spawn(tpcb_client(
+                url.clone(),
+                token.to_string(),
+                0xA5A5_5A5A ^ (c as u64 + 7),
+                deadline,
+            ))
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap_or_default());
+    }
+    all.sort();
+    (all.len() as f64 / secs, pct(&all, 0.5), pct(&all, 0.99))
+}
