@@ -3,7 +3,8 @@
 //!
 //! Set `TENANTDB_BENCH_QUICK=1` for a shorter run (smaller counts, 1 s HTTP phases), and
 //! `TENANTDB_BENCH_ONLY=in-process` to stop after the in-process figures (for profiling),
-//! or `TENANTDB_BENCH_ONLY=isolation` for the IO-cap and noisy-neighbour figures alone.
+//! `TENANTDB_BENCH_ONLY=isolation` for the IO-cap and noisy-neighbour figures alone, or
+//! `TENANTDB_BENCH_ONLY=http` for the JSON API, Hrana and TPC-B-like figures beside pgbench.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -681,10 +682,146 @@ impl Drop for Postgres {
     }
 }
 
+/// What the HTTP section measured.
+#[derive(Default, Clone)]
+struct WebFigures {
+    lines: Vec<(String, String)>,
+    /// JSON API point selects/s at 1, 16, 64 connections.
+    json: Vec<f64>,
+    /// Hrana point selects/s at 1, 16, 64 connections.
+    hrana: Vec<f64>,
+    /// TPC-B-like transactions/s at 1 and 16 clients.
+    tpcb: Vec<f64>,
+}
+
+/// Point selects through the JSON API and Hrana at 1, 16 and 64 connections
+/// (alternating, the same load generator for both), then pgbench's TPC-B-like
+/// transaction as interactive Hrana stream requests at 1 and 16 clients. `engine` holds
+/// `bench` (table `acct`).
+fn http_figures(rt: &tokio::runtime::Runtime, engine: &Arc<Engine>, quick: bool) -> WebFigures {
+    // 3. HTTP point selects at 1, 16, 64 connections, through the JSON API and Hrana
+    // (alternating, the same load generator for both); then pgbench's TPC-B-like
+    // transaction as interactive Hrana stream requests at 1 and 16 clients.
+    let (_, token) = engine
+        .issue_token(vec!["bench".into(), "tpcb".into()])
+        .expect("token");
+    let (base, _) = serve_engine(rt, engine, Some("bench-admin"));
+    let secs = if quick { 1.0 } else { 4.0 };
+    let mut out = WebFigures::default();
+    for conns in [1, 16, 64] {
+        for protocol in [Protocol::Json, Protocol::Hrana] {
+            let (tool, (rps, p50, p99)) = match wrk_load(&base, &token, protocol, conns, secs) {
+                Some(r) => ("wrk", r),
+                None => (
+                    "in-process client",
+                    rt.block_on(load::point_selects(&base, &token, protocol, conns, secs)),
+                ),
+            };
+            let name = match protocol {
+                Protocol::Json => "HTTP (JSON API)",
+                Protocol::Hrana => "Hrana over HTTP",
+            };
+            out.lines.push((
+                format!("{name} point select, {conns} conns ({tool}): req/s, p50, p99"),
+                format!("{rps:.0}, {}, {}", ms(p50), ms(p99)),
+            ));
+            match protocol {
+                Protocol::Json => out.json.push(rps),
+                Protocol::Hrana => out.hrana.push(rps),
+            }
+        }
+        let (h, j) = (out.hrana[out.hrana.len() - 1], out.json[out.json.len() - 1]);
+        out.lines.push((
+            format!("  Hrana / JSON API point selects, {conns} conns"),
+            format!("{:.2} (target ≥ 0.90)", h / j.max(1.0)),
+        ));
+    }
+    create(engine, "tpcb", json!({"empty": {}}));
+    let batch: Vec<serde_json::Value> = load::TPCB_SCHEMA
+        .split(";\n")
+        .map(|s| json!({"sql": s.trim_end_matches(';')}))
+        .collect();
+    engine
+        .query(
+            "tpcb",
+            serde_json::from_value(json!({"batch": batch})).expect("batch"),
+            Caller::Admin,
+        )
+        .expect("tpcb schema");
+    let tx_secs = if quick { 2.0 } else { 8.0 };
+    for clients in [1, 16] {
+        let (tps, p50, p99) = rt.block_on(load::tpcb(&base, &token, "tpcb", clients, tx_secs));
+        out.lines.push((
+            format!("Hrana TPC-B-like interactive transaction (7 requests), {clients} clients: tps, p50, p99"),
+            format!("{tps:.0}, {}, {}", ms(p50), ms(p99)),
+        ));
+        out.tpcb.push(tps);
+    }
+
+    out
+}
+
+/// pgbench beside the HTTP figures, same machine, same run: `-S` at 1, 16 and 64
+/// clients, and its built-in TPC-B-like script at 1 and 16.
+fn pg_web_figures(pg: &Postgres, quick: bool, web: &WebFigures) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let t = if quick { "1" } else { "4" };
+    for (conns, ours) in [(1, web.json[0]), (16, web.json[1]), (64, web.json[2])] {
+        let c = conns.to_string();
+        let tps = pg
+            .pgbench(&["-S", "-n", "-c", &c, "-j", "2", "-T", t, "bench"])
+            .unwrap_or(0.0);
+        out.push((
+            format!("PostgreSQL pgbench -S, {conns} clients: tps"),
+            format!(
+                "{tps:.0}  → TenantDB HTTP / PostgreSQL = {:.2}",
+                ours / tps.max(1.0)
+            ),
+        ));
+    }
+    let tt = if quick { "2" } else { "8" };
+    for (clients, ours) in [(1, web.tpcb[0]), (16, web.tpcb[1])] {
+        let c = clients.to_string();
+        let tps = pg
+            .pgbench(&["-n", "-c", &c, "-j", "2", "-T", tt, "bench"])
+            .unwrap_or(0.0);
+        out.push((
+            format!("PostgreSQL pgbench TPC-B-like (built-in), {clients} clients: tps"),
+            format!(
+                "{tps:.0}  → TenantDB Hrana / PostgreSQL = {:.2}{}",
+                ours / tps.max(1.0),
+                if clients == 1 { " (target ≥ 1)" } else { "" }
+            ),
+        ));
+    }
+    out
+}
+
 fn main() {
     let quick = quick();
     if std::env::var("TENANTDB_BENCH_ONLY").is_ok_and(|v| v == "isolation") {
         print_table(quick, &isolation_figures(quick));
+        return;
+    }
+    if std::env::var("TENANTDB_BENCH_ONLY").is_ok_and(|v| v == "http") {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = Arc::new(Engine::open(dir.path(), EngineOptions::default()).expect("engine"));
+        fill(&engine, "bench", ROWS);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let web = http_figures(&rt, &engine, quick);
+        let mut lines = web.lines.clone();
+        match Postgres::start() {
+            Some(pg) => {
+                pg.psql("postgres", "CREATE DATABASE bench");
+                let _ = pg.pgbench(&["-i", "-q", "-s", "1", "bench"]);
+                lines.extend(pg_web_figures(&pg, quick, &web));
+            }
+            None => lines.push(("PostgreSQL".into(), "not available here: skipped".into())),
+        }
+        print_table(quick, &lines);
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -753,70 +890,13 @@ fn main() {
         return;
     }
 
-    // 3. HTTP point selects at 1, 16, 64 connections, through the JSON API and Hrana
-    // (alternating, the same load generator for both); then pgbench's TPC-B-like
-    // transaction as interactive Hrana stream requests at 1 and 16 clients.
+    // 3. HTTP: point selects through the JSON API and Hrana, and TPC-B-like transactions.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let (_, token) = engine
-        .issue_token(vec!["bench".into(), "tpcb".into()])
-        .expect("token");
-    let (base, _) = serve_engine(&rt, &engine, Some("bench-admin"));
-    let secs = if quick { 1.0 } else { 4.0 };
-    let mut http = Vec::new();
-    let mut hrana = Vec::new();
-    for conns in [1, 16, 64] {
-        for protocol in [Protocol::Json, Protocol::Hrana] {
-            let (tool, (rps, p50, p99)) = match wrk_load(&base, &token, protocol, conns, secs) {
-                Some(r) => ("wrk", r),
-                None => (
-                    "in-process client",
-                    rt.block_on(load::point_selects(&base, &token, protocol, conns, secs)),
-                ),
-            };
-            let name = match protocol {
-                Protocol::Json => "HTTP (JSON API)",
-                Protocol::Hrana => "Hrana over HTTP",
-            };
-            lines.push((
-                format!("{name} point select, {conns} conns ({tool}): req/s, p50, p99"),
-                format!("{rps:.0}, {}, {}", ms(p50), ms(p99)),
-            ));
-            match protocol {
-                Protocol::Json => http.push(rps),
-                Protocol::Hrana => hrana.push((rps, p99)),
-            }
-        }
-        let (h, j) = (hrana[hrana.len() - 1].0, http[http.len() - 1]);
-        lines.push((
-            format!("  Hrana / JSON API point selects, {conns} conns"),
-            format!("{:.2} (target ≥ 0.90)", h / j.max(1.0)),
-        ));
-    }
-    create(&engine, "tpcb", json!({"empty": {}}));
-    let batch: Vec<serde_json::Value> = load::TPCB_SCHEMA
-        .split(";\n")
-        .map(|s| json!({"sql": s.trim_end_matches(';')}))
-        .collect();
-    engine
-        .query(
-            "tpcb",
-            serde_json::from_value(json!({"batch": batch})).expect("batch"),
-            Caller::Admin,
-        )
-        .expect("tpcb schema");
-    let tx_secs = if quick { 2.0 } else { 8.0 };
-    let mut tpcb = Vec::new();
-    for clients in [1, 16] {
-        let (tps, p50, p99) = rt.block_on(load::tpcb(&base, &token, "tpcb", clients, tx_secs));
-        lines.push((
-            format!("Hrana TPC-B-like interactive transaction (7 requests), {clients} clients: tps, p50, p99"),
-            format!("{tps:.0}, {}, {}", ms(p50), ms(p99)),
-        ));
-        tpcb.push(tps);
-    }
+    let web = http_figures(&rt, &engine, quick);
+    lines.extend(web.lines.clone());
 
     // 4. A 100 MiB database: hot clone, unplug, plug.
     let mb = if quick { 20 } else { 100 };
@@ -901,34 +981,7 @@ fn main() {
             pg.psql("postgres", "CREATE DATABASE bench");
             let _ = pg.pgbench(&["-i", "-q", "-s", "1", "bench"]);
             let t = if quick { "1" } else { "4" };
-            for (conns, ours) in [(1, http[0]), (16, http[1]), (64, http[2])] {
-                let c = conns.to_string();
-                let tps = pg
-                    .pgbench(&["-S", "-n", "-c", &c, "-j", "2", "-T", t, "bench"])
-                    .unwrap_or(0.0);
-                pg_lines.push((
-                    format!("PostgreSQL pgbench -S, {conns} clients: tps"),
-                    format!(
-                        "{tps:.0}  → TenantDB HTTP / PostgreSQL = {:.2}",
-                        ours / tps.max(1.0)
-                    ),
-                ));
-            }
-            let tt = if quick { "2" } else { "8" };
-            for (clients, ours) in [(1, tpcb[0]), (16, tpcb[1])] {
-                let c = clients.to_string();
-                let tps = pg
-                    .pgbench(&["-n", "-c", &c, "-j", "2", "-T", tt, "bench"])
-                    .unwrap_or(0.0);
-                pg_lines.push((
-                    format!("PostgreSQL pgbench TPC-B-like (built-in), {clients} clients: tps"),
-                    format!(
-                        "{tps:.0}  → TenantDB Hrana / PostgreSQL = {:.2}{}",
-                        ours / tps.max(1.0),
-                        if clients == 1 { " (target ≥ 1)" } else { "" }
-                    ),
-                ));
-            }
+            pg_lines.extend(pg_web_figures(&pg, quick, &web));
             let script = std::env::temp_dir().join("tenantdb-bench-insert.sql");
             let _ = std::fs::write(&script, "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, 1, 1, now());\n");
             let tps = pg

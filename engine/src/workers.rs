@@ -203,6 +203,26 @@ impl WorkerPool {
             .map_err(|_| std::io::Error::other("the worker thread dropped the statement"))
     }
 
+    /// Run `f` as `class` once a slot is free, on this very thread: the runtime hands
+    /// its other tasks to another thread meanwhile (`block_in_place`), so no handoff to a
+    /// worker thread and back stands between the request and its answer. For the short
+    /// statements of an interactive transaction, whose latency is the client's; they run
+    /// at normal priority, still one slot each. On a current-thread runtime, as [`Self::run`].
+    pub async fn run_here<T: Send + 'static>(
+        self: &Arc<Self>,
+        class: Class,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::io::Result<T> {
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        if Handle::current().runtime_flavor() != RuntimeFlavor::MultiThread {
+            return self.run(class, f).await;
+        }
+        let slot = self.acquire(class).await;
+        let out = tokio::task::block_in_place(f);
+        drop(slot);
+        Ok(out)
+    }
+
     /// Wait for a worker slot as `class`.
     pub async fn acquire(self: &Arc<Self>, class: Class) -> Slot {
         self.ran[class as usize].fetch_add(1, Ordering::Relaxed);

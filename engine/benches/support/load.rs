@@ -113,72 +113,117 @@ INSERT INTO pgbench_branches VALUES (1, 0, NULL);
 WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 10) INSERT INTO pgbench_tellers SELECT x, 1, 0, NULL FROM n;
 WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 100000) INSERT INTO pgbench_accounts SELECT x, 1, 0, printf('%.84c', ' ') FROM n;";
 
-fn int(v: i64) -> Value {
-    json!({"type": "integer", "value": v.to_string()})
+/// A Hrana integer argument.
+fn int(v: i64) -> String {
+    format!(r#"{{"type":"integer","value":"{v}"}}"#)
 }
 
-fn exec(sql: &str, args: Vec<Value>) -> Value {
-    json!({"type": "execute", "stmt": {"sql": sql, "args": args}})
+/// An `execute` request with `args`, rendered once (a lean client, as pgbench is).
+fn exec(sql: &str, args: &[i64]) -> String {
+    let args: Vec<String> = args.iter().map(|a| int(*a)).collect();
+    format!(
+        r#"{{"type":"execute","stmt":{{"sql":"{sql}","args":[{}],"want_rows":true}}}}"#,
+        args.join(",")
+    )
+}
+
+/// The baton of a pipeline response, and whether its first result is ok.
+fn read_response(body: &[u8]) -> (Option<String>, bool) {
+    let text = std::str::from_utf8(body).unwrap_or_default();
+    let baton = text
+        .split_once(r#""baton":""#)
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map(|(b, _)| b.to_string());
+    let ok = text
+        .split_once(r#""results":[{"type":""#)
+        .is_some_and(|(_, rest)| rest.starts_with("ok"));
+    (baton, ok)
+}
+
+/// A lean HTTP/1.1 client on one kept-alive connection (hyper's, without a pool or
+/// any per-request machinery), as pgbench is a lean client of PostgreSQL.
+struct Lean {
+    send: hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
+    host: String,
+    auth: String,
+}
+
+impl Lean {
+    async fn connect(url: &str, token: &str) -> Option<Lean> {
+        let host = url.strip_prefix("http://")?.split('/').next()?.to_string();
+        let tcp = tokio::net::TcpStream::connect(&host).await.ok()?;
+        tcp.set_nodelay(true).ok()?;
+        let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .ok()?;
+        tokio::spawn(conn);
+        Some(Lean {
+            send,
+            host,
+            auth: format!("Bearer {token}"),
+        })
+    }
+
+    async fn post(&mut self, path: &str, body: String) -> Option<bytes::Bytes> {
+        use http_body_util::BodyExt;
+        let req = hyper::Request::post(path)
+            .header("host", &self.host)
+            .header("authorization", &self.auth)
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .ok()?;
+        self.send.ready().await.ok()?;
+        let resp = self.send.send_request(req).await.ok()?;
+        Some(resp.into_body().collect().await.ok()?.to_bytes())
+    }
 }
 
 /// One client's TPC-B-like transactions until `deadline`, each statement its own Hrana
 /// request on one stream (BEGIN, UPDATE, SELECT, UPDATE, UPDATE, INSERT, COMMIT):
 /// the latencies of the committed ones.
 async fn tpcb_client(url: String, token: String, seed: u64, deadline: Instant) -> Vec<Duration> {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(1)
-        .build()
-        .expect("client");
+    let path = url
+        .strip_prefix("http://")
+        .and_then(|r| r.find('/').map(|i| r[i..].to_string()))
+        .unwrap_or_default();
+    let Some(mut client) = Lean::connect(&url, &token).await else {
+        return Vec::new();
+    };
     let mut rng = Rng(seed);
     let mut lat = Vec::new();
     while Instant::now() < deadline {
         let (aid, tid, delta) = (rng.next(), rng.next() % 10 + 1, rng.next() % 10_001 - 5_000);
         let steps = [
-            exec("BEGIN", vec![]),
-            exec("UPDATE pgbench_accounts SET abalance = abalance + ? WHERE aid = ?", vec![int(delta), int(aid)]),
-            exec("SELECT abalance FROM pgbench_accounts WHERE aid = ?", vec![int(aid)]),
-            exec("UPDATE pgbench_tellers SET tbalance = tbalance + ? WHERE tid = ?", vec![int(delta), int(tid)]),
-            exec("UPDATE pgbench_branches SET bbalance = bbalance + ? WHERE bid = 1", vec![int(delta)]),
-            exec("INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (?, 1, ?, ?, CURRENT_TIMESTAMP)", vec![int(tid), int(aid), int(delta)]),
+            exec("BEGIN", &[]),
+            exec("UPDATE pgbench_accounts SET abalance = abalance + ? WHERE aid = ?", &[delta, aid]),
+            exec("SELECT abalance FROM pgbench_accounts WHERE aid = ?", &[aid]),
+            exec("UPDATE pgbench_tellers SET tbalance = tbalance + ? WHERE tid = ?", &[delta, tid]),
+            exec("UPDATE pgbench_branches SET bbalance = bbalance + ? WHERE bid = 1", &[delta]),
+            exec("INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (?, 1, ?, ?, CURRENT_TIMESTAMP)", &[tid, aid, delta]),
+            format!(r#"{},{{"type":"close"}}"#, exec("COMMIT", &[])),
         ];
         let t = Instant::now();
         let mut baton: Option<String> = None;
         let mut ok = true;
-        for (i, step) in steps
-            .iter()
-            .chain(std::iter::once(&exec("COMMIT", vec![])))
-            .enumerate()
-        {
-            let mut requests = vec![step.clone()];
-            if i == 6 {
-                requests.push(json!({"type": "close"}));
-            }
-            let body = json!({"baton": baton, "requests": requests});
-            let Ok(resp) = client
-                .post(&url)
-                .bearer_auth(&token)
-                .json(&body)
-                .send()
-                .await
-            else {
+        for step in &steps {
+            let body = match &baton {
+                Some(b) => format!(r#"{{"baton":"{b}","requests":[{step}]}}"#),
+                None => format!(r#"{{"baton":null,"requests":[{step}]}}"#),
+            };
+            let Some(resp) = client.post(&path, body).await else {
                 ok = false;
                 break;
             };
-            let v: Value = resp.json().await.unwrap_or(Value::Null);
-            if v["results"][0]["type"] != "ok" {
+            let (next, step_ok) = read_response(&resp);
+            if !step_ok {
                 ok = false;
-                if let Some(b) = v["baton"].as_str() {
-                    let close = json!({"baton": b, "requests": [{"type": "close"}]});
-                    let _ = client
-                        .post(&url)
-                        .bearer_auth(&token)
-                        .json(&close)
-                        .send()
-                        .await;
+                if let Some(b) = next {
+                    let close = format!(r#"{{"baton":"{b}","requests":[{{"type":"close"}}]}}"#);
+                    let _ = client.post(&path, close).await;
                 }
                 break;
             }
-            baton = v["baton"].as_str().map(String::from);
+            baton = next;
         }
         if ok {
             lat.push(t.elapsed());

@@ -82,6 +82,8 @@ pub struct Stream {
     /// The sequence number of the next baton (HTTP).
     pub seq: AtomicU64,
     slot: Mutex<Slot>,
+    /// Whether the stream was inside a transaction when its last request ended.
+    in_transaction: std::sync::atomic::AtomicBool,
     /// Requests working on the stream now (one may wait for the write lock between its
     /// attempts, while it holds no lock): such a stream does not expire.
     in_use: AtomicU64,
@@ -116,11 +118,17 @@ impl Locked<'_> {
 impl Drop for Locked<'_> {
     fn drop(&mut self) {
         self.stream.touch();
+        let mut in_transaction = false;
         if let Slot::Live(s) = &*self.guard {
             if !s.session.is_current() {
                 *self.guard = Slot::Ended(Ended::DatabaseClosed);
+            } else {
+                in_transaction = !s.session.conn().is_autocommit();
             }
         }
+        self.stream
+            .in_transaction
+            .store(in_transaction, Ordering::Relaxed);
     }
 }
 
@@ -155,6 +163,11 @@ impl Stream {
             stream: self,
             guard,
         })
+    }
+
+    /// Whether the stream was inside a transaction when its last request ended.
+    pub fn in_transaction(&self) -> bool {
+        self.in_transaction.load(Ordering::Relaxed)
     }
 
     /// Mark the stream in use until the returned guard is dropped.
@@ -305,6 +318,7 @@ impl Streams {
                 read_only_txn: false,
                 _slot: slot,
             }))),
+            in_transaction: std::sync::atomic::AtomicBool::new(false),
             in_use: AtomicU64::new(0),
             last_used: AtomicU64::new(0),
             epoch: self.epoch,

@@ -47,8 +47,10 @@ fn mentions(sql: &str, word: &str) -> bool {
     let Some(&first) = needle.first() else {
         return true;
     };
-    memchr::memchr2_iter(first, first.to_ascii_uppercase(), hay)
-        .any(|i| hay.get(i..i + needle.len()).is_some_and(|w| w.eq_ignore_ascii_case(needle)))
+    memchr::memchr2_iter(first, first.to_ascii_uppercase(), hay).any(|i| {
+        hay.get(i..i + needle.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(needle))
+    })
 }
 
 /// The classes in `sql`, from its parse; `Err` with the keywords its tokens hold when

@@ -276,6 +276,14 @@ impl Run {
             })
     }
 
+    /// Whether the run opens a transaction (its first request is an `execute` of BEGIN).
+    pub fn begins_transaction(&self) -> bool {
+        matches!(self.requests.first(), Some(Ok(StreamRequest::Execute { stmt }))
+        if stmt.sql.as_deref().is_some_and(|s| {
+            s.trim_start().get(..5).is_some_and(|w| w.eq_ignore_ascii_case("BEGIN"))
+        }))
+    }
+
     fn begin_result(&mut self) -> usize {
         let mark = self.out.len();
         if self.next > 0 {
@@ -448,17 +456,23 @@ pub async fn drive(
         Caller::Tenant if heavy => Class::Heavy,
         Caller::Tenant => Class::Tenant,
     };
+    // The statements of an interactive transaction run on this thread, not handed to a
+    // worker thread and back: each handoff costs a wake-up, and a transaction of seven
+    // requests makes seven. Work outside a transaction keeps to the niced workers.
+    let interactive = stream.in_transaction() || run.begins_transaction();
     loop {
         let released = stream.pdb.write_released.clone().notified_owned();
         let (s2, st2) = (s.clone(), stream.clone());
-        let (back, stop) = s
-            .workers
-            .run(class, move || {
-                let stop = attempt(&s2, &st2, &mut run, caller, false);
-                (run, stop)
-            })
-            .await
-            .map_err(|e| HranaError::new("INTERNAL", e.to_string()))?;
+        let work = move || {
+            let stop = attempt(&s2, &st2, &mut run, caller, false);
+            (run, stop)
+        };
+        let done = if interactive && !heavy {
+            s.workers.run_here(class, work).await
+        } else {
+            s.workers.run(class, work).await
+        };
+        let (back, stop) = done.map_err(|e| HranaError::new("INTERNAL", e.to_string()))?;
         run = back;
         match stop {
             Stop::Done => return Ok(run),
