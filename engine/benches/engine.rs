@@ -705,9 +705,20 @@ fn http_figures(rt: &tokio::runtime::Runtime, engine: &Arc<Engine>, quick: bool)
     let (_, token) = engine
         .issue_token(vec!["bench".into(), "tpcb".into()])
         .expect("token");
-    let (base, _) = serve_engine(rt, engine, Some("bench-admin"));
+    let (base, state) = serve_engine(rt, engine, Some("bench-admin"));
     let secs = if quick { 1.0 } else { 4.0 };
     let mut out = WebFigures::default();
+    let n = if quick { 20_000 } else { 100_000 };
+    let cost = |p| rt.block_on(load::router_cost(router(state.clone()), &token, p, n));
+    let (json_us, hrana_us) = (cost(Protocol::Json), cost(Protocol::Hrana));
+    out.lines.push((
+        "in-process router, µs a point select (request built, answer read): JSON API / Hrana"
+            .into(),
+        format!(
+            "{json_us:.2} / {hrana_us:.2}  (Hrana +{:.1}%)",
+            (hrana_us / json_us - 1.0) * 100.0
+        ),
+    ));
     for conns in [1, 16, 64] {
         for protocol in [Protocol::Json, Protocol::Hrana] {
             let (tool, (rps, p50, p99)) = match wrk_load(&base, &token, protocol, conns, secs) {
@@ -801,6 +812,33 @@ fn main() {
     let quick = quick();
     if std::env::var("TENANTDB_BENCH_ONLY").is_ok_and(|v| v == "isolation") {
         print_table(quick, &isolation_figures(quick));
+        return;
+    }
+    if std::env::var("TENANTDB_BENCH_ONLY").is_ok_and(|v| v == "router") {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = Arc::new(Engine::open(dir.path(), EngineOptions::default()).expect("engine"));
+        fill(&engine, "bench", ROWS);
+        let (_, token) = engine.issue_token(vec!["bench".into()]).expect("token");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (_, state) = serve_engine(&rt, &engine, Some("bench-admin"));
+        let n = if quick { 20_000 } else { 200_000 };
+        let only = std::env::var("TENANTDB_BENCH_PROTOCOL").unwrap_or_default();
+        let all = [
+            Protocol::Json,
+            Protocol::Hrana,
+            Protocol::Json,
+            Protocol::Hrana,
+        ];
+        for p in all
+            .into_iter()
+            .filter(|p| only.is_empty() || format!("{p:?}").eq_ignore_ascii_case(&only))
+        {
+            let us = rt.block_on(load::router_cost(router(state.clone()), &token, p, n));
+            println!("{p:?}: {us:.2} µs");
+        }
         return;
     }
     if std::env::var("TENANTDB_BENCH_ONLY").is_ok_and(|v| v == "http") {

@@ -39,6 +39,18 @@ impl Protocol {
         }
     }
 
+    /// The body as text, rendered as cheaply for either protocol.
+    pub fn body_text(self, id: i64) -> String {
+        match self {
+            Protocol::Json => {
+                format!(r#"{{"sql":"SELECT balance FROM acct WHERE id = ?","params":[{id}]}}"#)
+            }
+            Protocol::Hrana => format!(
+                r#"{{"baton":null,"requests":[{{"type":"execute","stmt":{{"sql":"SELECT balance FROM acct WHERE id = ?","args":[{{"type":"integer","value":"{id}"}}]}}}},{{"type":"close"}}]}}"#
+            ),
+        }
+    }
+
     /// The body as a Lua expression for wrk, with the id random in 1..=rows.
     pub fn lua_body(self, rows: i64) -> String {
         match self {
@@ -258,4 +270,28 @@ pub async fn tpcb(
     }
     all.sort();
     (all.len() as f64 / secs, pct(&all, 0.5), pct(&all, 0.99))
+}
+
+/// µs of one point select through the router in this process (no network), through
+/// `protocol`: what each protocol's own handling costs, best of three rounds of `n`.
+pub async fn router_cost(router: axum::Router, token: &str, protocol: Protocol, n: usize) -> f64 {
+    use tower::ServiceExt;
+    let mut best = f64::MAX;
+    let mut rng = Rng(0x1234_5678_9ABC_DEF1);
+    for _ in 0..3 {
+        let t = Instant::now();
+        for _ in 0..n {
+            let body = protocol.body_text(rng.next());
+            let req = axum::http::Request::post(protocol.path())
+                .header("authorization", format!("Bearer {token}"))
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(body))
+                .expect("request");
+            let resp = router.clone().oneshot(req).await.expect("response");
+            assert!(resp.status().is_success());
+            let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
+        }
+        best = best.min(t.elapsed().as_secs_f64() * 1e6 / n as f64);
+    }
+    best
 }

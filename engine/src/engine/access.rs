@@ -21,6 +21,12 @@ pub(super) fn sha256_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
 }
 
+/// [`sha256_hex`] into `buf`, without allocating: it runs on every data-plane request.
+fn sha256_hex_in<'b>(s: &str, buf: &'b mut [u8; 64]) -> &'b str {
+    let _ = hex::encode_to_slice(Sha256::digest(s.as_bytes()), buf);
+    std::str::from_utf8(buf).unwrap_or_default()
+}
+
 /// What the engine tells of a token: its id and the databases it opens.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -81,7 +87,8 @@ impl Engine {
             Ok(t) => t,
             Err(e) => return Some(Err(EngineError::internal(e))),
         };
-        let (_, dbs) = tokens.get(&sha256_hex(token))?;
+        let mut buf = [0u8; 64];
+        let (_, dbs) = tokens.get(sha256_hex_in(token, &mut buf))?;
         Some(if dbs.iter().any(|d| d == "*" || d == name) {
             Ok(())
         } else {

@@ -60,6 +60,18 @@ pub struct StreamState {
     _slot: SessionSlot,
 }
 
+impl StreamState {
+    /// A stream's state on `session`, holding `slot` until it is dropped.
+    pub fn new(session: Session, slot: SessionSlot) -> Box<Self> {
+        Box::new(StreamState {
+            session,
+            sqls: HashMap::new(),
+            read_only_txn: false,
+            _slot: slot,
+        })
+    }
+}
+
 enum Slot {
     Live(Box<StreamState>),
     Ended(Ended),
@@ -294,30 +306,26 @@ impl Streams {
         self.idle_timeout
     }
 
-    /// Register a new stream on `session`, holding `slot` until it ends.
+    /// Register a new stream with `state`. (A stream that ends within the request that
+    /// opened it — a pipeline that closes it, what a driver's lone `execute` sends — need
+    /// not be: it stays with its request as a bare [`StreamState`].)
     pub fn open(
         &self,
         database: &str,
         owner: u64,
         kind: StreamKind,
-        session: Session,
-        slot: SessionSlot,
+        state: Box<StreamState>,
     ) -> Arc<Stream> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let stream = Arc::new(Stream {
             id,
             database: database.to_string(),
-            pdb: session.pdb().clone(),
+            pdb: state.session.pdb().clone(),
             owner,
-            caller: session.caller(),
+            caller: state.session.caller(),
             kind,
             seq: AtomicU64::new(0),
-            slot: Mutex::new(Slot::Live(Box::new(StreamState {
-                session,
-                sqls: HashMap::new(),
-                read_only_txn: false,
-                _slot: slot,
-            }))),
+            slot: Mutex::new(Slot::Live(state)),
             in_transaction: std::sync::atomic::AtomicBool::new(false),
             in_use: AtomicU64::new(0),
             last_used: AtomicU64::new(0),

@@ -27,7 +27,7 @@ use axum::Router;
 
 use self::error::HranaError;
 use super::EngineState;
-use crate::engine::streams::{Missing, Stream, StreamKind};
+use crate::engine::streams::{Missing, Stream, StreamKind, StreamState};
 use crate::error::EngineError;
 use crate::pdb::{Caller, Pdb};
 
@@ -122,8 +122,7 @@ pub fn stream_of(
     Ok(stream)
 }
 
-/// Open a stream on `pdb` for `caller`: a session on its own connection, holding one of
-/// the tier's connections until it ends.
+/// Open a stream on `pdb` for `caller` and register it.
 pub fn open_stream(
     s: &EngineState,
     pdb: &Arc<Pdb>,
@@ -131,6 +130,17 @@ pub fn open_stream(
     owner: u64,
     kind: StreamKind,
 ) -> Result<Arc<Stream>, EngineError> {
+    let state = stream_state(s, pdb, caller)?;
+    Ok(s.engine.streams.open(&pdb.name, owner, kind, state))
+}
+
+/// A stream's state on `pdb` for `caller`: a session on its own connection, holding one
+/// of the tier's connections until it is dropped.
+pub fn stream_state(
+    s: &EngineState,
+    pdb: &Arc<Pdb>,
+    caller: Caller,
+) -> Result<Box<StreamState>, EngineError> {
     let slot = s.sessions.acquire()?;
     let rules = pdb.rules();
     let mut session = pdb.session_with(caller, &rules)?;
@@ -140,5 +150,5 @@ pub fn open_stream(
         session: true,
         ..Default::default()
     });
-    Ok(s.engine.streams.open(&pdb.name, owner, kind, session, slot))
+    Ok(StreamState::new(session, slot))
 }

@@ -14,8 +14,8 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::HranaError;
 use super::exec::{Ctx, Outcome, Progress, Runner};
-use super::proto::{PipelineBody, StreamRequest};
-use super::{authorize, open_stream, owner_of, stream_of, BUSY_WAIT, INLINE_CAP};
+use super::proto::{PipelineBody, ReadablePipeline, StreamRequest};
+use super::{authorize, open_stream, owner_of, stream_of, stream_state, BUSY_WAIT, INLINE_CAP};
 use crate::engine::streams::{Ended, Stream, StreamKind, StreamState};
 use crate::http::{request_token, EngineState};
 use crate::pdb::{Caller, Pdb};
@@ -93,43 +93,29 @@ async fn respond(
     version: u8,
 ) -> (Response, u64, bool) {
     let refused = |e: HranaError, status: StatusCode| (e.http(status), 0, true);
-    let req: PipelineBody<'_> = match serde_json::from_slice(body) {
-        Ok(r) => r,
-        Err(e) => {
-            return refused(
-                HranaError::protocol(format!("the body is not a Hrana pipeline: {e}")),
-                StatusCode::BAD_REQUEST,
-            )
-        }
+    let (baton, requests) = match parse(body) {
+        Ok(parsed) => parsed,
+        Err(e) => return refused(e, StatusCode::BAD_REQUEST),
     };
-    let existing = match &req.baton {
+    let existing = match &baton {
         Some(b) => match stream_of(s, db, b, owner) {
             Ok(stream) => Some(stream),
             Err(e) => return refused(e, StatusCode::BAD_REQUEST),
         },
         None => None,
     };
-    if req.requests.len() > MAX_PIPELINE_REQUESTS {
+    if requests.len() > MAX_PIPELINE_REQUESTS {
         if let Some(stream) = &existing {
             end(s, stream, Ended::Closed);
         }
         return refused(
             HranaError::protocol(format!(
                 "a pipeline holds at most {MAX_PIPELINE_REQUESTS} requests, this one {}",
-                req.requests.len()
+                requests.len()
             )),
             StatusCode::BAD_REQUEST,
         );
     }
-    let requests: Vec<Result<StreamRequest, HranaError>> = req
-        .requests
-        .iter()
-        .map(|r| {
-            serde_json::from_str(r.get()).map_err(|e| {
-                HranaError::protocol(format!("the request is not one this server knows: {e}"))
-            })
-        })
-        .collect();
     // The tier's request rate: every request of a refused pipeline is an error result,
     // and the stream stays usable.
     let refusal = match s.rate.as_ref().map(|r| r.check()) {
@@ -142,15 +128,25 @@ async fn respond(
         )),
         _ => None,
     };
-    let stream = match (refusal, existing) {
+    // A pipeline that opens a stream and closes it (a driver's lone execute or batch)
+    // keeps the stream to itself: no registry, no lock, no baton.
+    let ends_here = matches!(requests.last(), Some(Ok(StreamRequest::Close)));
+    let on = match (refusal, existing) {
         (Some(e), existing) => return all_failed(s, db, existing.as_ref(), requests.len(), &e),
-        (None, Some(stream)) => stream,
+        (None, Some(stream)) => On::Stream(stream),
+        (None, None) if ends_here => match stream_state(s, pdb, caller) {
+            Ok(state) => On::Own(state),
+            Err(e) => return all_failed(s, db, None, requests.len(), &e.into()),
+        },
         (None, None) => match open_stream(s, pdb, caller, owner, StreamKind::Http) {
-            Ok(stream) => stream,
+            Ok(stream) => On::Stream(stream),
             Err(e) => return all_failed(s, db, None, requests.len(), &e.into()),
         },
     };
-    let _held = stream.hold();
+    let _held = match &on {
+        On::Stream(stream) => Some(stream.hold()),
+        On::Own(_) => None,
+    };
     if caller == Caller::Tenant {
         let wait = s.engine.io.wait().max(s.network.wait());
         if !wait.is_zero() {
@@ -158,27 +154,59 @@ async fn respond(
         }
     }
     let run = Run::new(requests, version);
-    let run = match drive(s, &stream, run, caller).await {
-        Ok(run) => run,
+    let stream = match &on {
+        On::Stream(stream) => Some(stream.clone()),
+        On::Own(_) => None,
+    };
+    let run = match drive(s, on, run, caller).await {
+        Ok((_, run)) => run,
         Err(e) => {
-            end(s, &stream, Ended::Closed);
+            if let Some(stream) = &stream {
+                end(s, stream, Ended::Closed);
+            }
             return refused(e, StatusCode::BAD_REQUEST);
         }
     };
-    let baton = if run.closed || stream.ended().is_some() {
-        if run.closed {
-            end(s, &stream, Ended::Closed);
+    let baton = match &stream {
+        None => None,
+        Some(stream) if run.closed || stream.ended().is_some() => {
+            if run.closed {
+                end(s, stream, Ended::Closed);
+            }
+            s.engine.streams.remove(stream.id);
+            None
         }
-        s.engine.streams.remove(stream.id);
-        None
-    } else {
-        let seq = stream.seq.load(std::sync::atomic::Ordering::SeqCst);
-        Some(s.batons.sign(db, stream.id, seq))
+        Some(stream) => {
+            let seq = stream.seq.load(std::sync::atomic::Ordering::SeqCst);
+            Some(s.batons.sign(db, stream.id, seq))
+        }
     };
     let failed = run.errors > 0;
     let body = run.into_body(baton.as_deref());
     let n = body.len() as u64;
     (json_response(body), n, failed)
+}
+
+/// The baton and the requests of a pipeline body, each request readable or its error.
+#[allow(clippy::type_complexity)]
+fn parse(
+    body: &[u8],
+) -> Result<(Option<String>, Vec<Result<StreamRequest, HranaError>>), HranaError> {
+    if let Ok(all) = serde_json::from_slice::<ReadablePipeline>(body) {
+        return Ok((all.baton, all.requests.into_iter().map(Ok).collect()));
+    }
+    let req: PipelineBody<'_> = serde_json::from_slice(body)
+        .map_err(|e| HranaError::protocol(format!("the body is not a Hrana pipeline: {e}")))?;
+    let requests = req
+        .requests
+        .iter()
+        .map(|r| {
+            serde_json::from_str(r.get()).map_err(|e| {
+                HranaError::protocol(format!("the request is not one this server knows: {e}"))
+            })
+        })
+        .collect();
+    Ok((req.baton, requests))
 }
 
 /// Every request failed with `e` (the stream, if any, stays as it was).
@@ -253,7 +281,8 @@ impl Run {
     /// A run of `requests` in Hrana `version`.
     pub fn new(requests: Vec<Result<StreamRequest, HranaError>>, version: u8) -> Self {
         Run {
-            out: Vec::with_capacity(256),
+            // A point select's two results take about 330 bytes.
+            out: Vec::with_capacity(512),
             requests,
             next: 0,
             progress: Progress::default(),
@@ -418,16 +447,46 @@ fn ctx<'a>(s: &'a EngineState, pdb: &Pdb, caller: Caller, version: u8, cap: bool
     }
 }
 
-/// One attempt at the run on the stream; the stream's end, if it ended meanwhile.
-fn attempt(s: &EngineState, stream: &Stream, run: &mut Run, caller: Caller, cap: bool) -> Stop {
-    let mut locked = match stream.lock() {
-        Ok(l) => l,
-        Err(e) => {
-            run.fail_rest(&e.into());
-            return Stop::Done;
+/// The stream a run works on.
+pub enum On {
+    /// A registered stream, locked for each attempt.
+    Stream(Arc<Stream>),
+    /// A stream that ends with this request: its state, owned by the request alone.
+    Own(Box<StreamState>),
+}
+
+impl On {
+    fn pdb(&self) -> Arc<Pdb> {
+        match self {
+            On::Stream(st) => st.pdb.clone(),
+            On::Own(state) => state.session.pdb().clone(),
+        }
+    }
+
+    fn in_transaction(&self) -> bool {
+        match self {
+            On::Stream(st) => st.in_transaction(),
+            On::Own(state) => !state.session.conn().is_autocommit(),
+        }
+    }
+}
+
+/// One attempt at the run on its stream.
+fn attempt(s: &EngineState, on: &mut On, run: &mut Run, caller: Caller, cap: bool) -> Stop {
+    let mut locked;
+    let state = match on {
+        On::Own(state) => &mut **state,
+        On::Stream(stream) => {
+            locked = match stream.lock() {
+                Ok(l) => l,
+                Err(e) => {
+                    run.fail_rest(&e.into());
+                    return Stop::Done;
+                }
+            };
+            locked.state()
         }
     };
-    let state = locked.state();
     let pdb = state.session.pdb().clone();
     let ctx = ctx(s, &pdb, caller, run.version, cap);
     run.advance(state, &ctx)
@@ -435,17 +494,18 @@ fn attempt(s: &EngineState, stream: &Stream, run: &mut Run, caller: Caller, cap:
 
 /// Run the pipeline to its end: reads first on this thread under the inline cap, the
 /// rest on the worker pool; a statement that finds the write lock taken waits (holding
-/// no thread) until a transaction ends, for at most [`BUSY_WAIT`].
+/// no thread) until a transaction ends, for at most [`BUSY_WAIT`]. Returns the stream
+/// with the run.
 pub async fn drive(
     s: &Arc<EngineState>,
-    stream: &Arc<Stream>,
+    mut on: On,
     mut run: Run,
     caller: Caller,
-) -> Result<Run, HranaError> {
+) -> Result<(On, Run), HranaError> {
     let mut heavy = false;
     if run.reads_only() {
-        match attempt(s, stream, &mut run, caller, true) {
-            Stop::Done => return Ok(run),
+        match attempt(s, &mut on, &mut run, caller, true) {
+            Stop::Done => return Ok((on, run)),
             Stop::Fatal(e) => return Err(e),
             Stop::Capped => heavy = true,
             Stop::Blocked => {}
@@ -459,23 +519,24 @@ pub async fn drive(
     // The statements of an interactive transaction run on this thread, not handed to a
     // worker thread and back: each handoff costs a wake-up, and a transaction of seven
     // requests makes seven. Work outside a transaction keeps to the niced workers.
-    let interactive = stream.in_transaction() || run.begins_transaction();
+    let interactive = on.in_transaction() || run.begins_transaction();
+    let pdb = on.pdb();
     loop {
-        let released = stream.pdb.write_released.clone().notified_owned();
-        let (s2, st2) = (s.clone(), stream.clone());
+        let released = pdb.write_released.clone().notified_owned();
+        let s2 = s.clone();
         let work = move || {
-            let stop = attempt(&s2, &st2, &mut run, caller, false);
-            (run, stop)
+            let stop = attempt(&s2, &mut on, &mut run, caller, false);
+            (on, run, stop)
         };
         let done = if interactive && !heavy {
             s.workers.run_here(class, work).await
         } else {
             s.workers.run(class, work).await
         };
-        let (back, stop) = done.map_err(|e| HranaError::new("INTERNAL", e.to_string()))?;
-        run = back;
+        let (on_back, back, stop) = done.map_err(|e| HranaError::new("INTERNAL", e.to_string()))?;
+        (on, run) = (on_back, back);
         match stop {
-            Stop::Done => return Ok(run),
+            Stop::Done => return Ok((on, run)),
             Stop::Fatal(e) => return Err(e),
             // Only the inline attempt is capped; anything else is a fault of the engine's.
             Stop::Capped => run.fail_current(&HranaError::new(

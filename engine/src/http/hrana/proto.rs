@@ -24,6 +24,17 @@ pub struct PipelineBody<'a> {
     pub requests: Vec<&'a RawValue>,
 }
 
+/// A pipeline body whose every request is readable: parsed in one pass, the usual case
+/// (else [`PipelineBody`] parses the requests one by one, so a bad one fails alone).
+#[derive(Debug, Deserialize)]
+pub struct ReadablePipeline {
+    /// The stream; `null` opens one.
+    #[serde(default)]
+    pub baton: Option<String>,
+    /// The requests, in order.
+    pub requests: Vec<StreamRequest>,
+}
+
 /// Body of `POST v3/cursor`.
 #[derive(Debug, Deserialize)]
 pub struct CursorBody {
@@ -35,8 +46,7 @@ pub struct CursorBody {
 }
 
 /// A request on a stream (HTTP; over WebSocket the same with a `stream_id`).
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[derive(Debug)]
 pub enum StreamRequest {
     /// Close the stream.
     Close,
@@ -53,19 +63,15 @@ pub enum StreamRequest {
     /// Run several statements separated by semicolons, ignoring rows.
     Sequence {
         /// The SQL text.
-        #[serde(default)]
         sql: Option<String>,
         /// Or a stored SQL text.
-        #[serde(default)]
         sql_id: Option<i32>,
     },
     /// Parse a statement and describe its parameters and columns.
     Describe {
         /// The SQL text.
-        #[serde(default)]
         sql: Option<String>,
         /// Or a stored SQL text.
-        #[serde(default)]
         sql_id: Option<i32>,
     },
     /// Store an SQL text under an id.
@@ -82,6 +88,84 @@ pub enum StreamRequest {
     },
     /// Whether the stream is outside a transaction (Hrana 3).
     GetAutocommit,
+}
+
+/// Every field any request has: parsed as a plain struct (serde's internally tagged
+/// enums buffer the whole value first, a cost on every request), then checked.
+#[derive(Deserialize)]
+struct WireRequest<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(default)]
+    stmt: Option<Stmt>,
+    #[serde(default)]
+    batch: Option<Batch>,
+    #[serde(default)]
+    sql: Option<String>,
+    #[serde(default)]
+    sql_id: Option<i32>,
+    #[serde(default)]
+    stream_id: Option<i32>,
+    #[serde(default)]
+    cursor_id: Option<i32>,
+    #[serde(default)]
+    max_count: Option<u32>,
+}
+
+fn missing<E: serde::de::Error>(kind: &str, field: &str) -> E {
+    E::custom(format!("a {kind} request needs {field}"))
+}
+
+impl WireRequest<'_> {
+    fn stmt<E: serde::de::Error>(&mut self) -> Result<Stmt, E> {
+        self.stmt.take().ok_or_else(|| missing(&self.kind, "stmt"))
+    }
+    fn batch<E: serde::de::Error>(&mut self) -> Result<Batch, E> {
+        self.batch
+            .take()
+            .ok_or_else(|| missing(&self.kind, "batch"))
+    }
+    fn sql_text<E: serde::de::Error>(&mut self) -> Result<String, E> {
+        self.sql.take().ok_or_else(|| missing(&self.kind, "sql"))
+    }
+    fn id<E: serde::de::Error>(&self, v: Option<i32>, field: &str) -> Result<i32, E> {
+        v.ok_or_else(|| missing(&self.kind, field))
+    }
+    /// The stream request this is, if it is one.
+    fn stream_request<E: serde::de::Error>(&mut self) -> Result<Option<StreamRequest>, E> {
+        Ok(Some(match &*self.kind {
+            "close" => StreamRequest::Close,
+            "execute" => StreamRequest::Execute { stmt: self.stmt()? },
+            "batch" => StreamRequest::Batch {
+                batch: self.batch()?,
+            },
+            "sequence" => StreamRequest::Sequence {
+                sql: self.sql.take(),
+                sql_id: self.sql_id,
+            },
+            "describe" => StreamRequest::Describe {
+                sql: self.sql.take(),
+                sql_id: self.sql_id,
+            },
+            "store_sql" => StreamRequest::StoreSql {
+                sql_id: self.id(self.sql_id, "sql_id")?,
+                sql: self.sql_text()?,
+            },
+            "close_sql" => StreamRequest::CloseSql {
+                sql_id: self.id(self.sql_id, "sql_id")?,
+            },
+            "get_autocommit" => StreamRequest::GetAutocommit,
+            _ => return Ok(None),
+        }))
+    }
+}
+
+impl<'de> Deserialize<'de> for StreamRequest {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut w = WireRequest::deserialize(d)?;
+        w.stream_request()?
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown request type {:?}", w.kind)))
+    }
 }
 
 impl StreamRequest {
@@ -180,15 +264,13 @@ pub enum BatchCond {
 }
 
 /// A value, as Hrana encodes it in JSON.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     /// NULL.
     Null,
     /// A 64-bit integer, as a decimal string (a JSON number is accepted too).
     Integer {
         /// The integer.
-        #[serde(deserialize_with = "integer")]
         value: i64,
     },
     /// A 64-bit float.
@@ -208,18 +290,110 @@ pub enum Value {
     },
 }
 
-fn integer<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Int {
-        Text(String),
-        Number(i64),
+/// Values are most of a request, so they are read by hand: `type`, then `value` (or
+/// `base64`) read as the type says, in one pass; a `value` seen before its `type` is
+/// kept raw and read once the type is known.
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(ValueVisitor)
     }
-    match Int::deserialize(d)? {
-        Int::Number(n) => Ok(n),
-        Int::Text(s) => s.trim().parse().map_err(|_| {
-            serde::de::Error::custom(format!("integer value {s:?} is not a 64-bit integer"))
-        }),
+}
+
+struct ValueVisitor;
+
+/// An integer as Hrana sends it: a decimal string (or, leniently, a JSON number).
+struct Int(i64);
+
+impl<'de> Deserialize<'de> for Int {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Int;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a 64-bit integer as a decimal string")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Int, E> {
+                s.trim()
+                    .parse()
+                    .map(Int)
+                    .map_err(|_| E::custom(format!("integer value {s:?} is not a 64-bit integer")))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Int, E> {
+                Ok(Int(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Int, E> {
+                i64::try_from(v)
+                    .map(Int)
+                    .map_err(|_| E::custom(format!("integer value {v} is not a 64-bit integer")))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ValueVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a Hrana value {\"type\": …}")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        use serde::de::Error;
+        let mut kind: Option<std::borrow::Cow<'de, str>> = None;
+        let mut value: Option<Value> = None;
+        let mut early: Option<&'de RawValue> = None;
+        let mut base64: Option<String> = None;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match (&*key, kind.as_deref()) {
+                ("type", _) => kind = Some(map.next_value()?),
+                ("value", Some("integer")) => {
+                    value = Some(Value::Integer {
+                        value: map.next_value::<Int>()?.0,
+                    })
+                }
+                ("value", Some("float")) => {
+                    value = Some(Value::Float {
+                        value: map.next_value()?,
+                    })
+                }
+                ("value", Some("text")) => {
+                    value = Some(Value::Text {
+                        value: map.next_value()?,
+                    })
+                }
+                ("value", _) => early = Some(map.next_value()?),
+                ("base64", _) => base64 = Some(map.next_value()?),
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        let kind = kind.ok_or_else(|| A::Error::missing_field("type"))?;
+        let raw = |what: &str| {
+            early
+                .map(RawValue::get)
+                .ok_or_else(|| A::Error::custom(format!("a {what} value needs value")))
+        };
+        Ok(match (&*kind, value) {
+            (_, Some(v)) => v,
+            ("null", None) => Value::Null,
+            ("integer", None) => Value::Integer {
+                value: serde_json::from_str::<Int>(raw("integer")?)
+                    .map_err(A::Error::custom)?
+                    .0,
+            },
+            ("float", None) => Value::Float {
+                value: serde_json::from_str(raw("float")?).map_err(A::Error::custom)?,
+            },
+            ("text", None) => Value::Text {
+                value: serde_json::from_str(raw("text")?).map_err(A::Error::custom)?,
+            },
+            ("blob", None) => Value::Blob {
+                base64: base64.ok_or_else(|| A::Error::missing_field("base64"))?,
+            },
+            (other, None) => return Err(A::Error::custom(format!("unknown value type {other:?}"))),
+        })
     }
 }
 
@@ -242,9 +416,9 @@ pub struct ClientMsg<'a> {
     pub request: Option<&'a RawValue>,
 }
 
-/// A request over WebSocket.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+/// A request over WebSocket: a stream request with the stream it is for, or one of the
+/// connection's own.
+#[derive(Debug)]
 pub enum WsRequest {
     /// Open stream `stream_id`.
     OpenStream {
@@ -256,58 +430,13 @@ pub enum WsRequest {
         /// The stream.
         stream_id: i32,
     },
-    /// Run one statement on a stream.
-    Execute {
+    /// A request on stream `stream_id` (`store_sql` and `close_sql` belong to the
+    /// connection: their `stream_id` is ignored).
+    Stream {
         /// The stream.
         stream_id: i32,
-        /// The statement.
-        stmt: Stmt,
-    },
-    /// Run a batch on a stream.
-    Batch {
-        /// The stream.
-        stream_id: i32,
-        /// The batch.
-        batch: Batch,
-    },
-    /// Run a sequence on a stream.
-    Sequence {
-        /// The stream.
-        stream_id: i32,
-        /// The SQL text.
-        #[serde(default)]
-        sql: Option<String>,
-        /// Or a stored SQL text.
-        #[serde(default)]
-        sql_id: Option<i32>,
-    },
-    /// Describe a statement on a stream.
-    Describe {
-        /// The stream.
-        stream_id: i32,
-        /// The SQL text.
-        #[serde(default)]
-        sql: Option<String>,
-        /// Or a stored SQL text.
-        #[serde(default)]
-        sql_id: Option<i32>,
-    },
-    /// Store an SQL text for the connection.
-    StoreSql {
-        /// The id.
-        sql_id: i32,
-        /// The text.
-        sql: String,
-    },
-    /// Forget a stored SQL text.
-    CloseSql {
-        /// The id.
-        sql_id: i32,
-    },
-    /// Whether a stream is outside a transaction (Hrana 3).
-    GetAutocommit {
-        /// The stream.
-        stream_id: i32,
+        /// The request.
+        request: StreamRequest,
     },
     /// Run a batch on a stream and read its results incrementally (Hrana 3).
     OpenCursor {
@@ -330,6 +459,58 @@ pub enum WsRequest {
         /// Entries wanted at most.
         max_count: u32,
     },
+}
+
+impl<'de> Deserialize<'de> for WsRequest {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut w = WireRequest::deserialize(d)?;
+        let stream = |w: &WireRequest<'_>| w.id::<D::Error>(w.stream_id, "stream_id");
+        let cursor = |w: &WireRequest<'_>| w.id::<D::Error>(w.cursor_id, "cursor_id");
+        Ok(match &*w.kind {
+            "open_stream" => WsRequest::OpenStream {
+                stream_id: stream(&w)?,
+            },
+            "close_stream" => WsRequest::CloseStream {
+                stream_id: stream(&w)?,
+            },
+            "open_cursor" => WsRequest::OpenCursor {
+                stream_id: stream(&w)?,
+                cursor_id: cursor(&w)?,
+                batch: w.batch()?,
+            },
+            "close_cursor" => WsRequest::CloseCursor {
+                cursor_id: cursor(&w)?,
+            },
+            "fetch_cursor" => WsRequest::FetchCursor {
+                cursor_id: cursor(&w)?,
+                max_count: w.max_count.unwrap_or(1000),
+            },
+            // A stream request; the connection's store_sql and close_sql name no stream.
+            "store_sql" | "close_sql" => WsRequest::Stream {
+                stream_id: w.stream_id.unwrap_or(0),
+                request: w
+                    .stream_request()?
+                    .ok_or_else(|| missing(&w.kind, "a known type"))?,
+            },
+            "close" => {
+                return Err(serde::de::Error::custom(
+                    "over WebSocket, close a stream with close_stream",
+                ))
+            }
+            _ => {
+                let stream_id = stream(&w)?;
+                match w.stream_request()? {
+                    Some(request) => WsRequest::Stream { stream_id, request },
+                    None => {
+                        return Err(serde::de::Error::custom(format!(
+                            "unknown request type {:?}",
+                            w.kind
+                        )))
+                    }
+                }
+            }
+        })
+    }
 }
 
 #[cfg(test)]
@@ -360,6 +541,19 @@ mod tests {
             ]
         );
         assert!(serde_json::from_str::<Value>(r#"{"type":"integer","value":"1.5"}"#).is_err());
+        // Any key order, unknown keys ignored.
+        assert_eq!(
+            serde_json::from_str::<Value>(r#"{"value":"-5","x":1,"type":"integer"}"#).unwrap(),
+            Value::Integer { value: -5 }
+        );
+        assert_eq!(
+            serde_json::from_str::<Value>(r#"{"value":"a\"b","type":"text"}"#).unwrap(),
+            Value::Text {
+                value: "a\"b".into()
+            }
+        );
+        assert!(serde_json::from_str::<Value>(r#"{"type":"date","value":"x"}"#).is_err());
+        assert!(serde_json::from_str::<Value>(r#"{"type":"blob"}"#).is_err());
         assert!(serde_json::from_str::<Value>(
             r#"{"type":"integer","value":"99999999999999999999"}"#
         )

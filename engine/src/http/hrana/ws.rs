@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use super::cursor::{check_batch, produce, whole_error, CursorProgress, Produced, Sink};
 use super::error::HranaError;
 use super::exec::{store_sql, Ctx, Outcome};
-use super::pipeline::{drive, Run};
+use super::pipeline::{drive, On, Run};
 use super::proto::{Batch, ClientMsg, Stmt, StreamRequest, WsRequest};
 use super::{authorize, open_stream, owner_of};
 use crate::engine::streams::{Ended, Stream, StreamKind};
@@ -307,6 +307,40 @@ impl Connection {
         Ok((s.sql, s.sql_id))
     }
 
+    /// A request for a stream's task, with `sql_id`s resolved against the connection's
+    /// stored texts.
+    fn stream_work(
+        &self,
+        request: StreamRequest,
+        v3_only: &dyn Fn(&str) -> HranaError,
+    ) -> Result<Work, HranaError> {
+        let request = match request {
+            StreamRequest::Execute { mut stmt } => {
+                self.resolve(&mut stmt)?;
+                StreamRequest::Execute { stmt }
+            }
+            StreamRequest::Batch { mut batch } => {
+                for s in batch.steps.iter_mut() {
+                    self.resolve(&mut s.stmt)?;
+                }
+                StreamRequest::Batch { batch }
+            }
+            StreamRequest::Sequence { sql, sql_id } => {
+                let (sql, sql_id) = self.resolve_text(sql, sql_id)?;
+                StreamRequest::Sequence { sql, sql_id }
+            }
+            StreamRequest::Describe { sql, sql_id } => {
+                let (sql, sql_id) = self.resolve_text(sql, sql_id)?;
+                StreamRequest::Describe { sql, sql_id }
+            }
+            StreamRequest::GetAutocommit if self.version < 3 => {
+                return Err(v3_only("get_autocommit"))
+            }
+            other => other,
+        };
+        Ok(Work::Request(request))
+    }
+
     fn rate_limited(&self) -> Option<HranaError> {
         let d = self.s.rate.as_ref()?.check();
         (!d.allowed).then(|| {
@@ -327,7 +361,10 @@ impl Connection {
         let (stream_id, work) = match req {
             WsRequest::OpenStream { stream_id } => return self.open(id, stream_id).await,
             WsRequest::CloseStream { stream_id } => return self.close(id, stream_id).await,
-            WsRequest::StoreSql { sql_id, sql } => {
+            WsRequest::Stream {
+                request: StreamRequest::StoreSql { sql_id, sql },
+                ..
+            } => {
                 match store_sql(&mut self.sqls, sql_id, &sql) {
                     Ok(()) => self.send(response_ok(id, br#"{"type":"store_sql"}"#)).await,
                     Err(Outcome::Fatal(e)) => return Err(Close(1008, e.message)),
@@ -336,7 +373,10 @@ impl Connection {
                 }
                 return Ok(());
             }
-            WsRequest::CloseSql { sql_id } => {
+            WsRequest::Stream {
+                request: StreamRequest::CloseSql { sql_id },
+                ..
+            } => {
                 self.sqls.remove(&sql_id);
                 self.send(response_ok(id, br#"{"type":"close_sql"}"#)).await;
                 return Ok(());
@@ -351,47 +391,9 @@ impl Connection {
                     .await;
                 return Ok(());
             }
-            WsRequest::Execute {
-                stream_id,
-                mut stmt,
-            } => (
-                stream_id,
-                self.resolve(&mut stmt)
-                    .map(|()| Work::Request(StreamRequest::Execute { stmt })),
-            ),
-            WsRequest::Batch {
-                stream_id,
-                mut batch,
-            } => (
-                stream_id,
-                batch
-                    .steps
-                    .iter_mut()
-                    .try_for_each(|s| self.resolve(&mut s.stmt))
-                    .map(|()| Work::Request(StreamRequest::Batch { batch })),
-            ),
-            WsRequest::Sequence {
-                stream_id,
-                sql,
-                sql_id,
-            } => (
-                stream_id,
-                self.resolve_text(sql, sql_id)
-                    .map(|(sql, sql_id)| Work::Request(StreamRequest::Sequence { sql, sql_id })),
-            ),
-            WsRequest::Describe {
-                stream_id,
-                sql,
-                sql_id,
-            } => (
-                stream_id,
-                self.resolve_text(sql, sql_id)
-                    .map(|(sql, sql_id)| Work::Request(StreamRequest::Describe { sql, sql_id })),
-            ),
-            WsRequest::GetAutocommit { stream_id } if self.version >= 3 => {
-                (stream_id, Ok(Work::Request(StreamRequest::GetAutocommit)))
+            WsRequest::Stream { stream_id, request } => {
+                (stream_id, self.stream_work(request, &v3_only))
             }
-            WsRequest::GetAutocommit { stream_id } => (stream_id, Err(v3_only("get_autocommit"))),
             WsRequest::OpenCursor {
                 stream_id,
                 cursor_id,
@@ -573,7 +575,8 @@ async fn stream_task(
             }
             Work::Request(req) => {
                 let run = Run::new(vec![Ok(req)], version);
-                match drive(&s, &stream, run, caller).await {
+                let on = On::Stream(stream.clone());
+                match drive(&s, on, run, caller).await.map(|(_, run)| run) {
                     Ok(run) => match run.single() {
                         Ok(resp) => response_ok(job.request_id, &resp),
                         Err(e) => response_error_json(job.request_id, &e),
