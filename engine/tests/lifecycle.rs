@@ -180,6 +180,27 @@ async fn clones_full_snapshot_and_metadata_only() {
     // Independent afterwards.
     app.sql("src", ADMIN, "DELETE FROM kv", json!(null)).await;
     assert_eq!(count("full").await, Some(50));
+    // Asking again for the same clone is fine; for a clone of another database, a
+    // conflict naming both sources.
+    let (s, _) = app
+        .admin(
+            "POST",
+            "/v1/databases",
+            Some(json!({"name": "full", "source": {"clone": {"from": "src", "mode": "full"}}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    app.create(json!({"name": "other"})).await;
+    assert_err(
+        app.admin(
+            "POST",
+            "/v1/databases",
+            Some(json!({"name": "full", "source": {"clone": {"from": "other", "mode": "full"}}})),
+        )
+        .await,
+        StatusCode::CONFLICT,
+        "created from clone full of src; this request asks for clone full of other",
+    );
     assert_err(
         app.admin(
             "POST",

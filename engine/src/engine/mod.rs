@@ -443,12 +443,14 @@ impl Engine {
         let wanted = describe_source(&source);
         if let Ok(existing) = self.get(&req.name) {
             let rec = existing.record();
-            return if rec.source.starts_with(&wanted) {
+            return if same_source(&rec.source, &source) {
                 Ok((self.info(&existing), false))
             } else {
                 Err(EngineError::Conflict(format!(
-                    "database {} exists, created from {}",
-                    req.name, rec.source
+                    "database {} exists, created from {}; this request asks for {}",
+                    req.name,
+                    rec.source,
+                    describe_request(&source)
                 )))
             };
         }
@@ -1165,6 +1167,32 @@ impl Engine {
     }
 }
 
+/// Whether the source a database was made from (as the catalog recorded it) is the one
+/// `requested`: the same kind, and for a clone the same mode and the same database.
+fn same_source(recorded: &str, requested: &Source) -> bool {
+    let wanted = describe_source(requested);
+    match &requested.clone {
+        // "clone full of a", "clone snapshot (reflink) of a", "clone snapshot of a as a full
+        // copy (…)": names have no spaces, so the word after " of " is the source.
+        Some(c) => {
+            recorded.starts_with(&wanted)
+                && recorded
+                    .split_once(" of ")
+                    .and_then(|(_, rest)| rest.split(' ').next())
+                    == Some(c.from.as_str())
+        }
+        None => recorded == wanted,
+    }
+}
+
+/// A requested source in words, for a conflict's message.
+fn describe_request(s: &Source) -> String {
+    match &s.clone {
+        Some(c) => format!("{} of {}", describe_source(s), c.from),
+        None => describe_source(s),
+    }
+}
+
 /// Describe a requested source the way the catalog records it.
 fn describe_source(s: &Source) -> String {
     if s.empty.is_some() {
@@ -1204,4 +1232,47 @@ fn checkpoint(path: &Path) -> Result<()> {
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod source_tests {
+    use super::*;
+
+    fn clone(from: &str, mode: CloneMode) -> Source {
+        Source {
+            seed: None,
+            empty: None,
+            clone: Some(CloneSource {
+                from: from.into(),
+                mode,
+            }),
+            plug: None,
+        }
+    }
+
+    #[test]
+    fn a_repeated_create_matches_only_the_same_source() {
+        let full_a = clone("a", CloneMode::Full);
+        assert!(same_source("clone full of a", &full_a));
+        assert!(
+            !same_source("clone full of b", &full_a),
+            "another source database"
+        );
+        assert!(!same_source("clone full of ab", &full_a));
+        assert!(!same_source("clone snapshot of a", &full_a), "another mode");
+        let snap = clone("a", CloneMode::Snapshot);
+        assert!(same_source("clone snapshot (reflink) of a", &snap));
+        assert!(same_source(
+            "clone snapshot of a as a full copy (the filesystem cannot reflink)",
+            &snap
+        ));
+        let seed = Source {
+            seed: Some(serde_json::json!({})),
+            empty: None,
+            clone: None,
+            plug: None,
+        };
+        assert!(same_source("seed", &seed));
+        assert!(!same_source("seed-ish", &seed));
+    }
 }
