@@ -238,11 +238,17 @@ pub fn run(conn: &Connection, s: StmtRef<'_>, limits: ResultLimits) -> Result<St
     if out.columns.is_empty() {
         out.rows_affected = stmt.raw_execute()? as u64;
     } else {
-        let n = out.columns.len();
+        // Another connection may have changed the schema since this statement was
+        // prepared: SQLite prepares it again at its first step, so what `*` means (the
+        // columns) is read from the statement as it runs, not as it was cached.
+        let mut n = out.columns.len();
         let writes = !stmt.readonly();
         let mut rows = stmt.raw_query();
         let mut bytes = 0usize;
         while let Some(row) = rows.next()? {
+            if out.rows.is_empty() {
+                n = row.as_ref().column_count();
+            }
             if out.rows.len() >= limits.max_rows {
                 return Err(EngineError::TooLarge(format!(
                     "the result has more than {} rows; add a LIMIT or page with WHERE",
@@ -265,6 +271,9 @@ pub fn run(conn: &Connection, s: StmtRef<'_>, limits: ResultLimits) -> Result<St
         }
         // Only a writing statement that returns rows (INSERT … RETURNING) affected any.
         drop(rows);
+        if stmt.column_count() != out.columns.len() {
+            out.columns = stmt.column_names().map(String::from).collect();
+        }
         out.rows_affected = if writes { conn.changes() } else { 0 };
     }
     out.last_insert_rowid = conn.last_insert_rowid();
@@ -383,5 +392,23 @@ mod tests {
         let c = Connection::open_in_memory().unwrap();
         let r = run(&c, &stmt("WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM n LIMIT 500) SELECT x FROM n", Value::Null), LIMITS);
         assert!(matches!(r, Err(EngineError::TooLarge(_))));
+    }
+
+    #[test]
+    fn select_star_follows_a_column_another_connection_added() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let a = Connection::open(&path).unwrap();
+        a.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+            .unwrap();
+        let q = stmt("SELECT * FROM t", Value::Null);
+        assert_eq!(run(&a, &q, LIMITS).unwrap().columns, ["x"]);
+        let b = Connection::open(&path).unwrap();
+        b.execute_batch("ALTER TABLE t ADD COLUMN y DEFAULT 2")
+            .unwrap();
+        // `a` has the statement cached from before the change.
+        let r = run(&a, &q, LIMITS).unwrap();
+        assert_eq!(r.columns, ["x", "y"]);
+        assert_eq!(r.rows[0].len(), 2);
     }
 }

@@ -973,3 +973,43 @@ async fn dropping_a_database_revokes_the_tokens_made_for_it() {
         .await;
     assert_eq!(rows(ok(&v, 0))[0][0]["value"], "1");
 }
+
+#[tokio::test]
+async fn select_star_sees_columns_another_connection_added() {
+    let (app, t) = setup().await;
+    // A stream keeps its connection: the statement is cached there.
+    let v = app
+        .pipeline("db", Some(&t), None, vec![hexec("SELECT * FROM kv")])
+        .await;
+    let b = baton(&v).unwrap();
+    assert_eq!(ok(&v, 0)["result"]["cols"].as_array().unwrap().len(), 2);
+    // Another stream (another connection) changes the schema.
+    app.pipeline(
+        "db",
+        Some(&t),
+        None,
+        vec![
+            hexec("ALTER TABLE kv ADD COLUMN extra INTEGER DEFAULT 7"),
+            hexec("INSERT INTO kv VALUES ('a', 'b', 8)"),
+            json!({"type": "close"}),
+        ],
+    )
+    .await;
+    let v = app
+        .pipeline(
+            "db",
+            Some(&t),
+            Some(&b),
+            vec![hexec("SELECT * FROM kv"), json!({"type": "close"})],
+        )
+        .await;
+    let r = &ok(&v, 0)["result"];
+    let cols: Vec<&str> = r["cols"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(cols, ["k", "v", "extra"], "{r}");
+    assert_eq!(r["rows"][0].as_array().unwrap().len(), 3, "{r}");
+}

@@ -201,14 +201,17 @@ fn one_step(
     if let Err(e) = bind(&mut st, stmt) {
         return StepEnd::Failed(e);
     }
-    let columns = st.column_count();
-    out.clear();
-    out.extend_from_slice(br#"{"type":"step_begin","step":"#);
-    encode::number(out, i as u64);
-    out.extend_from_slice(br#","cols":"#);
-    encode::columns(out, &st);
-    out.push(b'}');
-    let begin = std::mem::take(out);
+    let mut columns = st.column_count();
+    let step_begin = |out: &mut Vec<u8>, st: &rusqlite::Statement<'_>| {
+        out.clear();
+        out.extend_from_slice(br#"{"type":"step_begin","step":"#);
+        encode::number(out, i as u64);
+        out.extend_from_slice(br#","cols":"#);
+        encode::columns(out, st);
+        out.push(b'}');
+        std::mem::take(out)
+    };
+    let mut begin = step_begin(out, &st);
     let before = conn.total_changes();
     let max_rows = ctx.budgets.profile_rows;
     let want_rows = stmt.want_rows.unwrap_or(true);
@@ -229,6 +232,11 @@ fn one_step(
                 return StepEnd::Failed(e);
             }
         };
+        if n == 0 && row.as_ref().column_count() != columns {
+            // Prepared again at its first step (the schema changed): its columns now.
+            columns = row.as_ref().column_count();
+            begin = step_begin(out, row.as_ref());
+        }
         if n == 0 && !sink.entry(&begin, session) {
             return StepEnd::ReaderGone;
         }
@@ -257,6 +265,9 @@ fn one_step(
         }
     }
     drop(rows);
+    if n == 0 && st.column_count() != columns {
+        begin = step_begin(out, &st);
+    }
     if n == 0 && !sink.entry(&begin, session) {
         return StepEnd::ReaderGone;
     }

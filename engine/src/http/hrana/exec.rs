@@ -280,9 +280,11 @@ fn run_stmt(
     bind(&mut st, stmt)?;
     let start = out.len();
     out.extend_from_slice(b"{\"cols\":");
+    let cols_at = out.len();
     encode::columns(out, &st);
+    let mut cols_end = out.len();
     out.extend_from_slice(b",\"rows\":[");
-    let columns = st.column_count();
+    let mut columns = st.column_count();
     let want_rows = stmt.want_rows.unwrap_or(true);
     let before = conn.total_changes();
     let limits = ctx.budgets.result;
@@ -291,6 +293,14 @@ fn run_stmt(
         let mut rows = st.raw_query();
         let mut bytes = 0usize;
         while let Some(row) = rows.next().map_err(|e| fail(session, e))? {
+            if rows_read == 0 && row.as_ref().column_count() != columns {
+                // Prepared again at its first step (the schema changed): its columns now.
+                columns = row.as_ref().column_count();
+                let mut fresh = Vec::new();
+                encode::columns(&mut fresh, row.as_ref());
+                out.splice(cols_at..cols_end, fresh.iter().copied());
+                cols_end = cols_at + fresh.len();
+            }
             rows_read += 1;
             if !want_rows {
                 continue;
@@ -320,6 +330,11 @@ fn run_stmt(
         }
         Ok(())
     })();
+    if stepped.is_ok() && rows_read == 0 && st.column_count() != columns {
+        let mut fresh = Vec::new();
+        encode::columns(&mut fresh, &st);
+        out.splice(cols_at..cols_end, fresh.iter().copied());
+    }
     drop(st);
     if let Err(e) = stepped {
         out.truncate(start);
