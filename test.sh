@@ -18,13 +18,14 @@ step "rustfmt"
 cargo fmt --all -- --check
 step "clippy"
 cargo clippy --workspace --all-targets --locked --features tenantdb-e2e/e2e,tenantdb-kubectl/e2e -- -D warnings
+step "tools built from Go modules, cached by version (the cluster's, helm, the versitygw object store)"
+PATH="$(e2e/build-tools.sh --print):$PATH"; export PATH
+e2e/build-tools.sh
 step "unit and integration tests"
 counted cargo test --workspace --locked
 step "the libSQL drivers (Go, Node, Python) against a standalone engine"
 counted drivers/run.sh
 step "chart: helm lint and the rendered install bundle"
-PATH="$(e2e/build-tools.sh --print):$PATH"; export PATH
-e2e/build-tools.sh
 helm lint --strict charts/tenantdb
 helm lint --strict charts/tenantdb -f e2e/values-e2e.yaml --set metrics.serviceMonitor.enabled=true
 scripts/render-manifests.sh --check

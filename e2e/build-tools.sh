@@ -70,4 +70,6 @@ build_etcd
 build_simple coredns github.com/coredns/coredns github.com/coredns/coredns "$COREDNS_VERSION"
 build_simple local-path-provisioner github.com/rancher/local-path-provisioner github.com/rancher/local-path-provisioner "$LOCAL_PATH_VERSION"
 build_simple helm helm.sh/helm/v3 helm.sh/helm/v3/cmd/helm "$HELM_VERSION"
+# The S3-compatible object store the backup tests ship to (posix backend).
+build_simple versitygw github.com/versity/versitygw github.com/versity/versitygw/cmd/versitygw "$VERSITYGW_VERSION"
 log "all tools present in $BIN"

@@ -58,6 +58,9 @@ pub struct EngineConfig {
     /// rolls back (default [`DEFAULT_STREAM_IDLE_MILLIS`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_idle_timeout_millis: Option<u64>,
+    /// Continuous backup to an S3-compatible store (`docs/backup.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<crate::backup::BackupConfig>,
 }
 
 /// How long an idle stream lives by default: 10 s, as libSQL's own server.

@@ -60,6 +60,9 @@ pub enum EngineError {
     /// A fault of the engine itself (500).
     #[error("{0}")]
     Internal(String),
+    /// The backup store failed or could not be reached (502).
+    #[error("{0}")]
+    BackupStore(String),
 }
 
 impl EngineError {
@@ -79,6 +82,7 @@ impl EngineError {
             EngineError::Timeout(_) | EngineError::CpuBudget(_) => StatusCode::REQUEST_TIMEOUT,
             EngineError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             EngineError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            EngineError::BackupStore(_) => StatusCode::BAD_GATEWAY,
             EngineError::MemoryBudget(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -102,6 +106,7 @@ impl EngineError {
             EngineError::CpuBudget(_) => "statement_cpu_budget",
             EngineError::InsufficientStorage(_) => "storage_quota",
             EngineError::Internal(_) => "internal",
+            EngineError::BackupStore(_) => "backup_store",
             EngineError::MemoryBudget(_) => "memory_budget",
         }
     }
@@ -185,3 +190,18 @@ impl IntoResponse for EngineError {
 
 /// Result of an engine operation.
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+impl From<crate::backup::restore::RestoreError> for EngineError {
+    fn from(e: crate::backup::restore::RestoreError) -> Self {
+        use crate::backup::restore::RestoreError as R;
+        match e {
+            R::NoBackup(_) => EngineError::NotFound(e.to_string()),
+            R::OutsideWindow { .. } => EngineError::BadRequest(e.to_string()),
+            R::Store(crate::backup::store::StoreError::NotFound(_)) => {
+                EngineError::NotFound(e.to_string())
+            }
+            R::Store(_) => EngineError::BackupStore(e.to_string()),
+            R::Damaged(..) | R::Io(_) => EngineError::Internal(e.to_string()),
+        }
+    }
+}

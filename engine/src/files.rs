@@ -17,9 +17,24 @@ use sha2::{Digest, Sha256};
 /// it: mixing VFSes on one file in one process would mix two locking schemes.
 pub const VFS: &str = "unix-excl";
 
+static ENGINE_CHECKPOINTS_ONLY: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// From now on, every connection [`open_db`] makes leaves checkpoints to the backup
+/// shipper: no automatic checkpoint and none on close (see `docs/backup.md`). Process-wide,
+/// like the VFS: one connection that checkpoints on close would fold unshipped frames
+/// into the database behind the shipper.
+pub fn leave_checkpoints_to_the_shipper() {
+    ENGINE_CHECKPOINTS_ONLY.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
 /// Open the database file at `path` with the engine's [`VFS`].
 pub fn open_db(path: &Path, flags: OpenFlags) -> rusqlite::Result<Connection> {
-    Connection::open_with_flags_and_vfs(path, flags, VFS)
+    let conn = Connection::open_with_flags_and_vfs(path, flags, VFS)?;
+    if ENGINE_CHECKPOINTS_ONLY.load(std::sync::atomic::Ordering::SeqCst) {
+        crate::backup::shipper::configure(&conn)?;
+    }
+    Ok(conn)
 }
 
 /// Open a database that other connections of the engine may be using, to read it. Read

@@ -2,6 +2,7 @@
 //! One SQLite file per pluggable database, a catalog, a seed, lockdown through the
 //! authorizer, and an HTTP API.
 
+pub mod backup;
 pub mod catalog;
 pub mod cgroup;
 pub mod config;

@@ -182,6 +182,8 @@ pub struct Pdb {
     /// Signalled when a session ends a transaction: a writer waiting for the lock without
     /// holding a thread tries again.
     pub write_released: Arc<tokio::sync::Notify>,
+    /// Where the `wal_hook` of each connection records commits, when backup is on.
+    capture: Option<Arc<crate::backup::capture::Capture>>,
 }
 
 /// Heavy statements remembered per database before the set starts again.
@@ -221,7 +223,14 @@ impl Pdb {
             cache_kib: 2048,
             heavy: Mutex::new(std::collections::HashSet::new()),
             write_released: Arc::new(tokio::sync::Notify::new()),
+            capture: None,
         }
+    }
+
+    /// The same database with its commits captured for backup.
+    pub fn with_capture(mut self, capture: Arc<crate::backup::capture::Capture>) -> Self {
+        self.capture = Some(capture);
+        self
     }
 
     /// The record as it is now.
@@ -303,6 +312,14 @@ impl Pdb {
             self.cache_kib
         ))?;
         conn.set_prepared_statement_cache_capacity(64);
+        if let Some(capture) = self.capture.clone() {
+            conn.wal_hook(Some(
+                move |_: &mut rusqlite::hooks::Wal, frames: std::ffi::c_int| {
+                    capture.committed(frames.max(0) as u32);
+                    Ok(())
+                },
+            ))?;
+        }
         let admin = Arc::new(AtomicBool::new(true));
         let budget = Arc::new(StatementBudget::default());
         let denied = Arc::new(Denial::default());

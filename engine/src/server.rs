@@ -139,6 +139,12 @@ pub async fn serve(
             io_bytes_per_second: config.limits.io_bytes_per_second,
             cache_kib_per_connection: crate::isolation::cache_kib_per_connection(memory_limit),
             stream_idle_timeout: config.stream_idle_timeout(),
+            backup: config.backup.clone().map(|b| {
+                (
+                    b,
+                    config.tenant.clone().unwrap_or_else(|| "standalone".into()),
+                )
+            }),
             ..Default::default()
         },
     )
@@ -179,6 +185,9 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await;
     flusher.abort();
+    if let Some(b) = engine.backup.clone() {
+        b.shutdown(std::time::Duration::from_secs(10)).await;
+    }
     if let Err(e) = tokio::task::spawn_blocking(move || engine.flush_usage()).await {
         tracing::warn!(error = %e, "flushing usage at shutdown");
     }

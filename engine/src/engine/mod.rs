@@ -51,6 +51,8 @@ pub struct EngineOptions {
     pub cache_kib_per_connection: u32,
     /// How long a stream (a session kept across requests) may stay idle.
     pub stream_idle_timeout: Duration,
+    /// Continuous backup, and the tenant name backups are filed under.
+    pub backup: Option<(crate::backup::BackupConfig, String)>,
 }
 
 impl Default for EngineOptions {
@@ -67,6 +69,7 @@ impl Default for EngineOptions {
             io_bytes_per_second: None,
             cache_kib_per_connection: 2048,
             stream_idle_timeout: Duration::from_millis(crate::config::DEFAULT_STREAM_IDLE_MILLIS),
+            backup: None,
         }
     }
 }
@@ -87,6 +90,23 @@ pub struct Source {
     /// An archive made by unplug.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plug: Option<PlugSource>,
+    /// A backup in the object store, as of an instant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<Box<RestoreSource>>,
+}
+
+/// Restore from the backup store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RestoreSource {
+    /// Tenant the backup was filed under (default: this engine's tenant).
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// Database name as it was.
+    pub database: String,
+    /// RFC 3339 instant; the latest recoverable one when absent.
+    #[serde(default)]
+    pub point_in_time: Option<String>,
 }
 
 /// Clone from another database.
@@ -222,6 +242,8 @@ pub struct Engine {
     interrupted: [std::sync::atomic::AtomicU64; 2],
     /// Sessions kept across requests (Hrana streams).
     pub streams: Arc<streams::Streams>,
+    /// Continuous backup, when configured.
+    pub backup: Option<Arc<crate::backup::Backup>>,
 }
 
 pub use access::unknown_token;
@@ -237,7 +259,22 @@ impl Engine {
             let _ = std::fs::remove_file(e.path());
         }
         let catalog = Catalog::open(&dir.join("catalog.db"))?;
+        let backup = match (&opts.backup, tokio::runtime::Handle::try_current()) {
+            (Some((cfg, tenant)), Ok(rt)) => {
+                files::leave_checkpoints_to_the_shipper();
+                let b = crate::backup::Backup::new(cfg.clone(), tenant, dir, rt)
+                    .map_err(|e| EngineError::BadRequest(e.to_string()))?;
+                Some(Arc::new(b))
+            }
+            (Some(_), Err(_)) => {
+                return Err(EngineError::internal(
+                    "backup needs the engine opened on a Tokio runtime",
+                ))
+            }
+            (None, _) => None,
+        };
         let engine = Engine {
+            backup,
             dir: dir.to_path_buf(),
             catalog,
             pdbs: RwLock::new(HashMap::new()),
@@ -324,7 +361,17 @@ impl Engine {
     /// rules, and the page cache per connection the memory budget allows.
     fn handle(&self, path: PathBuf, rec: PdbRecord) -> Pdb {
         let rules = self.rules_for(rec.lockdown_profile.as_deref());
-        Pdb::new(path, rec, rules).with_cache_kib(self.opts.cache_kib_per_connection)
+        let name = rec.name.clone();
+        let pdb =
+            Pdb::new(path.clone(), rec, rules).with_cache_kib(self.opts.cache_kib_per_connection);
+        match self.backup.as_ref().map(|b| b.start(&name, &path)) {
+            Some(Ok(capture)) => pdb.with_capture(capture),
+            Some(Err(e)) => {
+                tracing::error!(database = %name, error = %e, "backup cannot start for this database");
+                pdb
+            }
+            None => pdb,
+        }
     }
 
     /// A database by name.
@@ -416,6 +463,51 @@ impl Engine {
     /// Create a database. Idempotent: asking again for an existing database with the same
     /// source returns it (`false`); with another source it is a conflict.
     pub fn create(&self, req: CreateRequest) -> Result<(PdbInfo, bool)> {
+        self.create_with(req, None)
+    }
+
+    /// A scratch file for content being made (removed at the next start if left).
+    pub fn scratch_path(&self, name: &str) -> PathBuf {
+        self.tmp_path(name)
+    }
+
+    /// Create, with the content of a restore already made in `restored` (a scratch file,
+    /// moved into place or removed).
+    pub fn create_restored(
+        &self,
+        req: CreateRequest,
+        restored: PathBuf,
+    ) -> Result<(PdbInfo, bool)> {
+        let made = self.create_with(req, Some(restored.clone()));
+        let _ = files::remove_db(&restored);
+        made
+    }
+
+    /// The database `req.name` when it exists with the source `req` asks for; a conflict
+    /// when it exists with another; `None` when it does not exist.
+    pub fn existing(&self, req: &CreateRequest) -> Result<Option<PdbInfo>> {
+        let Ok(existing) = self.get(&req.name) else {
+            return Ok(None);
+        };
+        let rec = existing.record();
+        match &req.source {
+            Some(source) if !same_source(&rec.source, source) => {
+                Err(EngineError::Conflict(format!(
+                    "database {} exists, created from {}; this request asks for {}",
+                    req.name,
+                    rec.source,
+                    describe_request(source)
+                )))
+            }
+            _ => Ok(Some(self.info(&existing))),
+        }
+    }
+
+    fn create_with(
+        &self,
+        req: CreateRequest,
+        restored: Option<PathBuf>,
+    ) -> Result<(PdbInfo, bool)> {
         names::validate("database", &req.name)?;
         if let Some(p) = &req.lockdown_profile {
             self.profile(p)?;
@@ -425,19 +517,21 @@ impl Engine {
             empty: None,
             clone: None,
             plug: None,
+            restore: None,
         });
         let chosen = [
             source.seed.is_some(),
             source.empty.is_some(),
             source.clone.is_some(),
             source.plug.is_some(),
+            source.restore.is_some(),
         ]
         .iter()
         .filter(|b| **b)
         .count();
         if chosen != 1 {
             return Err(EngineError::BadRequest(
-                "source sets exactly one of seed, empty, clone or plug".into(),
+                "source sets exactly one of seed, empty, clone, plug or restore".into(),
             ));
         }
         let wanted = describe_source(&source);
@@ -467,6 +561,14 @@ impl Engine {
             } else if let Some(p) = &source.plug {
                 self.plug_into(&p.archive, &tmp)?;
                 Ok(wanted.clone())
+            } else if let Some(file) = &restored {
+                std::fs::rename(file, &tmp)?;
+                files::remove_sidecars(file)?;
+                Ok(wanted.clone())
+            } else if source.restore.is_some() {
+                Err(EngineError::BadRequest(
+                    "a restore is made through the HTTP API (it reads the backup store)".into(),
+                ))
             } else {
                 Err(EngineError::BadRequest("no source".into()))
             }
@@ -641,6 +743,7 @@ impl Engine {
         self.streams.end_for(name, false);
         pdb.close_sessions(false, self.opts.close_deadline)?;
         self.flush_pdbs(std::slice::from_ref(&pdb))?;
+        self.finish_backup(name);
         self.pdbs
             .write()
             .map_err(EngineError::internal)?
@@ -669,6 +772,17 @@ impl Engine {
         Ok(())
     }
 
+    /// Seal what `name` committed into its backlog and stop its shipper (whose last pass
+    /// ships it), before its files go away.
+    fn finish_backup(&self, name: &str) {
+        if let Some(b) = &self.backup {
+            if let Err(e) = b.seal_now(name) {
+                tracing::error!(database = %name, error = %e, "last commits not sealed for backup");
+            }
+            b.stop(name, true);
+        }
+    }
+
     /// Unplug a database into an archive (manifest + data + sha256) and unregister it.
     pub fn unplug(&self, name: &str, archive: Option<String>) -> Result<Manifest> {
         let pdb = self.get(name)?;
@@ -681,6 +795,7 @@ impl Engine {
         pdb.close_sessions(true, self.opts.close_deadline)?;
         self.update(&pdb, "closed", "for unplug", |r| r.open_mode = None)?;
         self.flush_pdbs(std::slice::from_ref(&pdb))?;
+        self.finish_backup(name);
         checkpoint(&pdb.path)?;
         let dir = self.dir.join("archives").join(&archive);
         std::fs::create_dir_all(&dir)?;
@@ -1206,6 +1321,13 @@ fn describe_source(s: &Source) -> String {
         format!("clone {mode}")
     } else if let Some(p) = &s.plug {
         format!("plug of {}", p.archive)
+    } else if let Some(r) = &s.restore {
+        format!(
+            "restore of {}/{} at {}",
+            r.tenant.as_deref().unwrap_or("(this tenant)"),
+            r.database,
+            r.point_in_time.as_deref().unwrap_or("latest")
+        )
     } else {
         "seed".into()
     }
@@ -1247,6 +1369,7 @@ mod source_tests {
                 mode,
             }),
             plug: None,
+            restore: None,
         }
     }
 
@@ -1271,6 +1394,7 @@ mod source_tests {
             empty: None,
             clone: None,
             plug: None,
+            restore: None,
         };
         assert!(same_source("seed", &seed));
         assert!(!same_source("seed-ish", &seed));

@@ -51,6 +51,7 @@ pub fn routes(state: Arc<EngineState>) -> Router<Arc<EngineState>> {
         .route("/v1/billing", get(billing))
         .route("/v1/tokens", post(issue_token))
         .route("/v1/tokens/{id}", get(token).delete(revoke_token))
+        .merge(super::backup::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state,
             super::auth::admin_only,
@@ -88,7 +89,12 @@ async fn create(
     body: std::result::Result<ApiJson<CreateRequest>, EngineError>,
 ) -> Result<Response> {
     let ApiJson(req) = body?;
-    let (info, created) = blocking(&s, move |e| e.create(req)).await?;
+    let restore = req.source.as_ref().is_some_and(|src| src.restore.is_some());
+    let (info, created) = if restore {
+        super::backup::create_by_restore(&s, req).await?
+    } else {
+        blocking(&s, move |e| e.create(req)).await?
+    };
     Ok((
         if created {
             StatusCode::CREATED

@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod backup;
 pub mod data;
 pub mod hrana;
 pub mod observe;

@@ -231,6 +231,38 @@ pub const ROUTES: &[Route] = &[
     ),
     (
         "get",
+        "/v1/databases/{pdb}/backup",
+        "Continuous backup of the database: generation, sealed and shipped transactions, backlog, lag, last error",
+        None,
+        Some("ShipStatus"),
+        Auth::Admin,
+    ),
+    (
+        "post",
+        "/v1/databases/{pdb}/backup/checkpoint",
+        "Seal everything to the store's backlog and checkpoint the WAL now (202)",
+        None,
+        None,
+        Auth::Admin,
+    ),
+    (
+        "post",
+        "/v1/databases/{pdb}/backup/snapshot",
+        "Start a new backup generation with a base snapshot now (202)",
+        None,
+        None,
+        Auth::Admin,
+    ),
+    (
+        "get",
+        "/v1/backups/{tenant}/{database}",
+        "What the backup store holds for a database (of any tenant, present or gone): generations and the recoverable window",
+        None,
+        None,
+        Auth::Admin,
+    ),
+    (
+        "get",
         "/v1/archives",
         "List archives",
         None,
@@ -373,6 +405,10 @@ fn schemas() -> Map<String, Value> {
     add("UsageReport", UsageReport::json_schema(&mut g));
     add("SlaReport", SlaReport::json_schema(&mut g));
     add("Bill", Bill::json_schema(&mut g));
+    add(
+        "ShipStatus",
+        crate::backup::ship::ShipStatus::json_schema(&mut g),
+    );
     add(
         "TokenInfo",
         crate::engine::access::TokenInfo::json_schema(&mut g),

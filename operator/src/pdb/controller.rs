@@ -755,6 +755,7 @@ async fn relocate(
                         plug: Some(eng::PlugSource {
                             archive: archive.clone(),
                         }),
+                        restore: None,
                     }),
                     open_mode: want.open_mode,
                     storage_quota_bytes: want.storage_quota_bytes,

@@ -81,6 +81,7 @@ fn engine_source(name: &str, source: &PdbSource) -> Result<eng::Source, Invalid>
         empty: None,
         clone: None,
         plug: None,
+        restore: None,
     };
     if source.seed.is_some() {
         out.seed = Some(serde_json::json!({}));

@@ -210,6 +210,7 @@ pub fn engine_config(
         },
         seed_sql: None,
         stream_idle_timeout_millis: None,
+        backup: None,
         sla: Some(SlaTargets {
             uptime_percent: tier.sla_uptime_percent,
             max_avg_latency_ms: f64::from(tier.max_avg_latency_ms),

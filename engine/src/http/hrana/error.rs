@@ -79,6 +79,7 @@ impl From<EngineError> for HranaError {
             EngineError::Busy(_) => "SQLITE_BUSY",
             EngineError::Sql(_) => "SQLITE_ERROR",
             EngineError::Internal(_) => "INTERNAL",
+            EngineError::BackupStore(_) => "BACKUP_STORE",
         };
         HranaError::new(code, e.to_string())
     }

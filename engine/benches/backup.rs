@@ -1,0 +1,303 @@
+//! `cargo bench -p tenantdb-engine --bench backup`: continuous backup's figures in one
+//! run, against a real S3-compatible store (versitygw, built by `e2e/build-tools.sh`,
+//! started here on loopback over a directory):
+//!
+//! * the write path with backup on beside backup off (point selects and single-row
+//!   inserts through the engine, in process);
+//! * restoring a large database (1 GiB; `TENANTDB_BENCH_QUICK=1`: 128 MiB) from a
+//!   snapshot plus segments: download and replay MB/s reported apart, beside the store's
+//!   own raw GET speed for the same bytes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tenantdb_engine::backup::{restore, BackupConfig};
+use tenantdb_engine::engine::{CreateRequest, Engine, EngineOptions};
+use tenantdb_engine::pdb::Caller;
+use tenantdb_engine::query::QueryRequest;
+
+const KEY: &str = "bench";
+const SECRET: &str = "bench-secret";
+
+fn quick() -> bool {
+    std::env::var("TENANTDB_BENCH_QUICK").is_ok_and(|v| v == "1")
+}
+
+fn versitygw() -> PathBuf {
+    if let Some(p) = std::env::var_os("TENANTDB_VERSITYGW") {
+        return p.into();
+    }
+    let cache =
+        std::env::var("TENANTDB_E2E_CACHE").unwrap_or_else(|_| "/var/cache/tenantdb-e2e".into());
+    Path::new(&cache).join("bin/versitygw")
+}
+
+struct Gw(Child);
+impl Drop for Gw {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_store(root: &Path) -> (Gw, String) {
+    std::fs::create_dir_all(root.join("backups")).expect("bucket dir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let gw = Gw(Command::new(versitygw())
+        .args([
+            "--access",
+            KEY,
+            "--secret",
+            SECRET,
+            "--port",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(["posix", &root.display().to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("versitygw (run e2e/build-tools.sh)"));
+    for _ in 0..400 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return (gw, format!("http://127.0.0.1:{port}"));
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("versitygw did not start");
+}
+
+fn q(sql: &str, params: serde_json::Value) -> QueryRequest {
+    QueryRequest {
+        sql: Some(sql.to_string()),
+        params: Some(params),
+        batch: None,
+    }
+}
+
+fn create(engine: &Engine, name: &str) {
+    let req: CreateRequest =
+        serde_json::from_value(json!({"name": name, "source": {"empty": {}}})).expect("request");
+    engine.create(req).expect("create");
+}
+
+/// Single-row inserts and point selects a second, best of three rounds each.
+fn write_path(engine: &Engine, db: &str, n: usize) -> (f64, f64) {
+    create(engine, db);
+    engine
+        .query(
+            db,
+            q(
+                "CREATE TABLE kv (id INTEGER PRIMARY KEY, v TEXT)",
+                json!(null),
+            ),
+            Caller::Admin,
+        )
+        .expect("schema");
+    let (mut ins, mut sel) = (0f64, 0f64);
+    let mut id = 0i64;
+    for _ in 0..3 {
+        let t = Instant::now();
+        for _ in 0..n {
+            id += 1;
+            engine
+                .query(
+                    db,
+                    q(
+                        "INSERT INTO kv VALUES (?, 'value of about thirty bytes...')",
+                        json!([id]),
+                    ),
+                    Caller::Admin,
+                )
+                .expect("insert");
+        }
+        ins = ins.max(n as f64 / t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        for i in 0..n * 10 {
+            engine
+                .query(
+                    db,
+                    q(
+                        "SELECT v FROM kv WHERE id = ?",
+                        json!([(i as i64 * 7919) % id + 1]),
+                    ),
+                    Caller::Admin,
+                )
+                .expect("select");
+        }
+        sel = sel.max((n * 10) as f64 / t.elapsed().as_secs_f64());
+    }
+    (ins, sel)
+}
+
+fn backup_options(endpoint: &str) -> EngineOptions {
+    let cfg: BackupConfig = serde_json::from_value(json!({
+        "store": {"endpoint": endpoint, "bucket": "backups", "prefix": "bench", "accessKeyId": KEY, "secretAccessKey": SECRET},
+        "snapshotIntervalSeconds": 86400,
+        "checkpointBytes": 64 << 20,
+    }))
+    .expect("config");
+    EngineOptions {
+        backup: Some((cfg, "bench".into())),
+        ..Default::default()
+    }
+}
+
+fn drained(engine: &Engine, db: &str) {
+    let b = engine.backup.as_ref().expect("backup");
+    let start = Instant::now();
+    loop {
+        if let Some(st) = b.status(db) {
+            if st.backlog_files == 0 && st.shipped_txid == st.sealed_txid && st.sealed_txid > 0 {
+                return;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "backlog never drained"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Fill `db` with `bytes` of 64 KiB blobs, committing `per_txn` rows at a time.
+fn fill(engine: &Engine, db: &str, bytes: u64) {
+    let rows = bytes / 65_536;
+    let per_txn = 64;
+    let mut done = 0;
+    while done < rows {
+        engine
+            .query(db, q(&format!("WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM n WHERE x < {per_txn}) INSERT INTO big (b) SELECT randomblob(65536) FROM n"), json!(null)), Caller::Admin)
+            .expect("fill");
+        done += per_txn;
+    }
+}
+
+fn mb_s(bytes: u64, secs: f64) -> f64 {
+    bytes as f64 / 1_048_576.0 / secs.max(1e-9)
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let _guard = rt.enter();
+    let work = tempfile::tempdir().expect("tmp");
+    let (_gw, endpoint) = start_store(&work.path().join("store"));
+    let n = if quick() { 2_000 } else { 10_000 };
+    let mut lines: Vec<(String, String)> = Vec::new();
+
+    // Backup off first: once an engine in this process has backup on, every connection
+    // leaves checkpoints to the shipper (a process-wide setting).
+    let off = Engine::open(&work.path().join("off"), EngineOptions::default()).expect("engine");
+    let (ins_off, sel_off) = write_path(&off, "w", n);
+    drop(off);
+    let on =
+        Arc::new(Engine::open(&work.path().join("on"), backup_options(&endpoint)).expect("engine"));
+    let (ins_on, sel_on) = write_path(&on, "w", n);
+    lines.push((
+        "single-row insert/s, backup off / on".into(),
+        format!(
+            "{ins_off:.0} / {ins_on:.0}  → {:+.1}% (target within 10%)",
+            (ins_on / ins_off - 1.0) * 100.0
+        ),
+    ));
+    lines.push((
+        "point select/s, backup off / on".into(),
+        format!(
+            "{sel_off:.0} / {sel_on:.0}  → {:+.1}%",
+            (sel_on / sel_off - 1.0) * 100.0
+        ),
+    ));
+
+    // A large database: half before a new snapshot, half after (snapshot plus WAL).
+    let total: u64 = if quick() { 128 << 20 } else { 1 << 30 };
+    create(&on, "big");
+    on.query(
+        "big",
+        q(
+            "CREATE TABLE big (id INTEGER PRIMARY KEY, b BLOB)",
+            json!(null),
+        ),
+        Caller::Admin,
+    )
+    .expect("schema");
+    let t = Instant::now();
+    fill(&on, "big", total / 2);
+    drained(&on, "big");
+    let backup = on.backup.clone().expect("backup");
+    assert!(backup.snapshot_now("big"));
+    std::thread::sleep(Duration::from_secs(2));
+    fill(&on, "big", total / 2);
+    drained(&on, "big");
+    let shipped = backup.status("big").expect("status");
+    lines.push((
+        format!("{} MiB written and shipped (2 generations)", total >> 20),
+        format!(
+            "{:.1} s, {} MiB shipped",
+            t.elapsed().as_secs_f64(),
+            shipped.shipped_bytes >> 20
+        ),
+    ));
+
+    // The store's own speed for the same objects: GET every object of the database.
+    let store = backup.store().clone();
+    let (raw_bytes, raw_secs) = rt.block_on(async {
+        let keys = store.list("bench/big").await.expect("list");
+        let t = Instant::now();
+        let mut bytes = 0u64;
+        for k in &keys {
+            bytes += store.get(k).await.expect("get").len() as u64;
+        }
+        (bytes, t.elapsed().as_secs_f64())
+    });
+    let out = work.path().join("restored.db");
+    let report = rt
+        .block_on(restore::restore(&store, "bench", "big", None, &out))
+        .expect("restore");
+    let size = std::fs::metadata(&out).map_or(0, |m| m.len());
+    lines.push((
+        "object store raw GET (every object of the database)".into(),
+        format!(
+            "{:.0} MB/s ({} MiB in {raw_secs:.2} s)",
+            mb_s(raw_bytes, raw_secs),
+            raw_bytes >> 20
+        ),
+    ));
+    lines.push((
+        "restore latest: download (snapshot + segments of one generation)".into(),
+        format!(
+            "{:.0} MB/s ({} MiB in {:.2} s)",
+            mb_s(report.downloaded_bytes, report.download_seconds),
+            report.downloaded_bytes >> 20,
+            report.download_seconds
+        ),
+    ));
+    lines.push((
+        "restore latest: replay (snapshot written, frames applied, integrity_check)".into(),
+        format!(
+            "{:.0} MB/s ({} MiB downloaded written out as a {} MiB database in {:.2} s, {} MiB of it replayed pages)",
+            mb_s(report.downloaded_bytes, report.replay_seconds),
+            report.downloaded_bytes >> 20,
+            size >> 20,
+            report.replay_seconds,
+            report.replayed_bytes >> 20
+        ),
+    ));
+    println!(
+        "TenantDB backup benchmark ({}; 2 cores)",
+        if quick() { "quick" } else { "full" }
+    );
+    println!("{}", "-".repeat(100));
+    for (k, v) in &lines {
+        println!("{k:<70} {v}");
+    }
+    rt.block_on(backup.shutdown(Duration::from_secs(5)));
+}

@@ -1,0 +1,140 @@
+//! What the `wal_hook` of every connection to a database records: each commit's frame
+//! count and time, in memory for the shipper and appended to a file so that the commit
+//! times of transactions not yet sealed survive a killed engine. And the wake-up call.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// One commit as the hook saw it: frames in the WAL after it, and when (unix ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Commit {
+    /// Frames in the WAL including this commit's.
+    pub frames: u32,
+    /// Commit time, unix ms.
+    pub ms: i64,
+}
+
+/// Per-database capture state, shared by the database's connections and its shipper.
+#[derive(Debug)]
+pub struct Capture {
+    commits: Mutex<(VecDeque<Commit>, Option<File>)>,
+    path: PathBuf,
+    /// Signalled after every commit.
+    pub wake: tokio::sync::Notify,
+}
+
+const RECORD: usize = 12;
+
+impl Capture {
+    /// Capture for a database whose backlog is in `dir`: commits the file there records
+    /// (from a previous run) are loaded first.
+    pub fn open(dir: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("commit-times");
+        let mut queue = VecDeque::new();
+        if let Ok(mut f) = File::open(&path) {
+            let mut buf = Vec::new();
+            f.read_to_end(&mut buf)?;
+            for r in buf.chunks_exact(RECORD) {
+                let frames = u32::from_be_bytes([r[0], r[1], r[2], r[3]]);
+                let ms = i64::from_be_bytes([r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11]]);
+                queue.push_back(Commit { frames, ms });
+            }
+        }
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        Ok(Capture {
+            commits: Mutex::new((queue, Some(file))),
+            path,
+            wake: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// Record a commit (called by the hook on the committing thread).
+    pub fn committed(&self, frames: u32) {
+        let ms = chrono::Utc::now().timestamp_millis();
+        if let Ok(mut c) = self.commits.lock() {
+            c.0.push_back(Commit { frames, ms });
+            let mut rec = [0u8; RECORD];
+            rec[..4].copy_from_slice(&frames.to_be_bytes());
+            rec[4..].copy_from_slice(&ms.to_be_bytes());
+            if let Some(f) = c.1.as_mut() {
+                if let Err(e) = f.write_all(&rec) {
+                    tracing::warn!(error = %e, "commit time not recorded on disk");
+                }
+            }
+        }
+        self.wake.notify_one();
+    }
+
+    /// Take the commit times of the commit frames at `frames` (increasing 1-based
+    /// positions in the current WAL), in order. Records of earlier positions are dropped
+    /// (consumed before, or from before a restart of the engine). A commit whose record is
+    /// missing while a later one is there lost it (the engine died between the commit and
+    /// its hook): the later commit's time bounds it. A commit with no record and none after
+    /// it stops the list when `wait_for` is set (its hook is about to run), else gets
+    /// `fallback_ms` (the first pass after a restart).
+    pub fn take(&self, frames: &[u32], wait_for: bool, fallback_ms: i64) -> Vec<i64> {
+        let Ok(mut c) = self.commits.lock() else {
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(frames.len());
+        for &f in frames {
+            while c.0.front().is_some_and(|r| r.frames < f) {
+                c.0.pop_front();
+            }
+            match c.0.front().copied() {
+                Some(r) if r.frames == f => {
+                    out.push(r.ms);
+                    c.0.pop_front();
+                }
+                Some(r) => out.push(r.ms),
+                None if wait_for => break,
+                None => out.push(fallback_ms),
+            }
+        }
+        out
+    }
+
+    /// Forget every record (the WAL was sealed to its end under the write lock): the file
+    /// starts again.
+    pub fn reset(&self) {
+        if let Ok(mut c) = self.commits.lock() {
+            c.0.clear();
+            c.1 = OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .open(&self.path)
+                .map_err(|e| tracing::warn!(error = %e, "commit-times file not reset"))
+                .ok();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_follow_commit_frames_and_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Capture::open(dir.path()).unwrap();
+        c.committed(2);
+        c.committed(5);
+        c.committed(6);
+        let reopened = Capture::open(dir.path()).unwrap();
+        let live = c.take(&[2, 5], true, 0);
+        assert_eq!(live.len(), 2);
+        // Frame 7 has no record yet: the list stops there while its hook may still run.
+        assert_eq!(c.take(&[6, 7], true, 0).len(), 1);
+        // After a restart the file's records are there; a lost one gets the fallback.
+        let after = reopened.take(&[5, 6, 9], false, 42);
+        assert_eq!(after[0], live[1]);
+        assert_eq!(after[2], 42);
+        reopened.reset();
+        assert!(Capture::open(dir.path()).unwrap().take(&[1], false, 7) == vec![7]);
+    }
+}

@@ -1,0 +1,344 @@
+//! One database's shipper: seals committed WAL frames into segments in the backlog,
+//! checkpoints under the write lock, starts generations with a base snapshot, and ships
+//! the backlog to the store in order. The blocking half (files, SQLite) is here; the loop
+//! that drives it and talks to the store is in `ship.rs`.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::capture::Capture;
+use super::layout::{self, GenerationManifest};
+use super::segment::{self, SegmentFrame};
+use super::wal;
+use crate::files;
+
+/// Largest run of frames one scan reads before sealing (whole transactions beyond it).
+const SEGMENT_BYTES: usize = 16 << 20;
+
+/// What the shipper remembers across restarts (`state.json` in the backlog).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct State {
+    /// Current generation (none before the first snapshot).
+    pub generation: Option<String>,
+    /// Where sealing stopped in the WAL.
+    pub cursor: wal::Cursor,
+    /// Last transaction sealed.
+    pub sealed_txid: u64,
+    /// Running checksum after the last sealed segment.
+    pub checksum: String,
+    /// Whether the last seal reached the WAL's end under the write lock before a
+    /// checkpoint: only then may the WAL restart without a gap.
+    pub may_restart: bool,
+    /// When the current generation started (unix ms).
+    pub generation_ms: i64,
+}
+
+/// Why sealing could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    /// A file operation failed.
+    #[error("backup backlog: {0}")]
+    Io(#[from] std::io::Error),
+    /// SQLite refused (the write lock, the snapshot).
+    #[error("backup: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The WAL restarted without every frame sealed first: a new generation must begin.
+    #[error("the WAL restarted behind the shipper; a new generation begins")]
+    Gap,
+}
+
+/// One database's capture: its files, backlog and state.
+#[derive(Debug)]
+pub struct Shipper {
+    /// Database name.
+    pub name: String,
+    db: PathBuf,
+    /// Backlog directory (`<data>/backup/<db>`).
+    pub dir: PathBuf,
+    /// What the hooks record.
+    pub capture: Arc<Capture>,
+    /// Persistent state.
+    pub state: Mutex<State>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shipper {
+    /// The shipper of database `name` at `db`, backlog in `dir` (state loaded from it).
+    pub fn open(name: &str, db: &Path, dir: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir.join("pending"))?;
+        let state = std::fs::read(dir.join("state.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        Ok(Shipper {
+            name: name.to_string(),
+            db: db.to_path_buf(),
+            dir: dir.to_path_buf(),
+            capture: Arc::new(Capture::open(dir)?),
+            state: Mutex::new(state),
+        })
+    }
+
+    fn wal_path(&self) -> PathBuf {
+        PathBuf::from(format!("{}-wal", self.db.display()))
+    }
+
+    /// Bytes in the WAL file now.
+    pub fn wal_bytes(&self) -> u64 {
+        std::fs::metadata(self.wal_path()).map_or(0, |m| m.len())
+    }
+
+    fn save(&self, state: &State) -> std::io::Result<()> {
+        let json = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
+        files::durable_write(&self.dir.join("state.json"), &json)
+    }
+
+    /// The backlog directory of generation `gen`.
+    pub fn pending_dir(&self, gen: &str) -> PathBuf {
+        self.dir.join("pending").join(gen)
+    }
+
+    /// Seal the committed frames after the cursor into backlog segments. `wait_for`: stop
+    /// at a commit whose hook has not recorded its time yet (it is about to). Returns the
+    /// transactions sealed. Without a generation, frames are consumed unsealed (the
+    /// snapshot that starts the first generation holds them).
+    pub fn seal(&self, wait_for: bool) -> Result<u64, SealError> {
+        let mut st = lock(&self.state);
+        let mut total = 0;
+        loop {
+            let mut log = match File::open(self.wal_path()) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(total),
+                Err(e) => return Err(e.into()),
+            };
+            let Some(scan) = wal::scan(&mut log, &st.cursor, SEGMENT_BYTES)? else {
+                return Ok(total);
+            };
+            if scan.restarted && st.cursor.frames > 0 && !st.may_restart && st.generation.is_some()
+            {
+                return Err(SealError::Gap);
+            }
+            let start = if scan.restarted { 0 } else { st.cursor.frames };
+            let commits: Vec<u32> = scan
+                .frames
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| f.commit_size != 0)
+                .map(|(i, _)| start + i as u32 + 1)
+                .collect();
+            if commits.is_empty() {
+                if scan.restarted {
+                    st.cursor = scan.cursor;
+                }
+                return Ok(total);
+            }
+            let now = chrono::Utc::now().timestamp_millis();
+            let times = self.capture.take(&commits, wait_for, now);
+            if times.is_empty() {
+                return Ok(total);
+            }
+            // Keep the transactions that have their time.
+            let keep_to = (commits[times.len() - 1] - start) as usize;
+            let cursor = if times.len() == commits.len() {
+                scan.cursor
+            } else {
+                resume_cursor(&scan, st.cursor, keep_to)
+            };
+            let mut it = times.iter();
+            let frames: Vec<SegmentFrame> = scan
+                .frames
+                .into_iter()
+                .take(keep_to)
+                .map(|f| SegmentFrame {
+                    commit_ms: if f.commit_size != 0 {
+                        it.next().copied().unwrap_or(now)
+                    } else {
+                        0
+                    },
+                    page: f.page,
+                    commit_size: f.commit_size,
+                    data: f.data,
+                })
+                .collect();
+            let n = times.len() as u64;
+            if let Some(gen) = st.generation.clone() {
+                let (h, bytes) = segment::seal(
+                    &gen,
+                    st.sealed_txid + 1,
+                    scan.header.page_size,
+                    &st.checksum,
+                    &frames,
+                );
+                let dir = self.pending_dir(&gen);
+                std::fs::create_dir_all(&dir)?;
+                files::durable_write(
+                    &dir.join(layout::segment_name(h.first_txid, h.last_txid, h.last_ms)),
+                    &bytes,
+                )?;
+                st.checksum = h.checksum;
+            }
+            st.sealed_txid += n;
+            st.cursor = cursor;
+            st.may_restart = false;
+            self.save(&st)?;
+            total += n;
+            if times.len() < commits.len() {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Seal to the WAL's end while holding the write lock, then run `then` (still under
+    /// it). Hooks of commits that finished just before the lock are waited for (1 s at
+    /// most, then their time is the time of sealing).
+    fn under_write_lock<T>(
+        &self,
+        then: impl FnOnce(&rusqlite::Connection) -> Result<T, SealError>,
+    ) -> Result<T, SealError> {
+        let w = files::open_db(&self.db, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+        configure(&w)?;
+        w.busy_timeout(Duration::from_secs(10))?;
+        w.execute_batch("BEGIN IMMEDIATE")?;
+        let result = (|| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(1);
+            loop {
+                self.seal(true)?;
+                if self.at_end()? {
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    self.seal(false)?;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            then(&w)
+        })();
+        let _ = w.execute_batch("ROLLBACK");
+        result
+    }
+
+    fn at_end(&self) -> Result<bool, SealError> {
+        let st = lock(&self.state).cursor;
+        let Ok(mut log) = File::open(self.wal_path()) else {
+            return Ok(true);
+        };
+        Ok(wal::scan(&mut log, &st, usize::MAX)?.is_none_or(|s| s.frames.is_empty()))
+    }
+
+    /// Checkpoint: every frame sealed first, under the write lock, then a PASSIVE
+    /// checkpoint; the WAL may restart afterwards without a gap.
+    pub fn checkpoint(&self) -> Result<(i32, i32), SealError> {
+        self.under_write_lock(|_| {
+            let c = files::open_db(&self.db, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+            configure(&c)?;
+            let done = c.wal_checkpoint_v2(None::<&str>, rusqlite::wal::CheckpointMode::PASSIVE)?;
+            self.capture.reset();
+            let mut st = lock(&self.state);
+            st.may_restart = true;
+            self.save(&st)?;
+            Ok(done)
+        })
+    }
+
+    /// Start a generation: seal the old one to the end under the write lock, pin that
+    /// point with a read transaction, release the lock, and copy the database as of it
+    /// (SQLite's online backup) into the new generation's backlog with its manifest.
+    /// `after_gap`: the WAL restarted behind the shipper, so what it holds cannot follow
+    /// the old generation; it is consumed unsealed (the new snapshot holds it).
+    pub fn start_generation(&self, after_gap: bool) -> Result<String, SealError> {
+        if after_gap {
+            let mut st = lock(&self.state);
+            st.generation = None;
+            st.cursor = wal::Cursor::default();
+            st.may_restart = true;
+            self.save(&st)?;
+        }
+        let reader = files::open_db(&self.db, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+        configure(&reader)?;
+        let (gen, base) = self.under_write_lock(|_| {
+            reader.execute_batch("BEGIN")?;
+            reader.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+                r.get::<_, i64>(0)
+            })?;
+            let start = chrono::Utc::now().timestamp_millis();
+            let st = lock(&self.state);
+            Ok((layout::generation_name(start), st.sealed_txid))
+        })?;
+        let dir = self.pending_dir(&gen);
+        std::fs::create_dir_all(&dir)?;
+        let tmp = dir.join("snapshot.db.tmp");
+        let copied = (|| -> Result<(), SealError> {
+            let mut out = rusqlite::Connection::open(&tmp)?;
+            rusqlite::backup::Backup::new(&reader, &mut out)?.run_to_completion(
+                1024,
+                Duration::ZERO,
+                None,
+            )?;
+            Ok(())
+        })();
+        let _ = reader.execute_batch("COMMIT");
+        copied?;
+        files::durable_rename(&tmp, &dir.join("snapshot.db"))?;
+        let start = layout::generation_start(&gen).unwrap_or_default();
+        let manifest = GenerationManifest {
+            name: gen.clone(),
+            base_txid: base,
+            start_ms: start,
+            database: self.name.clone(),
+        };
+        files::durable_write(
+            &dir.join("generation.json"),
+            &serde_json::to_vec_pretty(&manifest).map_err(std::io::Error::other)?,
+        )?;
+        let mut st = lock(&self.state);
+        st.generation = Some(gen.clone());
+        st.checksum = gen.clone();
+        st.generation_ms = start;
+        self.save(&st)?;
+        Ok(gen)
+    }
+}
+
+/// The cursor after the first `keep` frames of `scan` (a scan cut short of its end):
+/// recomputed from the frames' checksums, which the scan verified.
+fn resume_cursor(scan: &wal::Scan, from: wal::Cursor, keep: usize) -> wal::Cursor {
+    let h = scan.header;
+    let mut c = if scan.restarted {
+        wal::Cursor {
+            salt: h.salt,
+            frames: 0,
+            checksum: h.checksum,
+        }
+    } else {
+        from
+    };
+    for f in scan.frames.iter().take(keep) {
+        let mut head = [0u8; 8];
+        head[..4].copy_from_slice(&f.page.to_be_bytes());
+        head[4..].copy_from_slice(&f.commit_size.to_be_bytes());
+        let s = wal::checksum(&head, c.checksum, h.big_endian);
+        c.checksum = wal::checksum(&f.data, s, h.big_endian);
+        c.frames += 1;
+    }
+    c
+}
+
+/// What every connection to a database with backup on needs: no automatic checkpoints
+/// and none on close.
+pub fn configure(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+    conn.execute_batch("PRAGMA wal_autocheckpoint=0;")?;
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+        true,
+    )?;
+    Ok(())
+}
