@@ -9,11 +9,12 @@ pub mod tenant;
 pub use lockdown::{LockdownProfile, LockdownProfileSpec, LockdownProfileStatus, StatementClass};
 pub use pdb::{
     CloneMode, CloneSource, CloseMode, OpenMode, PdbDeletionPolicy, PdbSource, PlugSource,
-    PluggableDatabase, PluggableDatabaseSpec, PluggableDatabaseStatus, SeedSource,
+    PluggableDatabase, PluggableDatabaseSpec, PluggableDatabaseStatus, RestoreSource, SeedSource,
 };
 pub use tenant::{
-    AdminSpec, DeletionPolicy, EffectiveLimits, Priority, QuotaOverrides, SecretKeyRef, SlaSummary,
-    Tenant, TenantPhase, TenantSpec, TenantStatus, Tier, UsageSummary,
+    AdminSpec, BackupSpec, DeletionPolicy, EffectiveLimits, ObjectStoreSpec, Priority,
+    QuotaOverrides, SecretKeyRef, SlaSummary, Tenant, TenantPhase, TenantSpec, TenantStatus, Tier,
+    UsageSummary,
 };
 
 /// The API group of every TenantDB resource.

@@ -31,7 +31,7 @@ pub struct PluggableDatabaseSpec {
     /// Where the database's first content comes from. Exactly one of seed, clone or plug; immutable.
     #[serde(default)]
     #[x_kube(
-        validation = Rule::new("(has(self.seed) ? 1 : 0) + (has(self.clone) ? 1 : 0) + (has(self.plug) ? 1 : 0) == 1").message("spec.source sets exactly one of seed, clone or plug"),
+        validation = Rule::new("(has(self.seed) ? 1 : 0) + (has(self.clone) ? 1 : 0) + (has(self.plug) ? 1 : 0) + (has(self.restore) ? 1 : 0) == 1").message("spec.source sets exactly one of seed, clone, plug or restore"),
         validation = Rule::new("self == oldSelf").message("spec.source is immutable: create a new PluggableDatabase instead")
     )]
     pub source: PdbSource,
@@ -72,6 +72,25 @@ pub struct PdbSource {
     /// Plug in an archive made by an unplug.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plug: Option<PlugSource>,
+    /// Restore from the tenant's backup store, as of an instant: always a new database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreSource>,
+}
+
+/// Restore a database from the backup store (the holding Tenant's `spec.backup.store`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreSource {
+    /// The tenant the backup is filed under; the holding Tenant when absent. A database
+    /// can be restored after its tenant is gone, into another tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// The database's name as it was.
+    pub database: String,
+    /// RFC 3339 instant to restore to; the latest recoverable one when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\\\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$')").message("pointInTime is an RFC 3339 instant such as 2026-12-01T05:40:42Z"))]
+    pub point_in_time: Option<String>,
 }
 
 impl Default for PdbSource {
@@ -80,6 +99,7 @@ impl Default for PdbSource {
             seed: Some(SeedSource {}),
             clone: None,
             plug: None,
+            restore: None,
         }
     }
 }

@@ -68,6 +68,85 @@ pub struct TenantSpec {
     /// Affinity rules for the engine pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Affinity>,
+    /// Continuous backup of every database to S3-compatible object storage, for
+    /// point-in-time restore (`PluggableDatabase.spec.source.restore`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupSpec>,
+}
+
+/// Continuous backup: where to, how long to keep, how often to snapshot.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSpec {
+    /// The S3-compatible object store.
+    pub store: ObjectStoreSpec,
+    /// Recovery window: every instant this far back can be restored (`7d`, `36h`).
+    #[serde(default = "default_retention")]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]+(s|m|h|d)$')").message("retention is a number and a unit: s, m, h or d (7d)"))]
+    pub retention: String,
+    /// Time between base snapshots (new generations): `24h`.
+    #[serde(default = "default_snapshot_interval")]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]+(s|m|h|d)$')").message("snapshotInterval is a number and a unit: s, m, h or d (24h)"))]
+    pub snapshot_interval: String,
+    /// The most a commit waits before it ships, in milliseconds: what a lost volume can
+    /// lose at worst.
+    #[serde(default = "default_max_delay")]
+    #[x_kube(validation = Rule::new("self >= 10 && self <= 3600000").message("maxShippingDelayMillis is between 10 and 3600000"))]
+    pub max_shipping_delay_millis: u64,
+}
+
+/// An S3-compatible object store.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectStoreSpec {
+    /// Endpoint URL (`https://s3.eu-west-1.amazonaws.com`, `http://minio.storage:9000`).
+    #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("store.endpoint is an http:// or https:// URL"))]
+    pub endpoint: String,
+    /// Bucket.
+    pub bucket: String,
+    /// Key prefix inside the bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// Region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Path-style addressing (`endpoint/bucket/key`), as most S3-compatible stores want.
+    #[serde(default = "default_true")]
+    pub path_style: bool,
+    /// A Secret in the Tenant's namespace with keys `accessKeyId` and `secretAccessKey`.
+    pub credentials_secret: String,
+}
+
+fn default_retention() -> String {
+    "7d".into()
+}
+
+fn default_snapshot_interval() -> String {
+    "24h".into()
+}
+
+fn default_max_delay() -> u64 {
+    1000
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl BackupSpec {
+    /// Seconds in a `retention` or `snapshotInterval` value (`7d`, `24h`, `90m`, `30s`).
+    pub fn seconds(value: &str) -> Option<u64> {
+        let unit = value.chars().last()?;
+        let n: u64 = value[..value.len() - 1].parse().ok()?;
+        let mult = match unit {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return None,
+        };
+        n.checked_mul(mult).filter(|s| *s > 0)
+    }
 }
 
 /// A service tier (DESIGN §3); the operator's tier table gives its limits.

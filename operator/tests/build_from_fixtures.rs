@@ -305,3 +305,78 @@ fn every_lockdown_class_of_the_crd_is_one_the_engine_enforces() {
         serde_json::from_value(spec).expect("the engine reads every class the CRD allows");
     assert_eq!(rules.disabled_statements.len(), all.len());
 }
+
+#[test]
+fn backup_reaches_the_engine_config_and_its_credentials_come_from_the_secret() {
+    let d = desired(&fixture("silver-with-backup.yaml"), &ctx(), None).unwrap();
+    let text = d.config_map.data.as_ref().unwrap()[CONFIG_KEY].clone();
+    let cfg: EngineConfig = serde_yaml::from_str(&text).unwrap();
+    let b = cfg.backup.expect("backup in the engine config");
+    assert_eq!(
+        (
+            b.store.endpoint.as_str(),
+            b.store.bucket.as_str(),
+            b.store.prefix.as_str()
+        ),
+        ("http://versitygw.backups:7070", "tenantdb", "prod")
+    );
+    assert_eq!(
+        (
+            b.retention_seconds,
+            b.snapshot_interval_seconds,
+            b.max_delay_millis
+        ),
+        (Some(3 * 86_400), Some(12 * 3600), Some(500))
+    );
+    assert!(
+        b.store.access_key_id.is_none() && !text.contains("secretAccessKey:"),
+        "no credentials in the ConfigMap"
+    );
+    let c = &d
+        .stateful_set
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0];
+    let env: Vec<(String, String, String)> = c
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .filter_map(|e| {
+            let r = e.value_from.as_ref()?.secret_key_ref.as_ref()?;
+            Some((e.name.clone(), r.name.clone(), r.key.clone()))
+        })
+        .collect();
+    assert!(
+        env.contains(&(
+            "TENANTDB_BACKUP_ACCESS_KEY_ID".into(),
+            "backup-credentials".into(),
+            "accessKeyId".into()
+        )),
+        "{env:?}"
+    );
+    assert!(
+        env.contains(&(
+            "TENANTDB_BACKUP_SECRET_ACCESS_KEY".into(),
+            "backup-credentials".into(),
+            "secretAccessKey".into()
+        )),
+        "{env:?}"
+    );
+    // Without backup, no backup settings and no such variables.
+    let plain = desired(&fixture("bronze-suspended.yaml"), &ctx(), None).unwrap();
+    assert!(!plain.config_map.data.as_ref().unwrap()[CONFIG_KEY].contains("backup"));
+    // A bad duration is refused with the field named.
+    let mut bad = fixture("silver-with-backup.yaml");
+    bad.spec.backup.as_mut().unwrap().retention = "a week".into();
+    let err = desired(&bad, &ctx(), None).unwrap_err();
+    assert!(
+        matches!(err, BuildError::Backup(ref m) if m.contains("retention")),
+        "{err}"
+    );
+}

@@ -66,6 +66,7 @@ fn engine_source(name: &str, source: &PdbSource) -> Result<eng::Source, Invalid>
         source.seed.is_some(),
         source.clone.is_some(),
         source.plug.is_some(),
+        source.restore.is_some(),
     ]
     .iter()
     .filter(|b| **b)
@@ -73,7 +74,7 @@ fn engine_source(name: &str, source: &PdbSource) -> Result<eng::Source, Invalid>
     if set != 1 {
         return Err(invalid(
             "InvalidSource",
-            "spec.source sets exactly one of seed, clone or plug",
+            "spec.source sets exactly one of seed, clone, plug or restore",
         ));
     }
     let mut out = eng::Source {
@@ -108,6 +109,31 @@ fn engine_source(name: &str, source: &PdbSource) -> Result<eng::Source, Invalid>
         out.plug = Some(eng::PlugSource {
             archive: p.archive.clone(),
         });
+    }
+    if let Some(r) = &source.restore {
+        for (field, value) in [
+            ("tenant", r.tenant.as_deref()),
+            ("database", Some(r.database.as_str())),
+        ] {
+            if let Some(v) = value {
+                tenantdb_engine::names::validate(field, v).map_err(|e| {
+                    invalid("InvalidSource", format!("spec.source.restore.{field}: {e}"))
+                })?;
+            }
+        }
+        if let Some(t) = &r.point_in_time {
+            chrono::DateTime::parse_from_rfc3339(t).map_err(|e| {
+                invalid(
+                    "InvalidSource",
+                    format!("spec.source.restore.pointInTime {t:?} is not RFC 3339: {e}"),
+                )
+            })?;
+        }
+        out.restore = Some(Box::new(eng::RestoreSource {
+            tenant: r.tenant.clone(),
+            database: r.database.clone(),
+            point_in_time: r.point_in_time.clone(),
+        }));
     }
     Ok(out)
 }
@@ -319,6 +345,32 @@ mod tests {
             wanted(&quota, None).unwrap_err().reason,
             "InvalidStorageQuota"
         );
+    }
+
+    #[test]
+    fn a_restore_source_reaches_the_engine_and_bad_ones_are_invalid() {
+        let r = pdb(&format!(
+            "{BASE}  source: {{restore: {{database: orders, tenant: old, pointInTime: '2026-12-01T05:40:42Z'}}}}\n"
+        ));
+        let w = wanted(&r, None).unwrap();
+        let got = w.source.restore.expect("restore");
+        assert_eq!(
+            (got.tenant.as_deref(), got.database.as_str()),
+            (Some("old"), "orders")
+        );
+        assert_eq!(got.point_in_time.as_deref(), Some("2026-12-01T05:40:42Z"));
+        for bad in [
+            "{restore: {database: ../x}}",
+            "{restore: {database: a, pointInTime: yesterday}}",
+            "{restore: {database: a}, seed: {}}",
+        ] {
+            let p = pdb(&format!("{BASE}  source: {bad}\n"));
+            assert_eq!(
+                wanted(&p, None).unwrap_err().reason,
+                "InvalidSource",
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -11,7 +11,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use tenantdb_crds::{DeletionPolicy, EffectiveLimits, Priority, Tenant};
+use tenantdb_crds::{BackupSpec, DeletionPolicy, EffectiveLimits, Priority, Tenant};
+use tenantdb_engine::backup::{BackupConfig, StoreConfig};
 use tenantdb_engine::config::{
     BillingConfig, EngineConfig, EngineLimits, PriceList, Priority as EnginePriority, SlaTargets,
 };
@@ -56,6 +57,9 @@ pub enum BuildError {
     /// A limit is invalid.
     #[error(transparent)]
     Limits(#[from] TierError),
+    /// `spec.backup` cannot be turned into the engine's settings.
+    #[error("spec.backup: {0}")]
+    Backup(String),
     /// A built object does not fit its Kubernetes type (a bug).
     #[error("building {kind}: {source}")]
     Shape {
@@ -210,7 +214,7 @@ pub fn engine_config(
         },
         seed_sql: None,
         stream_idle_timeout_millis: None,
-        backup: None,
+        backup: tenant.spec.backup.as_ref().map(backup_config).transpose()?,
         sla: Some(SlaTargets {
             uptime_percent: tier.sla_uptime_percent,
             max_avg_latency_ms: f64::from(tier.max_avg_latency_ms),
@@ -223,6 +227,60 @@ pub fn engine_config(
         }),
     })
 }
+
+/// The engine's backup settings for `spec.backup` (credentials reach the pod as
+/// environment variables from the Secret, never through the ConfigMap).
+pub fn backup_config(b: &BackupSpec) -> Result<BackupConfig, BuildError> {
+    let secs = |field: &str, v: &str| {
+        BackupSpec::seconds(v).ok_or_else(|| {
+            BuildError::Backup(format!(
+                "{field} {v:?} is not a number and a unit (s, m, h, d)"
+            ))
+        })
+    };
+    if b.store.bucket.is_empty() || b.store.credentials_secret.is_empty() {
+        return Err(BuildError::Backup(
+            "store.bucket and store.credentialsSecret are required".into(),
+        ));
+    }
+    Ok(BackupConfig {
+        store: StoreConfig {
+            endpoint: b.store.endpoint.clone(),
+            bucket: b.store.bucket.clone(),
+            prefix: b.store.prefix.clone().unwrap_or_default(),
+            region: b.store.region.clone().unwrap_or_else(|| "us-east-1".into()),
+            path_style: b.store.path_style,
+            access_key_id: None,
+            secret_access_key: None,
+        },
+        max_delay_millis: Some(b.max_shipping_delay_millis),
+        snapshot_interval_seconds: Some(secs("snapshotInterval", &b.snapshot_interval)?),
+        retention_seconds: Some(secs("retention", &b.retention)?),
+        checkpoint_bytes: None,
+    })
+}
+
+/// The engine container's environment: its admin token, and with backup on, the store's
+/// credentials from the Secret `spec.backup.store.credentialsSecret` names.
+fn engine_env(tenant: &Tenant, credentials: &str) -> serde_json::Value {
+    let from = |name: &str, secret: &str, key: &str| json!({"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}});
+    let mut env = vec![from("TENANTDB_ADMIN_TOKEN", credentials, ADMIN_TOKEN_KEY)];
+    if let Some(b) = &tenant.spec.backup {
+        let s = &b.store.credentials_secret;
+        env.push(from("TENANTDB_BACKUP_ACCESS_KEY_ID", s, BACKUP_ACCESS_KEY));
+        env.push(from(
+            "TENANTDB_BACKUP_SECRET_ACCESS_KEY",
+            s,
+            BACKUP_SECRET_KEY,
+        ));
+    }
+    json!(env)
+}
+
+/// Keys of the backup credentials Secret.
+pub const BACKUP_ACCESS_KEY: &str = "accessKeyId";
+/// See [`BACKUP_ACCESS_KEY`].
+pub const BACKUP_SECRET_KEY: &str = "secretAccessKey";
 
 /// Everything a Tenant wants. `existing` is the engine StatefulSet as it is now: its
 /// volume claim templates are immutable, so they are kept as they are (a larger tier's
@@ -302,8 +360,7 @@ pub fn desired(
             "imagePullPolicy": ctx.image_pull_policy,
             "args": ["serve", "--data-dir", "/data", "--listen", format!("0.0.0.0:{ENGINE_PORT}"),
                      "--config", format!("/etc/tenantdb/{CONFIG_KEY}")],
-            "env": [{"name": "TENANTDB_ADMIN_TOKEN",
-                     "valueFrom": {"secretKeyRef": {"name": n.credentials, "key": ADMIN_TOKEN_KEY}}}],
+            "env": engine_env(tenant, &n.credentials),
             "ports": [{"name": "http", "containerPort": ENGINE_PORT}],
             "resources": {"requests": requests, "limits": resources},
             "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 2, "failureThreshold": 3},

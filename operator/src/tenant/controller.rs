@@ -157,6 +157,38 @@ async fn write_status(
 }
 
 /// Create the credentials Secret unless it exists; never overwrite it.
+/// With `spec.backup`, why its credentials Secret cannot be used (absent, or without
+/// both keys); `None` when it can, or without backup.
+async fn backup_credentials_missing(
+    ctx: &Context,
+    tenant: &Tenant,
+    ns: &str,
+) -> Result<Option<String>, Error> {
+    let Some(b) = &tenant.spec.backup else {
+        return Ok(None);
+    };
+    let name = &b.store.credentials_secret;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let found = secrets
+        .get_opt(name)
+        .await
+        .map_err(kube_err(format!("reading Secret {ns}/{name}")))?;
+    let Some(secret) = found else {
+        return Ok(Some(format!(
+            "spec.backup.store.credentialsSecret {name} does not exist in {ns}"
+        )));
+    };
+    let data = secret.data.unwrap_or_default();
+    let missing: Vec<&str> = [build::BACKUP_ACCESS_KEY, build::BACKUP_SECRET_KEY]
+        .into_iter()
+        .filter(|k| data.get(*k).is_none_or(|v| v.0.is_empty()))
+        .collect();
+    Ok(
+        (!missing.is_empty())
+            .then(|| format!("Secret {ns}/{name} has no {}", missing.join(" or "))),
+    )
+}
+
 async fn ensure_credentials(
     ctx: &Context,
     tenant: &Tenant,
@@ -262,8 +294,16 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action, E
         Err(BuildError::Limits(e)) => {
             return invalid(ctx, obj, &tenant, "InvalidLimits", &e.to_string()).await
         }
+        Err(e @ BuildError::Backup(_)) => {
+            return invalid(ctx, obj, &tenant, "InvalidBackup", &e.to_string()).await
+        }
         Err(e) => return invalid(ctx, obj, &tenant, "BuildFailed", &e.to_string()).await,
     };
+    if let Some(message) = backup_credentials_missing(ctx, &tenant, &ns).await? {
+        // Nothing is applied: the engine keeps running as it was, without this change.
+        invalid(ctx, obj, &tenant, "BackupCredentialsMissing", &message).await?;
+        return Ok(Action::requeue(Duration::from_secs(30)));
+    }
     let credentials = match ensure_credentials(ctx, &tenant, &ns).await? {
         Ok(name) => name,
         Err(message) => {
