@@ -242,7 +242,7 @@ impl Engine {
         let start = Instant::now();
         loop {
             let st = self.status(db).await;
-            if st["backlogFiles"] == 0
+            if st["pendingCommits"] == 0
                 && st["sealedTxid"].as_u64().is_some()
                 && st["shippedTxid"] == st["sealedTxid"]
             {
@@ -369,7 +369,9 @@ async fn point_in_time_restores_match_the_ledger_across_kills_outages_and_checkp
             next_event += 1;
         } else if next_event == 2 && e > at(0.55) {
             let st = engine.status("ledger").await;
-            saw_lag |= st["backlogFiles"].as_u64().unwrap_or(0) > 0 && !st["lastError"].is_null();
+            saw_lag |= st["pendingCommits"].as_u64().unwrap_or(0) > 0
+                && st["backlogBytes"].as_u64().unwrap_or(0) > 0
+                && !st["lastError"].is_null();
             store.up().await;
             next_event += 1;
         }

@@ -69,26 +69,28 @@ impl Capture {
         self.wake.notify_one();
     }
 
-    /// Take the commit times of the commit frames at `frames` (increasing 1-based
-    /// positions in the current WAL), in order. Records of earlier positions are dropped
-    /// (consumed before, or from before a restart of the engine). A commit whose record is
+    /// The commit times of the commit frames at `frames` (increasing 1-based positions
+    /// in the current WAL), in order, without consuming them (a segment the store refused
+    /// is sealed again with the same times). Records of earlier positions are skipped
+    /// (shipped before, or from before a restart of the engine). A commit whose record is
     /// missing while a later one is there lost it (the engine died between the commit and
     /// its hook): the later commit's time bounds it. A commit with no record and none after
     /// it stops the list when `wait_for` is set (its hook is about to run), else gets
-    /// `fallback_ms` (the first pass after a restart).
-    pub fn take(&self, frames: &[u32], wait_for: bool, fallback_ms: i64) -> Vec<i64> {
-        let Ok(mut c) = self.commits.lock() else {
+    /// `fallback_ms`.
+    pub fn times(&self, frames: &[u32], wait_for: bool, fallback_ms: i64) -> Vec<i64> {
+        let Ok(c) = self.commits.lock() else {
             return Vec::new();
         };
         let mut out = Vec::with_capacity(frames.len());
+        let mut at = 0;
         for &f in frames {
-            while c.0.front().is_some_and(|r| r.frames < f) {
-                c.0.pop_front();
+            while c.0.get(at).is_some_and(|r| r.frames < f) {
+                at += 1;
             }
-            match c.0.front().copied() {
+            match c.0.get(at).copied() {
                 Some(r) if r.frames == f => {
                     out.push(r.ms);
-                    c.0.pop_front();
+                    at += 1;
                 }
                 Some(r) => out.push(r.ms),
                 None if wait_for => break,
@@ -96,6 +98,25 @@ impl Capture {
             }
         }
         out
+    }
+
+    /// Drop the records of commits at or before WAL frame `frame` (shipped).
+    pub fn forget_through(&self, frame: u32) {
+        if let Ok(mut c) = self.commits.lock() {
+            while c.0.front().is_some_and(|r| r.frames <= frame) {
+                c.0.pop_front();
+            }
+        }
+    }
+
+    /// Commits recorded and not yet shipped.
+    pub fn pending(&self) -> usize {
+        self.commits.lock().map_or(0, |c| c.0.len())
+    }
+
+    /// When the oldest commit not yet shipped was made (unix ms).
+    pub fn oldest_ms(&self) -> Option<i64> {
+        self.commits.lock().ok()?.0.front().map(|r| r.ms)
     }
 
     /// Forget every record (the WAL was sealed to its end under the write lock): the file
@@ -126,15 +147,17 @@ mod tests {
         c.committed(5);
         c.committed(6);
         let reopened = Capture::open(dir.path()).unwrap();
-        let live = c.take(&[2, 5], true, 0);
+        let live = c.times(&[2, 5], true, 0);
         assert_eq!(live.len(), 2);
+        assert_eq!(c.times(&[2, 5], true, 0), live, "reading does not consume");
+        c.forget_through(5);
         // Frame 7 has no record yet: the list stops there while its hook may still run.
-        assert_eq!(c.take(&[6, 7], true, 0).len(), 1);
+        assert_eq!(c.times(&[6, 7], true, 0).len(), 1);
         // After a restart the file's records are there; a lost one gets the fallback.
-        let after = reopened.take(&[5, 6, 9], false, 42);
+        let after = reopened.times(&[5, 6, 9], false, 42);
         assert_eq!(after[0], live[1]);
         assert_eq!(after[2], 42);
         reopened.reset();
-        assert!(Capture::open(dir.path()).unwrap().take(&[1], false, 7) == vec![7]);
+        assert!(Capture::open(dir.path()).unwrap().times(&[1], false, 7) == vec![7]);
     }
 }

@@ -165,18 +165,24 @@ impl Backup {
         }
     }
 
-    /// Seal what `name` committed into its backlog now (blocking; before its files go).
-    pub fn seal_now(&self, name: &str) -> Result<u64, shipper::SealError> {
+    /// Ship what `name` committed now (blocking, from a blocking thread; before its files
+    /// go away).
+    pub fn seal_now(&self, name: &str) -> Result<(), shipper::SealError> {
         let run = self
             .running
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(name)
             .cloned();
-        match run {
-            Some(r) => r.shipper.seal(false),
-            None => Ok(0),
+        let Some(r) = run else { return Ok(()) };
+        while let Some(sealed) = r.shipper.next_segment(false)? {
+            let key = format!("{}/{}/{}", r.key, sealed.generation, sealed.file);
+            self.runtime
+                .block_on(r.store.put_new(&key, sealed.bytes.clone()))
+                .map_err(|e| shipper::SealError::Store(e.to_string()))?;
+            r.shipper.commit(&sealed)?;
         }
+        Ok(())
     }
 
     /// Status of `name`'s backup.

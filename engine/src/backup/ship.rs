@@ -1,9 +1,8 @@
 //! The loop that drives one database's shipper: wake on commits, gather for a quarter of
-//! the shipping delay, seal, ship the backlog in order (generation manifest and snapshot
-//! first, then segments), checkpoint when the WAL has grown, start generations on
-//! schedule; back off while the store fails, and keep status.
+//! the shipping delay, seal segments and ship them in order, checkpoint when the WAL has
+//! grown and everything in it is shipped, start generations on schedule; back off while
+//! the store fails (the WAL is the backlog meanwhile), and keep status.
 
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,15 +20,15 @@ use super::BackupConfig;
 pub struct ShipStatus {
     /// Current generation.
     pub generation: Option<String>,
-    /// Last transaction sealed into the backlog.
+    /// Last transaction sealed and shipped.
     pub sealed_txid: u64,
     /// Last transaction in the store.
     pub shipped_txid: u64,
     /// Its commit time (unix ms).
     pub shipped_ms: i64,
-    /// Segments and snapshots waiting in the backlog.
-    pub backlog_files: usize,
-    /// Their bytes.
+    /// Commits made and not yet in the store.
+    pub pending_commits: usize,
+    /// WAL bytes not yet in the store (what a lost volume would lose).
     pub backlog_bytes: u64,
     /// Age of the oldest commit not yet in the store (ms; 0 when none waits).
     pub lag_ms: i64,
@@ -106,6 +105,32 @@ pub struct Running {
     pub expired_at: std::sync::atomic::AtomicI64,
 }
 
+/// Runs `f` on a blocking thread with a [`super::shipper::Ship`] that puts objects in
+/// this database's place in the store (blocking on the runtime: the blocking thread may).
+async fn with_ship<T: Send + 'static>(
+    run: &Running,
+    f: impl FnOnce(&Shipper, &super::shipper::Ship<'_>) -> Result<T, SealError> + Send + 'static,
+) -> Result<T, SealError> {
+    let (sh, store, key) = (run.shipper.clone(), run.store.clone(), run.key.clone());
+    let status = run.status.clone();
+    let handle = tokio::runtime::Handle::current();
+    blocking(move || {
+        let ship = |gen: &str, file: &str, bytes: Vec<u8>| {
+            let len = bytes.len() as u64;
+            handle
+                .block_on(store.put_new(&format!("{key}/{gen}/{file}"), bytes))
+                .map_err(|e| e.to_string())?;
+            status
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .shipped_bytes += len;
+            Ok(())
+        };
+        f(&sh, &ship)
+    })
+    .await
+}
+
 async fn pass(run: &Running) -> Result<(), String> {
     let sh = run.shipper.clone();
     let due = {
@@ -117,107 +142,57 @@ async fn pass(run: &Running) -> Result<(), String> {
                 >= run.cfg.snapshot_interval().as_millis() as i64
     };
     if due {
-        let s = sh.clone();
-        blocking(move || s.start_generation(false))
+        with_ship(run, |sh, ship| sh.start_generation(false, ship))
             .await
             .map_err(|e| e.to_string())?;
     }
-    let s = sh.clone();
-    match blocking(move || s.seal(true)).await {
-        Err(SealError::Gap) => {
-            tracing::warn!(database = %sh.name, "WAL restarted behind the shipper: new generation");
-            let s = sh.clone();
-            blocking(move || s.start_generation(true))
-                .await
-                .map_err(|e| e.to_string())?;
-        }
-        other => {
-            other.map_err(|e| e.to_string())?;
-        }
-    }
-    let shipped = upload(run).await;
-    if shipped.is_ok() {
-        expire(run).await?;
-    }
+    let shipped = ship_segments(run).await;
+    refresh_status(run);
+    shipped?;
     let forced = run.force.swap(false, std::sync::atomic::Ordering::SeqCst);
     if forced || sh.wal_bytes() > run.cfg.checkpoint_bytes() {
-        let s = sh.clone();
-        blocking(move || s.checkpoint())
+        with_ship(run, |sh, ship| sh.checkpoint(ship))
             .await
             .map_err(|e| e.to_string())?;
-        if forced {
-            upload(run).await?;
-        }
     }
-    shipped
-}
-
-/// Ship the backlog, oldest generation first; stop at the first failure.
-async fn upload(run: &Running) -> Result<(), String> {
-    let sh = &run.shipper;
-    let current = sh
-        .state
-        .lock()
-        .map(|s| s.generation.clone())
-        .unwrap_or(None);
-    let pending = sh.dir.join("pending");
-    let mut gens: Vec<String> = read_names(&pending);
-    gens.sort();
-    let mut result = Ok(());
-    for gen in &gens {
-        let dir = pending.join(gen);
-        let mut files: Vec<String> = read_names(&dir)
-            .into_iter()
-            .filter(|f| !f.ends_with(".tmp"))
-            .collect();
-        // Manifest and snapshot before any segment of the generation.
-        files.sort_by_key(|f| (f != "generation.json", f != "snapshot.db", f.clone()));
-        for f in files {
-            let path = dir.join(&f);
-            let bytes = match tokio::fs::read(&path).await {
-                Ok(b) => b,
-                Err(e) => return Err(e.to_string()),
-            };
-            let len = bytes.len() as u64;
-            if let Err(e) = run
-                .store
-                .put_new(&format!("{}/{gen}/{f}", run.key), bytes)
-                .await
-            {
-                result = Err(e.to_string());
-                break;
-            }
-            let _ = tokio::fs::remove_file(&path).await;
-            let mut st = run.status.lock().unwrap_or_else(|p| p.into_inner());
-            st.shipped_bytes += len;
-            st.last_error = None;
-            if let Some((_, last, ms)) = layout::parse_segment_name(&f) {
-                st.shipped_txid = last;
-                st.shipped_ms = ms;
-            }
-        }
-        if result.is_err() {
-            break;
-        }
-        if current.as_deref() != Some(gen.as_str()) {
-            let _ = tokio::fs::remove_dir(&dir).await;
-        }
-    }
+    expire(run).await?;
     refresh_status(run);
-    result
+    Ok(())
 }
 
-fn read_names(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .filter_map(|e| e.file_name().into_string().ok())
-                .collect()
-        })
-        .unwrap_or_default()
+/// Seal and ship segments until the WAL holds nothing more to ship; a WAL that restarted
+/// behind the shipper starts a new generation.
+async fn ship_segments(run: &Running) -> Result<(), String> {
+    loop {
+        let sh = run.shipper.clone();
+        let sealed = match blocking(move || sh.next_segment(true)).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return Ok(()),
+            Err(SealError::Gap) => {
+                tracing::warn!(database = %run.shipper.name, "WAL restarted behind the shipper: new generation");
+                with_ship(run, |sh, ship| sh.start_generation(true, ship))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                continue;
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        let len = sealed.bytes.len() as u64;
+        let key = format!("{}/{}/{}", run.key, sealed.generation, sealed.file);
+        run.store
+            .put_new(&key, sealed.bytes.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        run.shipper.commit(&sealed).map_err(|e| e.to_string())?;
+        let mut st = run.status.lock().unwrap_or_else(|p| p.into_inner());
+        st.shipped_bytes += len;
+        st.shipped_txid = sealed.next.sealed_txid;
+        st.shipped_ms = sealed.last_ms;
+        st.last_error = None;
+    }
 }
 
-/// Recount the backlog and the lag.
+/// Recount what waits and the lag.
 fn refresh_status(run: &Running) {
     let sh = &run.shipper;
     let (gen, sealed, gen_ms) = sh
@@ -225,46 +200,17 @@ fn refresh_status(run: &Running) {
         .lock()
         .map(|s| (s.generation.clone(), s.sealed_txid, s.generation_ms))
         .unwrap_or_default();
-    let (mut files, mut bytes, mut oldest) = (0usize, 0u64, None::<i64>);
-    let pending = sh.dir.join("pending");
-    for gen in read_names(&pending) {
-        for f in std::fs::read_dir(pending.join(&gen))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            files += 1;
-            bytes += f.metadata().map_or(0, |m| m.len());
-            if let Some(ms) = head(&f.path())
-                .and_then(|b| super::segment::read_header(&b).ok())
-                .map(|h| h.0.first_ms)
-            {
-                oldest = Some(oldest.map_or(ms, |o| o.min(ms)));
-            }
-        }
-    }
+    let pending = sh.capture.pending();
+    let oldest = sh.capture.oldest_ms();
+    let backlog = sh.unshipped_bytes();
     let mut st = run.status.lock().unwrap_or_else(|p| p.into_inner());
     st.generation = gen;
     st.sealed_txid = sealed;
+    st.shipped_txid = sealed;
     st.last_snapshot_ms = gen_ms;
-    st.backlog_files = files;
-    st.backlog_bytes = bytes;
+    st.pending_commits = pending;
+    st.backlog_bytes = backlog;
     st.lag_ms = oldest.map_or(0, |o| (chrono::Utc::now().timestamp_millis() - o).max(0));
-    if st.shipped_txid < sealed && files == 0 {
-        st.shipped_txid = sealed;
-    }
-}
-
-/// The first 4 KiB of a file (a segment's header fits).
-fn head(path: &Path) -> Option<Vec<u8>> {
-    use std::io::Read;
-    let mut buf = Vec::with_capacity(4096);
-    std::fs::File::open(path)
-        .ok()?
-        .take(4096)
-        .read_to_end(&mut buf)
-        .ok()?;
-    Some(buf)
 }
 
 /// Delete generations no instant of the recovery window needs: those whose successor

@@ -34,6 +34,9 @@ pub struct State {
     /// Whether the last seal reached the WAL's end under the write lock before a
     /// checkpoint: only then may the WAL restart without a gap.
     pub may_restart: bool,
+    /// Page size of the database (for the backlog's size).
+    #[serde(default)]
+    pub page_size: u32,
     /// When the current generation started (unix ms).
     pub generation_ms: i64,
 }
@@ -50,6 +53,9 @@ pub enum SealError {
     /// The WAL restarted without every frame sealed first: a new generation must begin.
     #[error("the WAL restarted behind the shipper; a new generation begins")]
     Gap,
+    /// The store did not take a segment or snapshot.
+    #[error("{0}")]
+    Store(String),
 }
 
 /// One database's capture: its files, backlog and state.
@@ -73,7 +79,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Shipper {
     /// The shipper of database `name` at `db`, backlog in `dir` (state loaded from it).
     pub fn open(name: &str, db: &Path, dir: &Path) -> std::io::Result<Self> {
-        std::fs::create_dir_all(dir.join("pending"))?;
+        std::fs::create_dir_all(dir)?;
         let state = std::fs::read(dir.join("state.json"))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
@@ -96,31 +102,33 @@ impl Shipper {
         std::fs::metadata(self.wal_path()).map_or(0, |m| m.len())
     }
 
+    /// Write the state (through a rename, so it is whole). Not fsynced: the WAL keeps
+    /// every frame until a checkpoint, which happens only once they are all in the store,
+    /// so an older state after a power loss re-ships segments the store already holds
+    /// (same names, same bytes: the conditional put takes them as done).
     fn save(&self, state: &State) -> std::io::Result<()> {
         let json = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
-        files::durable_write(&self.dir.join("state.json"), &json)
+        let path = self.dir.join("state.json");
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, &json)?;
+        std::fs::rename(&tmp, &path)
     }
 
-    /// The backlog directory of generation `gen`.
-    pub fn pending_dir(&self, gen: &str) -> PathBuf {
-        self.dir.join("pending").join(gen)
-    }
-
-    /// Seal the committed frames after the cursor into backlog segments. `wait_for`: stop
-    /// at a commit whose hook has not recorded its time yet (it is about to). Returns the
-    /// transactions sealed. Without a generation, frames are consumed unsealed (the
-    /// snapshot that starts the first generation holds them).
-    pub fn seal(&self, wait_for: bool) -> Result<u64, SealError> {
+    /// The next segment: the committed frames after the cursor, as whole transactions
+    /// with their commit times, sealed in memory. Nothing changes until [`Self::commit`]
+    /// (after the store has it). `wait_for`: stop at a commit whose hook has not recorded
+    /// its time yet (it is about to). Without a generation, frames are consumed at once
+    /// (the snapshot that starts the first generation holds them) and `None` returned.
+    pub fn next_segment(&self, wait_for: bool) -> Result<Option<Sealed>, SealError> {
         let mut st = lock(&self.state);
-        let mut total = 0;
         loop {
             let mut log = match File::open(self.wal_path()) {
                 Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(total),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
                 Err(e) => return Err(e.into()),
             };
             let Some(scan) = wal::scan(&mut log, &st.cursor, SEGMENT_BYTES)? else {
-                return Ok(total);
+                return Ok(None);
             };
             if scan.restarted && st.cursor.frames > 0 && !st.may_restart && st.generation.is_some()
             {
@@ -138,12 +146,12 @@ impl Shipper {
                 if scan.restarted {
                     st.cursor = scan.cursor;
                 }
-                return Ok(total);
+                return Ok(None);
             }
             let now = chrono::Utc::now().timestamp_millis();
-            let times = self.capture.take(&commits, wait_for, now);
+            let times = self.capture.times(&commits, wait_for, now);
             if times.is_empty() {
-                return Ok(total);
+                return Ok(None);
             }
             // Keep the transactions that have their time.
             let keep_to = (commits[times.len() - 1] - start) as usize;
@@ -169,38 +177,61 @@ impl Shipper {
                 })
                 .collect();
             let n = times.len() as u64;
-            if let Some(gen) = st.generation.clone() {
-                let (h, bytes) = segment::seal(
-                    &gen,
-                    st.sealed_txid + 1,
-                    scan.header.page_size,
-                    &st.checksum,
-                    &frames,
-                );
-                let dir = self.pending_dir(&gen);
-                std::fs::create_dir_all(&dir)?;
-                files::durable_write(
-                    &dir.join(layout::segment_name(h.first_txid, h.last_txid, h.last_ms)),
-                    &bytes,
-                )?;
-                st.checksum = h.checksum;
-            }
-            st.sealed_txid += n;
-            st.cursor = cursor;
-            st.may_restart = false;
-            self.save(&st)?;
-            total += n;
-            if times.len() < commits.len() {
-                return Ok(total);
-            }
+            let mut next = st.clone();
+            next.sealed_txid += n;
+            next.cursor = cursor;
+            next.may_restart = false;
+            next.page_size = scan.header.page_size;
+            let Some(gen) = st.generation.clone() else {
+                // Before the first generation: the snapshot will hold these.
+                *st = next;
+                self.capture.forget_through(cursor.frames);
+                self.save(&st)?;
+                continue;
+            };
+            let (h, bytes) = segment::seal(
+                &gen,
+                st.sealed_txid + 1,
+                scan.header.page_size,
+                &st.checksum,
+                &frames,
+            );
+            next.checksum = h.checksum.clone();
+            return Ok(Some(Sealed {
+                file: layout::segment_name(h.first_txid, h.last_txid, h.last_ms),
+                generation: gen,
+                first_ms: h.first_ms,
+                last_ms: h.last_ms,
+                bytes,
+                next,
+            }));
         }
     }
 
-    /// Seal to the WAL's end while holding the write lock, then run `then` (still under
+    /// The store has `sealed`: move past it.
+    pub fn commit(&self, sealed: &Sealed) -> std::io::Result<()> {
+        let mut st = lock(&self.state);
+        *st = sealed.next.clone();
+        self.capture.forget_through(st.cursor.frames);
+        self.save(&st)
+    }
+
+    /// Ship every committed frame to the WAL's end through `ship`.
+    fn ship_to_end(&self, wait_for: bool, ship: &Ship<'_>) -> Result<(), SealError> {
+        while let Some(sealed) = self.next_segment(wait_for)? {
+            ship(&sealed.generation, &sealed.file, sealed.bytes.clone())
+                .map_err(SealError::Store)?;
+            self.commit(&sealed)?;
+        }
+        Ok(())
+    }
+
+    /// Ship to the WAL's end while holding the write lock, then run `then` (still under
     /// it). Hooks of commits that finished just before the lock are waited for (1 s at
     /// most, then their time is the time of sealing).
     fn under_write_lock<T>(
         &self,
+        ship: &Ship<'_>,
         then: impl FnOnce(&rusqlite::Connection) -> Result<T, SealError>,
     ) -> Result<T, SealError> {
         let w = files::open_db(&self.db, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?;
@@ -210,12 +241,12 @@ impl Shipper {
         let result = (|| {
             let deadline = std::time::Instant::now() + Duration::from_secs(1);
             loop {
-                self.seal(true)?;
+                self.ship_to_end(true, ship)?;
                 if self.at_end()? {
                     break;
                 }
                 if std::time::Instant::now() > deadline {
-                    self.seal(false)?;
+                    self.ship_to_end(false, ship)?;
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(1));
@@ -234,10 +265,10 @@ impl Shipper {
         Ok(wal::scan(&mut log, &st, usize::MAX)?.is_none_or(|s| s.frames.is_empty()))
     }
 
-    /// Checkpoint: every frame sealed first, under the write lock, then a PASSIVE
+    /// Checkpoint: every frame shipped first, under the write lock, then a PASSIVE
     /// checkpoint; the WAL may restart afterwards without a gap.
-    pub fn checkpoint(&self) -> Result<(i32, i32), SealError> {
-        self.under_write_lock(|_| {
+    pub fn checkpoint(&self, ship: &Ship<'_>) -> Result<(i32, i32), SealError> {
+        self.under_write_lock(ship, |_| {
             let c = files::open_db(&self.db, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?;
             configure(&c)?;
             let done = c.wal_checkpoint_v2(None::<&str>, rusqlite::wal::CheckpointMode::PASSIVE)?;
@@ -249,12 +280,13 @@ impl Shipper {
         })
     }
 
-    /// Start a generation: seal the old one to the end under the write lock, pin that
-    /// point with a read transaction, release the lock, and copy the database as of it
-    /// (SQLite's online backup) into the new generation's backlog with its manifest.
-    /// `after_gap`: the WAL restarted behind the shipper, so what it holds cannot follow
-    /// the old generation; it is consumed unsealed (the new snapshot holds it).
-    pub fn start_generation(&self, after_gap: bool) -> Result<String, SealError> {
+    /// Start a generation: ship the old one to the end under the write lock, pin that
+    /// point with a read transaction, release the lock, copy the database as of it
+    /// (SQLite's online backup) and ship it with its manifest; only then do segments go
+    /// to the new generation. `after_gap`: the WAL restarted behind the shipper, so what
+    /// it holds cannot follow the old generation; it is consumed unsealed (the new
+    /// snapshot holds it).
+    pub fn start_generation(&self, after_gap: bool, ship: &Ship<'_>) -> Result<String, SealError> {
         if after_gap {
             let mut st = lock(&self.state);
             st.generation = None;
@@ -264,7 +296,7 @@ impl Shipper {
         }
         let reader = files::open_db(&self.db, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?;
         configure(&reader)?;
-        let (gen, base) = self.under_write_lock(|_| {
+        let (gen, base) = self.under_write_lock(ship, |_| {
             reader.execute_batch("BEGIN")?;
             reader.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
                 r.get::<_, i64>(0)
@@ -273,21 +305,23 @@ impl Shipper {
             let st = lock(&self.state);
             Ok((layout::generation_name(start), st.sealed_txid))
         })?;
-        let dir = self.pending_dir(&gen);
-        std::fs::create_dir_all(&dir)?;
-        let tmp = dir.join("snapshot.db.tmp");
-        let copied = (|| -> Result<(), SealError> {
-            let mut out = rusqlite::Connection::open(&tmp)?;
-            rusqlite::backup::Backup::new(&reader, &mut out)?.run_to_completion(
-                1024,
-                Duration::ZERO,
-                None,
-            )?;
-            Ok(())
+        std::fs::create_dir_all(&self.dir)?;
+        let tmp = self.dir.join("snapshot.tmp");
+        let copied = (|| -> Result<Vec<u8>, SealError> {
+            let _ = std::fs::remove_file(&tmp);
+            {
+                let mut out = rusqlite::Connection::open(&tmp)?;
+                rusqlite::backup::Backup::new(&reader, &mut out)?.run_to_completion(
+                    1024,
+                    Duration::ZERO,
+                    None,
+                )?;
+            }
+            Ok(std::fs::read(&tmp)?)
         })();
         let _ = reader.execute_batch("COMMIT");
-        copied?;
-        files::durable_rename(&tmp, &dir.join("snapshot.db"))?;
+        let _ = std::fs::remove_file(&tmp);
+        let snapshot = copied?;
         let start = layout::generation_start(&gen).unwrap_or_default();
         let manifest = GenerationManifest {
             name: gen.clone(),
@@ -295,10 +329,13 @@ impl Shipper {
             start_ms: start,
             database: self.name.clone(),
         };
-        files::durable_write(
-            &dir.join("generation.json"),
-            &serde_json::to_vec_pretty(&manifest).map_err(std::io::Error::other)?,
-        )?;
+        ship(
+            &gen,
+            "generation.json",
+            serde_json::to_vec_pretty(&manifest).map_err(std::io::Error::other)?,
+        )
+        .map_err(SealError::Store)?;
+        ship(&gen, "snapshot.db", snapshot).map_err(SealError::Store)?;
         let mut st = lock(&self.state);
         st.generation = Some(gen.clone());
         st.checksum = gen.clone();
@@ -306,6 +343,34 @@ impl Shipper {
         self.save(&st)?;
         Ok(gen)
     }
+
+    /// Frames in the WAL not yet shipped, in bytes (what a lost volume would lose).
+    pub fn unshipped_bytes(&self) -> u64 {
+        let st = lock(&self.state);
+        let frame = 24 + st.page_size.max(512) as u64;
+        self.wal_bytes()
+            .saturating_sub(32 + st.cursor.frames as u64 * frame)
+    }
+}
+
+/// Puts `(generation, file, bytes)` in the store (blocking), or says why not.
+pub type Ship<'a> = dyn Fn(&str, &str, Vec<u8>) -> Result<(), String> + 'a;
+
+/// A segment sealed in memory, waiting for the store.
+#[derive(Debug)]
+pub struct Sealed {
+    /// Its generation.
+    pub generation: String,
+    /// Its file name.
+    pub file: String,
+    /// First and last commit times (unix ms).
+    pub first_ms: i64,
+    /// See `first_ms`.
+    pub last_ms: i64,
+    /// The bytes.
+    pub bytes: Vec<u8>,
+    /// The state once the store has it.
+    pub next: State,
 }
 
 /// The cursor after the first `keep` frames of `scan` (a scan cut short of its end):

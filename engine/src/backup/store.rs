@@ -27,10 +27,10 @@ pub struct StoreConfig {
     #[serde(default = "yes")]
     pub path_style: bool,
     /// Access key id; the engine reads it from `TENANTDB_BACKUP_ACCESS_KEY_ID` when absent.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_key_id: Option<String>,
     /// Secret key; from `TENANTDB_BACKUP_SECRET_ACCESS_KEY` when absent.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_access_key: Option<String>,
 }
 

@@ -51,8 +51,25 @@ fn statement(rng: &mut rand::rngs::StdRng, columns: &mut u32) -> String {
     }
 }
 
+/// A stand-in store for unit tests: a directory, `<generation>/<file>`.
+fn local_store(root: &Path) -> impl Fn(&str, &str, Vec<u8>) -> Result<(), String> + '_ {
+    move |gen: &str, file: &str, bytes: Vec<u8>| {
+        let d = root.join(gen);
+        std::fs::create_dir_all(&d).map_err(|e| e.to_string())?;
+        std::fs::write(d.join(file), bytes).map_err(|e| e.to_string())
+    }
+}
+
+/// Seal and ship everything committed so far.
+fn ship_all(shipper: &Shipper, ship: &super::shipper::Ship<'_>) {
+    while let Some(s) = shipper.next_segment(true).unwrap() {
+        ship(&s.generation, &s.file, s.bytes.clone()).unwrap();
+        shipper.commit(&s).unwrap();
+    }
+}
+
 fn generation_files(dir: &Path, gen: &str) -> (Vec<u8>, u64, Vec<Vec<u8>>) {
-    let d = dir.join("pending").join(gen);
+    let d = dir.join(gen);
     let snapshot = std::fs::read(d.join("snapshot.db")).unwrap();
     let manifest: super::layout::GenerationManifest =
         serde_json::from_slice(&std::fs::read(d.join("generation.json")).unwrap()).unwrap();
@@ -94,21 +111,22 @@ fn every_sealed_transaction_replays_to_the_database_it_left() {
     let mut columns = 0;
     // (generation, txid, content after it)
     let mut ledger: Vec<(String, u64, String)> = Vec::new();
-    let mut gen = shipper.start_generation(false).unwrap();
+    let backlog = dir.path().join("store");
+    let ship = local_store(&backlog);
+    let mut gen = shipper.start_generation(false, &ship).unwrap();
     for i in 0..600 {
         conn.execute_batch(&statement(&mut rng, &mut columns))
             .unwrap();
-        shipper.seal(true).unwrap();
+        ship_all(&shipper, &ship);
         let txid = shipper.state.lock().unwrap().sealed_txid;
         ledger.push((gen.clone(), txid, content(&conn)));
         if i % 37 == 0 {
-            shipper.checkpoint().unwrap();
+            shipper.checkpoint(&ship).unwrap();
         }
         if i % 250 == 249 {
-            gen = shipper.start_generation(false).unwrap();
+            gen = shipper.start_generation(false, &ship).unwrap();
         }
     }
-    let backlog = dir.path().join("backlog");
     let mut checked = 0;
     // Every 15th write, and each generation's first and last.
     for (k, (gen, txid, want)) in ledger
@@ -180,21 +198,25 @@ fn generations_started_under_concurrent_writes_hold_exactly_their_base() {
             k
         })
     };
-    let mut gens = vec![shipper.start_generation(false).unwrap()];
+    let backlog = dir.path().join("store");
+    let ship = local_store(&backlog);
+    let mut gens = vec![shipper.start_generation(false, &ship).unwrap()];
     for i in 0..60 {
         std::thread::sleep(std::time::Duration::from_millis(5));
-        shipper.seal(true).unwrap();
+        ship_all(&shipper, &ship);
         if i % 9 == 0 {
-            shipper.checkpoint().unwrap();
+            shipper.checkpoint(&ship).unwrap();
         }
         if i % 10 == 9 {
-            gens.push(shipper.start_generation(false).unwrap());
+            gens.push(shipper.start_generation(false, &ship).unwrap());
         }
     }
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let inserted = writer.join().unwrap();
-    shipper.seal(false).unwrap();
-    let backlog = dir.path().join("backlog");
+    while let Some(s) = shipper.next_segment(false).unwrap() {
+        ship(&s.generation, &s.file, s.bytes.clone()).unwrap();
+        shipper.commit(&s).unwrap();
+    }
     for gen in &gens {
         let (snapshot, base, segs) = generation_files(&backlog, gen);
         let last = super::segment::open(segs.last().unwrap())
