@@ -20,6 +20,8 @@ pub fn busybox_image() -> String {
 
 /// A client for the cluster `KUBECONFIG` points at.
 pub async fn client() -> Result<Client> {
+    // ring, explicitly: the workspace compiles in two rustls providers.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     Client::try_default()
         .await
         .context("connecting to the cluster KUBECONFIG points at")

@@ -45,6 +45,8 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    // ring, explicitly: the tree compiles in two rustls providers (see the workspace Cargo.toml).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     tracing_subscriber::fmt()
         .json()
         .with_env_filter(

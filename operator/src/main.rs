@@ -78,6 +78,8 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    // ring, explicitly: the tree compiles in two rustls providers (see the workspace Cargo.toml).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,kube=warn".into());

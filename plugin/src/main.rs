@@ -128,6 +128,8 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    // ring, explicitly: the tree compiles in two rustls providers (see the workspace Cargo.toml).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     match run(cli).await {
         Ok(out) => {
