@@ -25,6 +25,8 @@ make_image() { # name binary
   rootfs_base "$root"
   mkdir -p "$root/data"
   rootfs_add_binary "$root" "$TARGET/$bin" "/usr/local/bin/$bin"
+  # CA roots (the engine's backups go to S3-compatible stores over HTTPS).
+  mkdir -p "$root/etc/ssl/certs"; cp -L /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/"
   image_archive "localhost/$name:$TAG" "$root" "$OUT/$name.tar" "[\"/usr/local/bin/$bin\"]"
   rm -rf "$root"
   log "image localhost/$name:$TAG -> $OUT/$name.tar"
@@ -48,6 +50,16 @@ cp "$REPO_DIR/drivers/node/package.json" "$node_root/app/"
 image_archive "localhost/tenantdb-node-client:$TAG" "$node_root" "$OUT/tenantdb-node-client.tar" '["/usr/local/bin/node","/app/main.mjs"]'
 rm -rf "$node_root"
 log "image localhost/tenantdb-node-client:$TAG -> $OUT/tenantdb-node-client.tar"
+
+# The S3-compatible object store the backup e2e test ships to: versitygw (built from its
+# Go module by e2e/build-tools.sh, static); the test gives it a volume with a bucket.
+gw_root="$(mktemp -d)"
+rootfs_base "$gw_root"
+"$E2E_DIR/build-tools.sh" >/dev/null
+rootfs_add_binary "$gw_root" "$("$E2E_DIR/build-tools.sh" --print)/versitygw" /usr/local/bin/versitygw
+image_archive "localhost/tenantdb-versitygw:$TAG" "$gw_root" "$OUT/tenantdb-versitygw.tar" '["/usr/local/bin/versitygw"]'
+rm -rf "$gw_root"
+log "image localhost/tenantdb-versitygw:$TAG -> $OUT/tenantdb-versitygw.tar"
 
 if [ "${1:-}" != "--archives" ] && [ -S "$CONTAINERD_SOCK" ]; then
   for f in "$OUT"/*.tar; do ctr -a "$CONTAINERD_SOCK" -n k8s.io images import "$f" >/dev/null; done

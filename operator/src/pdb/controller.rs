@@ -325,6 +325,16 @@ fn refusal_reason(step: &Step, e: &EngineCallError) -> &'static str {
         (Step::Create(r), Some(400)) if r.source.as_ref().is_some_and(|s| s.plug.is_some()) => {
             "ArchiveInvalid"
         }
+        (Step::Create(r), Some(404)) if r.source.as_ref().is_some_and(|s| s.restore.is_some()) => {
+            "BackupNotFound"
+        }
+        (Step::Create(r), Some(400)) if r.source.as_ref().is_some_and(|s| s.restore.is_some()) => {
+            "RestorePointInvalid"
+        }
+        (Step::Create(r), Some(409)) if r.source.as_ref().is_some_and(|s| s.restore.is_some()) => {
+            "BackupNotConfigured"
+        }
+        (Step::Create(_), Some(502)) => "BackupStoreUnreachable",
         (_, Some(409)) => "Conflict",
         (_, Some(507)) => "StorageFull",
         _ => "EngineRefused",
@@ -529,7 +539,7 @@ async fn converge(
                 .await
             }
             Ok(_) => {}
-            Err(e) if e.is_client_error() => {
+            Err(e) if e.is_client_error() || e.status() == Some(502) => {
                 let reason = refusal_reason(&step, &e);
                 let message = format!("the engine refused: {}", e.message());
                 return block(
