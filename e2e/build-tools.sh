@@ -2,6 +2,8 @@
 # Builds the e2e cluster's binaries from Go modules, once per version, into a cache.
 #   e2e/build-tools.sh            build whatever is missing
 #   e2e/build-tools.sh --print    print the bin directory
+#   e2e/build-tools.sh versitygw  build only the named tools (kubernetes, etcd, coredns,
+#                                 local-path-provisioner, helm, versitygw)
 # Cache: $TENANTDB_E2E_CACHE (default /var/cache/tenantdb-e2e); Go's own caches
 # (GOMODCACHE, GOCACHE) are reused across versions.
 set -euo pipefail
@@ -65,11 +67,15 @@ build_simple() { # name module-path@version package-path version
   mark "$name" "$v"
 }
 
-build_kubernetes
-build_etcd
-build_simple coredns github.com/coredns/coredns github.com/coredns/coredns "$COREDNS_VERSION"
-build_simple local-path-provisioner github.com/rancher/local-path-provisioner github.com/rancher/local-path-provisioner "$LOCAL_PATH_VERSION"
-build_simple helm helm.sh/helm/v3 helm.sh/helm/v3/cmd/helm "$HELM_VERSION"
+# Named tools only, when some are named.
+want() { [ $# -eq 0 ] || [ -z "$ONLY" ] || [[ " $ONLY " == *" $1 "* ]]; }
+ONLY="$*"
+
+want kubernetes && build_kubernetes
+want etcd && build_etcd
+want coredns && build_simple coredns github.com/coredns/coredns github.com/coredns/coredns "$COREDNS_VERSION"
+want local-path-provisioner && build_simple local-path-provisioner github.com/rancher/local-path-provisioner github.com/rancher/local-path-provisioner "$LOCAL_PATH_VERSION"
+want helm && build_simple helm helm.sh/helm/v3 helm.sh/helm/v3/cmd/helm "$HELM_VERSION"
 # The S3-compatible object store the backup tests ship to (posix backend).
-build_simple versitygw github.com/versity/versitygw github.com/versity/versitygw/cmd/versitygw "$VERSITYGW_VERSION"
-log "all tools present in $BIN"
+want versitygw && build_simple versitygw github.com/versity/versitygw github.com/versity/versitygw/cmd/versitygw "$VERSITYGW_VERSION"
+log "${ONLY:-all} tools present in $BIN"

@@ -223,7 +223,7 @@ pub async fn admin_token(client: &Client, ns: &str, tenant: &str) -> Result<Stri
 
 /// Create Tenant `name` of `tier`, wait until it is Ready, and return its admin token.
 pub async fn ready_tenant(client: &Client, ns: &str, name: &str, tier: &str) -> Result<String> {
-    use tenantdb_crds::{Tenant, TenantPhase};
+    use tenantdb_crds::Tenant;
     let api: Api<Tenant> = Api::namespaced(client.clone(), ns);
     let tenant: Tenant = serde_json::from_value(serde_json::json!({
         "apiVersion": "tenantdb.io/v1alpha1", "kind": "Tenant",
@@ -231,6 +231,13 @@ pub async fn ready_tenant(client: &Client, ns: &str, name: &str, tier: &str) -> 
     }))?;
     api.create(&kube::api::PostParams::default(), &tenant)
         .await?;
+    tenant_ready(client, ns, name).await
+}
+
+/// Wait until Tenant `name` is Ready, and return its admin token.
+pub async fn tenant_ready(client: &Client, ns: &str, name: &str) -> Result<String> {
+    use tenantdb_crds::{Tenant, TenantPhase};
+    let api: Api<Tenant> = Api::namespaced(client.clone(), ns);
     eventually(
         &format!("Tenant {name} Ready"),
         Duration::from_secs(180),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-use tenantdb_crds::{PluggableDatabase, Tenant, TenantPhase};
+use tenantdb_crds::{PluggableDatabase, Tenant};
 use tenantdb_e2e::*;
 
 const KEY: &str = "e2e-backup-key";
@@ -80,20 +80,6 @@ async fn apply_tenant(
         .patch(name, &PatchParams::apply("e2e-test"), &Patch::Apply(&obj))
         .await?;
     Ok(())
-}
-
-async fn ready(client: &kube::Client, ns: &str, name: &str) -> anyhow::Result<String> {
-    let api: Api<Tenant> = Api::namespaced(client.clone(), ns);
-    eventually(
-        &format!("Tenant {name} Ready"),
-        Duration::from_secs(180),
-        || async {
-            let t = api.get(name).await?;
-            Ok((t.status.and_then(|s| s.phase) == Some(TenantPhase::Ready)).then_some(()))
-        },
-    )
-    .await?;
-    admin_token(client, ns, name).await
 }
 
 async fn apply_pdb(
@@ -192,7 +178,7 @@ async fn a_dropped_table_comes_back_to_a_noted_instant_even_after_its_tenant_is_
         backup_spec(&endpoint, "backup-credentials"),
     )
     .await?;
-    let token = ready(&client, &n, "keeper").await?;
+    let token = tenant_ready(&client, &n, "keeper").await?;
     apply_pdb(&client, &n, "keeper", "orders", json!({"seed": {}})).await?;
     outcome(&client, &n, "orders", None).await?;
     for stmt in [
@@ -305,7 +291,7 @@ async fn a_dropped_table_comes_back_to_a_noted_instant_even_after_its_tenant_is_
         backup_spec(&endpoint, "backup-credentials"),
     )
     .await?;
-    let heir_token = ready(&client, &n, "heir").await?;
+    let heir_token = tenant_ready(&client, &n, "heir").await?;
     apply_pdb(
         &client,
         &n,

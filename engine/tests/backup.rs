@@ -5,6 +5,11 @@
 //! process under test.
 
 mod common;
+#[path = "support/versitygw.rs"]
+mod versitygw;
+#[path = "support/workload.rs"]
+mod workload;
+use workload::statement;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -18,19 +23,6 @@ const ADMIN: &str = "backup-admin";
 const KEY: &str = "tenantdb-test";
 const SECRET: &str = "tenantdb-test-secret";
 
-fn versitygw() -> PathBuf {
-    if let Some(p) = std::env::var_os("TENANTDB_VERSITYGW") {
-        return p.into();
-    }
-    let cache =
-        std::env::var("TENANTDB_E2E_CACHE").unwrap_or_else(|_| "/var/cache/tenantdb-e2e".into());
-    let cached = Path::new(&cache).join("bin/versitygw");
-    if cached.exists() {
-        return cached;
-    }
-    panic!("versitygw is needed for the backup tests: run e2e/build-tools.sh (./test.sh does), or set TENANTDB_VERSITYGW");
-}
-
 /// The object store: a versitygw process over a directory, stopped and started at will.
 struct Store {
     child: Option<Child>,
@@ -41,7 +33,6 @@ struct Store {
 impl Store {
     async fn start() -> Store {
         let root = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(root.path().join("backups")).unwrap();
         let mut s = Store {
             child: None,
             port: common::free_port(),
@@ -52,31 +43,11 @@ impl Store {
     }
 
     async fn up(&mut self) {
-        let child = Command::new(versitygw())
-            .args([
-                "--access",
-                KEY,
-                "--secret",
-                SECRET,
-                "--port",
-                &format!("127.0.0.1:{}", self.port),
-            ])
-            .args(["posix", &self.root.path().display().to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("versitygw starts");
+        let (root, port) = (self.root.path().to_path_buf(), self.port);
+        let child = tokio::task::spawn_blocking(move || versitygw::spawn(&root, port, KEY, SECRET))
+            .await
+            .unwrap();
         self.child = Some(child);
-        for _ in 0..400 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("versitygw did not start");
     }
 
     fn down(&mut self) {
@@ -298,23 +269,6 @@ struct Entry {
     /// The rows without their blobs, to say what differs when a restore does.
     rows: String,
     next_sent_ms: i64,
-}
-
-fn statement(rng: &mut rand::rngs::StdRng, columns: &mut u32) -> String {
-    let roll = rng.random_range(0..100);
-    let v: u32 = rng.random();
-    match roll {
-        0..=44 => format!("INSERT INTO t (v, n) VALUES ('v{v}', {})", v % 1000),
-        45..=49 => format!("INSERT INTO t (v, n, b) VALUES ('big{v}', {}, randomblob(20000))", v % 1000),
-        50..=69 => format!("UPDATE t SET v = 'u{v}', n = n + 1 WHERE id IN (SELECT id FROM t ORDER BY (id * {}) % 97 LIMIT 3)", v % 89 + 1),
-        70..=89 => format!("DELETE FROM t WHERE id IN (SELECT id FROM t ORDER BY (id * {}) % 101 LIMIT 2)", v % 83 + 1),
-        90..=93 if *columns < 20 => {
-            *columns += 1;
-            format!("ALTER TABLE t ADD COLUMN c{columns} INTEGER DEFAULT {v}")
-        }
-        90..=96 => format!("CREATE INDEX IF NOT EXISTS ix{} ON t (n, v)", v % 5),
-        _ => format!("DROP INDEX IF EXISTS ix{}", v % 5),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
