@@ -219,4 +219,42 @@ pub struct PluggableDatabaseStatus {
     /// (a token for this database alone, revoked when the database is deleted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection_secret: Option<String>,
+    /// Continuous backup of this database, when its Tenant has `spec.backup`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<PdbBackupStatus>,
+}
+
+/// Where a database's continuous backup stands (conditions `BackupHealthy`,
+/// `BackupLagging` and `BackupFailing` say what it means).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PdbBackupStatus {
+    /// The last transaction in the object store (counted from the database's creation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_shipped_transaction: Option<u64>,
+    /// Its commit time (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_shipped_time: Option<String>,
+    /// The earliest instant a restore can reach (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_recoverable_time: Option<String>,
+    /// The latest instant a restore can reach: the last shipped commit, or the snapshot
+    /// when nothing was committed since (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_recoverable_time: Option<String>,
+    /// When the current generation's base snapshot was taken (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_snapshot_time: Option<String>,
+    /// Age of the oldest commit not yet in the store, in milliseconds (0: nothing waits).
+    #[serde(default)]
+    pub lag_millis: i64,
+    /// Commits made and not yet in the store.
+    #[serde(default)]
+    pub pending_commits: u64,
+    /// WAL bytes not yet in the store: what losing the volume now would lose.
+    #[serde(default)]
+    pub backlog_bytes: u64,
+    /// The store's last error, while shipping fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }

@@ -2,6 +2,7 @@
 
 use prometheus::{Encoder, Gauge, GaugeVec, IntCounterVec, Opts, Registry, TextEncoder};
 
+use crate::backup::ShipStatus;
 use crate::reports::{SlaReport, UsageReport};
 
 /// The engine's metric families, registered in their own registry.
@@ -33,6 +34,9 @@ pub struct Metrics {
     pub streams_open: Gauge,
     /// Hrana streams ended because they were idle, since the engine started.
     pub streams_expired: Gauge,
+    /// Continuous backup per database (stat: lag_seconds, pending_commits, backlog_bytes,
+    /// shipped_bytes, failures, failing, last_snapshot_age_seconds).
+    pub backup: GaugeVec,
 }
 
 impl Metrics {
@@ -91,6 +95,14 @@ impl Metrics {
             "hrana_streams_expired",
             "Hrana streams ended after being idle, since the engine started",
         )?;
+        let backup = GaugeVec::new(
+            Opts::new(
+                "backup",
+                "Continuous backup per database (stat: lag_seconds = age of the oldest commit not yet in the store, pending_commits, backlog_bytes, shipped_bytes and failures since the engine started, failing = 1 while the store refuses, last_snapshot_age_seconds)",
+            ),
+            &["database", "stat"],
+        )?;
+        registry.register(Box::new(backup.clone()))?;
         registry.register(Box::new(refused_requests.clone()))?;
         registry.register(Box::new(streams_open.clone()))?;
         registry.register(Box::new(streams_expired.clone()))?;
@@ -116,6 +128,7 @@ impl Metrics {
             refused_requests,
             streams_open,
             streams_expired,
+            backup,
         })
     }
 
@@ -165,10 +178,80 @@ impl Metrics {
         }
     }
 
+    /// Set the backup family from every shipper's status (`now_ms`: unix ms).
+    pub fn observe_backup(&self, statuses: &[(String, ShipStatus)], now_ms: i64) {
+        self.backup.reset();
+        for (db, st) in statuses {
+            let snapshot_age = if st.last_snapshot_ms > 0 {
+                (now_ms - st.last_snapshot_ms).max(0) as f64 / 1e3
+            } else {
+                f64::NAN
+            };
+            for (stat, v) in [
+                ("lag_seconds", st.lag_ms as f64 / 1e3),
+                ("pending_commits", st.pending_commits as f64),
+                ("backlog_bytes", st.backlog_bytes as f64),
+                ("shipped_bytes", st.shipped_bytes as f64),
+                ("failures", st.failures as f64),
+                ("failing", f64::from(u8::from(st.last_error.is_some()))),
+                ("last_snapshot_age_seconds", snapshot_age),
+            ] {
+                if v.is_nan() {
+                    continue;
+                }
+                self.backup.with_label_values(&[db.as_str(), stat]).set(v);
+            }
+        }
+    }
+
     /// The text exposition format of every family.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `tenantdb_engine_backup{stat="…"}` the chart's alerts and dashboard use is
+    /// one the engine exports.
+    #[test]
+    fn the_charts_backup_stats_are_exported() {
+        let m = Metrics::new().unwrap();
+        let st = ShipStatus {
+            last_snapshot_ms: 1_000,
+            last_error: Some("down".into()),
+            ..Default::default()
+        };
+        m.observe_backup(&[("orders".to_string(), st)], 61_000);
+        let text = m.render();
+        assert!(
+            text.contains(
+                r#"tenantdb_engine_backup{database="orders",stat="last_snapshot_age_seconds"} 60"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"tenantdb_engine_backup{database="orders",stat="failing"} 1"#),
+            "{text}"
+        );
+        let chart = concat!(
+            include_str!("../../charts/tenantdb/templates/prometheusrule.yaml"),
+            include_str!("../../charts/tenantdb/dashboards/tenantdb.json")
+        )
+        .replace("\\\"", "\"");
+        let mut used = 0;
+        for part in chart.split("tenantdb_engine_backup{stat=\"").skip(1) {
+            let stat = part.split('"').next().unwrap_or_default();
+            used += 1;
+            assert!(
+                text.contains(&format!("stat=\"{stat}\"")),
+                "the chart uses backup stat {stat:?}, which the engine does not export"
+            );
+        }
+        assert!(used >= 7, "the chart's backup rules and panels: {used}");
     }
 }

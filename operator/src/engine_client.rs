@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use tenantdb_engine::backup::ShipStatus;
 use tenantdb_engine::catalog::OpenMode;
 use tenantdb_engine::engine::{CloseMode, CreateRequest, Manifest};
 use tenantdb_engine::lockdown::LockdownRules;
@@ -278,6 +279,15 @@ impl EngineClient {
     /// A database, or `None` when the engine has none of that name.
     pub async fn database(&self, name: &str) -> CallResult<Option<EngineDatabase>> {
         let req = self.request(reqwest::Method::GET, &format!("/v1/databases/{name}"));
+        Self::absent(self.json(req).await)
+    }
+
+    /// A database's backup status, or `None` when no backup runs for it.
+    pub async fn backup_status(&self, name: &str) -> CallResult<Option<ShipStatus>> {
+        let req = self.request(
+            reqwest::Method::GET,
+            &format!("/v1/databases/{name}/backup"),
+        );
         Self::absent(self.json(req).await)
     }
 

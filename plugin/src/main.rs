@@ -116,6 +116,19 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         port: u16,
     },
+    /// What the backup store holds for a tenant: every database (live, dropped, or
+    /// moved away) with its recoverable window and, for live ones, how far shipping is
+    /// behind; with a database, its generations too.
+    Backups {
+        /// Tenant name (as it is, or as it was in the store: `--from` for a gone tenant).
+        tenant: String,
+        /// Database name.
+        database: Option<String>,
+        /// The tenant name in the store, when it is not this tenant's (a tenant that is
+        /// gone); the engine of `tenant` reads it.
+        #[arg(long)]
+        from: Option<String>,
+    },
     /// The engine's log.
     Logs {
         /// Tenant name.
@@ -160,6 +173,52 @@ async fn suspend(tenants: &Api<Tenant>, t: Tenant, suspend: bool) -> Result<Stri
             "resuming on the same volume"
         }
     ))
+}
+
+/// `kubectl tenantdb backups`: the store's listing through the tenant's engine, beside
+/// each live database's shipping status.
+async fn backups(
+    client: &Client,
+    t: &Tenant,
+    database: Option<&str>,
+    from: Option<&str>,
+) -> Result<String> {
+    let name = kube::ResourceExt::name_any(t);
+    if t.spec.backup.is_none() {
+        return Err(PluginError::Usage(format!(
+            "tenant {name} has no spec.backup: its engine has no store to list"
+        )));
+    }
+    let in_store = from.unwrap_or(&name);
+    for n in [Some(in_store), database].into_iter().flatten() {
+        if n.is_empty() || n.contains('/') || n.contains('?') {
+            return Err(PluginError::Usage(format!("{n:?} is not a name")));
+        }
+    }
+    let live = |db: String| async move {
+        if from.is_some() {
+            return None;
+        }
+        engine::get(client, t, &format!("/v1/databases/{db}/backup"))
+            .await
+            .ok()
+    };
+    match database {
+        Some(db) => {
+            let v = engine::get(client, t, &format!("/v1/backups/{in_store}/{db}")).await?;
+            let status = live(db.to_string()).await;
+            Ok(render::backup_generations(&v, status.as_ref()))
+        }
+        None => {
+            let v = engine::get(client, t, &format!("/v1/backups/{in_store}")).await?;
+            let mut statuses = Vec::new();
+            for d in v["databases"].as_array().into_iter().flatten() {
+                let db = d["database"].as_str().unwrap_or_default().to_string();
+                statuses.push(live(db).await);
+            }
+            Ok(render::backups(&v, &statuses))
+        }
+    }
 }
 
 async fn run(cli: Cli) -> Result<String> {
@@ -236,6 +295,14 @@ async fn run(cli: Cli) -> Result<String> {
             } else {
                 Ok(details.env_lines(None))
             }
+        }
+        Command::Backups {
+            tenant: name,
+            database,
+            from,
+        } => {
+            let t = tenant(name).await?;
+            backups(&client, &t, database.as_deref(), from.as_deref()).await
         }
         Command::Suspend { tenant: name } => suspend(&tenants, tenant(name).await?, true).await,
         Command::Resume { tenant: name } => suspend(&tenants, tenant(name).await?, false).await,

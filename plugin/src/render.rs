@@ -232,6 +232,108 @@ pub fn rows(v: &Value) -> String {
     format!("{t}\n({} row(s))\n", rows.len())
 }
 
+/// A unix-ms instant as RFC 3339 (UTC, seconds), or `-`.
+fn instant(v: &Value) -> String {
+    v.as_i64()
+        .filter(|ms| *ms > 0)
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// A live database's shipping state from its backup status: `ok`, `lagging 12.0s`,
+/// `FAILING: <error>`; `-` when it is not live in this engine.
+fn shipping(status: Option<&Value>) -> (String, String) {
+    let Some(s) = status else {
+        return ("-".into(), "not live here".into());
+    };
+    let lag = format!("{:.1}s", s["lagMs"].as_f64().unwrap_or(0.0) / 1e3);
+    let state = match s["lastError"].as_str() {
+        Some(e) => format!("FAILING: {e}"),
+        None => format!("shipping ({} commits waiting)", s["pendingCommits"]),
+    };
+    (lag, state)
+}
+
+/// `kubectl tenantdb backups TENANT`: one line per database the store holds.
+pub fn backups(listing: &Value, live: &[Option<Value>]) -> String {
+    let mut t = table(&[
+        "DATABASE",
+        "RECOVERABLE FROM",
+        "TO",
+        "GENERATIONS",
+        "LAG",
+        "SHIPPING",
+    ]);
+    let dbs = listing["databases"].as_array().cloned().unwrap_or_default();
+    for (i, d) in dbs.iter().enumerate() {
+        let (lag, state) = shipping(live.get(i).and_then(Option::as_ref));
+        t.add_row(vec![
+            text(&d["database"]),
+            instant(&d["window"]["firstMs"]),
+            instant(&d["window"]["lastMs"]),
+            d["generations"].to_string(),
+            lag,
+            state,
+        ]);
+    }
+    if dbs.is_empty() {
+        return format!(
+            "the store holds no backup of tenant {}\n",
+            text(&listing["tenant"])
+        );
+    }
+    format!("{t}\n")
+}
+
+/// `kubectl tenantdb backups TENANT DB`: the window, shipping state and generations.
+pub fn backup_generations(listing: &Value, live: Option<&Value>) -> String {
+    let (lag, state) = shipping(live);
+    let mut out = format!(
+        "Database:    {}/{}\nRecoverable: {} .. {}\nLag:         {lag}\nShipping:    {state}\n",
+        text(&listing["tenant"]),
+        text(&listing["database"]),
+        instant(&listing["window"]["firstMs"]),
+        instant(&listing["window"]["lastMs"]),
+    );
+    if let Some(s) = live {
+        out += &format!(
+            "Last shipped transaction {} at {}; last snapshot {}\n",
+            s["shippedTxid"],
+            instant(&s["shippedMs"]),
+            instant(&s["lastSnapshotMs"])
+        );
+    }
+    let mut t = table(&[
+        "GENERATION",
+        "STARTED",
+        "LAST COMMIT",
+        "SEGMENTS",
+        "RESTORABLE",
+    ]);
+    for g in listing["generations"].as_array().into_iter().flatten() {
+        let segs = g["segments"].as_array().map_or(0, Vec::len);
+        let last = g["segments"]
+            .as_array()
+            .and_then(|s| s.last())
+            .map(|s| instant(&s[2]))
+            .unwrap_or_else(|| "-".into());
+        t.add_row(vec![
+            text(&g["name"]),
+            instant(&g["startMs"]),
+            last,
+            segs.to_string(),
+            if g["complete"].as_bool() == Some(true) {
+                "yes"
+            } else {
+                "no (snapshot missing)"
+            }
+            .into(),
+        ]);
+    }
+    format!("{out}\n{t}\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,5 +368,35 @@ mod tests {
                 && out.contains("orders"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn backups_list_windows_and_shipping() {
+        let listing = json!({"tenant": "acme", "databases": [
+            {"database": "orders", "window": {"firstMs": 1_767_225_600_000i64, "lastMs": 1_767_229_200_000i64}, "generations": 2},
+            {"database": "gone", "window": null, "generations": 1},
+        ]});
+        let live = [
+            Some(json!({"lagMs": 1500, "pendingCommits": 4, "lastError": "connection refused"})),
+            None,
+        ];
+        let out = backups(&listing, &live);
+        assert!(out.contains("2026-01-01T00:00:00Z"), "{out}");
+        assert!(out.contains("2026-01-01T01:00:00Z"), "{out}");
+        assert!(out.contains("FAILING: connection refused"), "{out}");
+        assert!(out.contains("1.5s"), "{out}");
+        assert!(out.contains("not live here"), "{out}");
+        let none = backups(&json!({"tenant": "acme", "databases": []}), &[]);
+        assert!(none.contains("no backup of tenant acme"), "{none}");
+        let one = json!({"tenant": "acme", "database": "orders",
+            "window": {"firstMs": 1_767_225_600_000i64, "lastMs": 1_767_229_200_000i64},
+            "generations": [{"name": "g1", "startMs": 1_767_225_600_000i64, "complete": true, "segments": [[1, 9, 1_767_229_200_000i64]]},
+                            {"name": "g2", "startMs": 1_767_229_300_000i64, "complete": false, "segments": []}]});
+        let out = backup_generations(&one, None);
+        assert!(
+            out.contains("2026-01-01T00:00:00Z .. 2026-01-01T01:00:00Z"),
+            "{out}"
+        );
+        assert!(out.contains("no (snapshot missing)"), "{out}");
     }
 }

@@ -22,6 +22,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+pub use ship::ShipStatus;
 pub use store::{Store, StoreConfig};
 
 /// Backup settings (the engine configuration's `backup`).
@@ -191,6 +192,20 @@ impl Backup {
         let run = running.get(name)?;
         let st = run.status.lock().unwrap_or_else(|e| e.into_inner()).clone();
         Some(st)
+    }
+
+    /// Status of every database whose backup runs, by name.
+    pub fn statuses(&self) -> Vec<(String, ship::ShipStatus)> {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<(String, ship::ShipStatus)> = running
+            .iter()
+            .map(|(name, run)| {
+                let st = run.status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                (name.clone(), st)
+            })
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
     }
 
     /// Stop every shipper and wait (at most `patience`) for their last passes, which seal

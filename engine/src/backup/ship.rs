@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::layout;
@@ -15,8 +15,8 @@ use super::store::Store;
 use super::BackupConfig;
 
 /// A database's backup as its status reports it.
-#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
 pub struct ShipStatus {
     /// Current generation.
     pub generation: Option<String>,
@@ -40,6 +40,9 @@ pub struct ShipStatus {
     pub failures: u64,
     /// The last failure, until a shipment succeeds.
     pub last_error: Option<String>,
+    /// The earliest instant a restore can reach (unix ms), from the store's listing at
+    /// the last retention pass (once a minute); `None` until a generation is complete.
+    pub first_recoverable_ms: Option<i64>,
 }
 
 async fn blocking<T: Send + 'static>(
@@ -214,11 +217,18 @@ fn refresh_status(run: &Running) {
 }
 
 /// Delete generations no instant of the recovery window needs: those whose successor
-/// (complete, in the store) started before the window did. At most once a minute.
+/// (complete, in the store) started before the window did, and note where the window now
+/// starts. At most once a minute, sooner while the window is unknown.
 async fn expire(run: &Running) -> Result<(), String> {
     let now = chrono::Utc::now().timestamp_millis();
     let last = run.expired_at.load(std::sync::atomic::Ordering::Relaxed);
-    if now - last < 60_000 {
+    let window_known = run
+        .status
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .first_recoverable_ms
+        .is_some();
+    if window_known && now - last < 60_000 {
         return Ok(());
     }
     run.expired_at
@@ -230,7 +240,17 @@ async fn expire(run: &Running) -> Result<(), String> {
         .filter_map(|k| k.strip_prefix(&prefix).map(str::to_string))
         .collect();
     let window_start = now - run.cfg.retention().as_millis() as i64;
-    for doomed in layout::expired(&layout::group(&rel), window_start) {
+    let groups = layout::group(&rel);
+    let doomed_all = layout::expired(&groups, window_start);
+    let kept: Vec<layout::ListedGeneration> = groups
+        .into_iter()
+        .filter(|g| !doomed_all.contains(&g.name))
+        .collect();
+    run.status
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .first_recoverable_ms = layout::window(&kept).map(|(first, _)| first);
+    for doomed in doomed_all {
         for k in keys
             .iter()
             .filter(|k| k.starts_with(&format!("{prefix}{doomed}/")))

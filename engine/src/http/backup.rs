@@ -21,6 +21,7 @@ pub fn routes() -> Router<Arc<EngineState>> {
         .route("/v1/databases/{pdb}/backup", get(status))
         .route("/v1/databases/{pdb}/backup/checkpoint", post(checkpoint))
         .route("/v1/databases/{pdb}/backup/snapshot", post(snapshot))
+        .route("/v1/backups/{tenant}", get(databases))
         .route("/v1/backups/{tenant}/{database}", get(windows))
 }
 
@@ -82,6 +83,39 @@ async fn windows(
         )
         .into_response(),
     )
+}
+
+/// Every database the store holds for `tenant` (live, dropped, or of a tenant that is
+/// gone), each with its recoverable window.
+async fn databases(
+    State(s): State<Arc<EngineState>>,
+    Path(tenant): Path<String>,
+) -> Result<Response> {
+    crate::names::validate("tenant", &tenant)?;
+    let keys = backup(&s)?
+        .store()
+        .list(&tenant)
+        .await
+        .map_err(|e| EngineError::BackupStore(e.to_string()))?;
+    let mut by_db: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for k in &keys {
+        let rel = k.strip_prefix(&format!("{tenant}/")).unwrap_or(k);
+        if let Some((db, rest)) = rel.split_once('/') {
+            by_db
+                .entry(db.to_string())
+                .or_default()
+                .push(rest.to_string());
+        }
+    }
+    let databases: Vec<serde_json::Value> = by_db
+        .into_iter()
+        .map(|(db, rel)| {
+            let gens = layout::group(&rel);
+            let window = layout::window(&gens).map(|(a, b)| json!({"firstMs": a, "lastMs": b}));
+            json!({"database": db, "window": window, "generations": gens.len()})
+        })
+        .collect();
+    Ok(Json(json!({"tenant": tenant, "databases": databases})).into_response())
 }
 
 /// Create `req` (whose source is a restore): unless it already exists as asked, rebuild

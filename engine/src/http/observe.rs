@@ -61,6 +61,10 @@ async fn metrics(State(state): State<Arc<EngineState>>) -> String {
         Ok(Err(e)) => tracing::warn!(error = %e, "usage for /metrics"),
         Err(e) => tracing::warn!(error = %e, "usage for /metrics"),
     }
+    if let Some(b) = &state.engine.backup {
+        let now = chrono::Utc::now().timestamp_millis();
+        state.metrics.observe_backup(&b.statuses(), now);
+    }
     state.metrics.render()
 }
 

@@ -255,6 +255,14 @@ pub const ROUTES: &[Route] = &[
     ),
     (
         "get",
+        "/v1/backups/{tenant}",
+        "Every database the backup store holds for a tenant (present or gone), each with its recoverable window",
+        None,
+        None,
+        Auth::Admin,
+    ),
+    (
+        "get",
         "/v1/backups/{tenant}/{database}",
         "What the backup store holds for a database (of any tenant, present or gone): generations and the recoverable window",
         None,

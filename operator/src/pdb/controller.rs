@@ -195,6 +195,7 @@ async fn write_status(
             "lockdownProfile",
             "storageQuotaBytes",
             "connectionSecret",
+            "backup",
         ] {
             map.entry(key).or_insert(Value::Null);
         }
@@ -442,7 +443,61 @@ async fn apply(pdb: &PluggableDatabase, ctx: &Context, ns: &str) -> Result<Actio
             }
         }
     }
-    converge(pdb, ctx, &engine, &want, &target).await
+    let backup_delay = tenant
+        .spec
+        .backup
+        .as_ref()
+        .map(|b| b.max_shipping_delay_millis);
+    converge(pdb, ctx, &engine, &want, &target, backup_delay).await
+}
+
+/// Fill in the backup part of `s` from the engine (when the Tenant has backup), publish
+/// an Event when shipping starts or stops failing or lagging, and say when to look again.
+async fn backup_status(
+    ctx: &Context,
+    pdb: &PluggableDatabase,
+    engine: &EngineClient,
+    name: &str,
+    tenant: &str,
+    delay_ms: Option<u64>,
+    s: &mut PluggableDatabaseStatus,
+) -> Result<Duration, Error> {
+    let g = pdb.metadata.generation;
+    let Some(delay_ms) = delay_ms else {
+        status::backup(s, None, 0, g, &now());
+        return Ok(Duration::from_secs(60));
+    };
+    let observed = match engine.backup_status(name).await {
+        Ok(st) => st,
+        // The engine has not restarted with backup in its configuration yet.
+        Err(e) if e.status() == Some(409) => None,
+        Err(e) => return Err(engine_err(tenant)(e)),
+    };
+    let before = s.conditions.clone();
+    status::backup(s, Some(observed.as_ref()), delay_ms, g, &now());
+    for (type_, warn_reason) in [
+        ("BackupFailing", "BackupFailing"),
+        ("BackupLagging", "BackupLagging"),
+    ] {
+        let was = crate::conditions::is_true(&before, type_);
+        let is = crate::conditions::is_true(&s.conditions, type_);
+        if was == is {
+            continue;
+        }
+        let message = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        let (kind, reason) = if is {
+            (EventType::Warning, warn_reason)
+        } else {
+            (EventType::Normal, "BackupRecovered")
+        };
+        publish(&ctx.recorder, &pdb.object_ref(&()), kind, reason, message).await;
+    }
+    Ok(Duration::from_secs(30))
 }
 
 async fn wait_for_tenant(
@@ -482,6 +537,7 @@ async fn converge(
     engine: &EngineClient,
     want: &Wanted,
     tenant: &str,
+    backup_delay_ms: Option<u64>,
 ) -> Result<Action, Error> {
     for _ in 0..MAX_STEPS {
         let have = engine
@@ -494,6 +550,16 @@ async fn converge(
                 let Some(have) = have else { break };
                 let mut s = status::in_sync(pdb, &have, tenant, &now());
                 s.connection_secret = connection(ctx, pdb, engine, tenant).await?;
+                let again = backup_status(
+                    ctx,
+                    pdb,
+                    engine,
+                    &want.name,
+                    tenant,
+                    backup_delay_ms,
+                    &mut s,
+                )
+                .await?;
                 write_status(ctx, pdb, &s).await?;
                 if let Some(note) = status::quota_warning(&have) {
                     let r = pdb.object_ref(&());
@@ -506,8 +572,8 @@ async fn converge(
                     )
                     .await;
                 }
-                // Size and sessions change without any event: look again now and then.
-                return Ok(Action::requeue(Duration::from_secs(60)));
+                // Size, sessions and backup change without any event: look again now and then.
+                return Ok(Action::requeue(again));
             }
             Step::Create(req) => engine
                 .create(req)
