@@ -114,6 +114,11 @@ impl Capture {
         self.commits.lock().map_or(0, |c| c.0.len())
     }
 
+    /// Frames in the WAL after the newest commit not yet shipped.
+    pub fn newest_frames(&self) -> Option<u32> {
+        self.commits.lock().ok()?.0.back().map(|r| r.frames)
+    }
+
     /// When the oldest commit not yet shipped was made (unix ms).
     pub fn oldest_ms(&self) -> Option<i64> {
         self.commits.lock().ok()?.0.front().map(|r| r.ms)

@@ -153,7 +153,7 @@ async fn pass(run: &Running) -> Result<(), String> {
     refresh_status(run);
     shipped?;
     let forced = run.force.swap(false, std::sync::atomic::Ordering::SeqCst);
-    if forced || sh.wal_bytes() > run.cfg.checkpoint_bytes() {
+    if forced || sh.wal_in_use() > run.cfg.checkpoint_bytes() {
         with_ship(run, |sh, ship| sh.checkpoint(ship))
             .await
             .map_err(|e| e.to_string())?;

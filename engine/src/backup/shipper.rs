@@ -97,11 +97,6 @@ impl Shipper {
         PathBuf::from(format!("{}-wal", self.db.display()))
     }
 
-    /// Bytes in the WAL file now.
-    pub fn wal_bytes(&self) -> u64 {
-        std::fs::metadata(self.wal_path()).map_or(0, |m| m.len())
-    }
-
     /// Write the state (through a rename, so it is whole). Not fsynced: the WAL keeps
     /// every frame until a checkpoint, which happens only once they are all in the store,
     /// so an older state after a power loss re-ships segments the store already holds
@@ -271,7 +266,15 @@ impl Shipper {
         self.under_write_lock(ship, |_| {
             let c = files::open_db(&self.db, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?;
             configure(&c)?;
+            // A connection that has read nothing does not know the database is in WAL
+            // mode yet, and its checkpoint would do nothing (-1 frames).
+            c.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))?;
             let done = c.wal_checkpoint_v2(None::<&str>, rusqlite::wal::CheckpointMode::PASSIVE)?;
+            if done.0 < 0 {
+                return Err(SealError::Io(std::io::Error::other(
+                    "the checkpoint did not run (the connection does not see the WAL)",
+                )));
+            }
             self.capture.reset();
             let mut st = lock(&self.state);
             st.may_restart = true;
@@ -348,8 +351,16 @@ impl Shipper {
     pub fn unshipped_bytes(&self) -> u64 {
         let st = lock(&self.state);
         let frame = 24 + st.page_size.max(512) as u64;
-        self.wal_bytes()
-            .saturating_sub(32 + st.cursor.frames as u64 * frame)
+        let newest = self.capture.newest_frames().unwrap_or(0);
+        u64::from(newest.saturating_sub(st.cursor.frames)) * frame
+    }
+
+    /// Bytes of the WAL in use up to the shipper's cursor (the file itself keeps the size
+    /// it once reached: SQLite writes a restarted WAL over it from the start).
+    pub fn wal_in_use(&self) -> u64 {
+        let st = lock(&self.state);
+        let frame = 24 + st.page_size.max(512) as u64;
+        32 + st.cursor.frames as u64 * frame
     }
 }
 

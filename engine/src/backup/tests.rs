@@ -113,6 +113,7 @@ fn every_sealed_transaction_replays_to_the_database_it_left() {
     let backlog = dir.path().join("store");
     let ship = local_store(&backlog);
     let mut gen = shipper.start_generation(false, &ship).unwrap();
+    let mut restarts = 0;
     for i in 0..600 {
         conn.execute_batch(&statement(&mut rng, &mut columns))
             .unwrap();
@@ -120,12 +121,25 @@ fn every_sealed_transaction_replays_to_the_database_it_left() {
         let txid = shipper.state.lock().unwrap().sealed_txid;
         ledger.push((gen.clone(), txid, content(&conn)));
         if i % 37 == 0 {
-            shipper.checkpoint(&ship).unwrap();
+            let (log, done) = shipper.checkpoint(&ship).unwrap();
+            assert!(
+                log > 0 && done == log,
+                "a checkpoint folds every shipped frame: {log} {done}"
+            );
+            restarts += 1;
         }
         if i % 250 == 249 {
             gen = shipper.start_generation(false, &ship).unwrap();
         }
     }
+    // The checkpoints let the WAL start over: it never held much more than 37 writes.
+    let wal = std::fs::metadata(dir.path().join("db.db-wal"))
+        .unwrap()
+        .len();
+    assert!(
+        restarts > 10 && wal < 4 << 20,
+        "the WAL grew to {wal} bytes"
+    );
     let mut checked = 0;
     // Every 15th write, and each generation's first and last.
     for (k, (gen, txid, want)) in ledger
