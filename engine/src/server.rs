@@ -188,8 +188,14 @@ pub async fn serve(
     if let Some(b) = engine.backup.clone() {
         b.shutdown(std::time::Duration::from_secs(10)).await;
     }
-    if let Err(e) = tokio::task::spawn_blocking(move || engine.flush_usage()).await {
-        tracing::warn!(error = %e, "flushing usage at shutdown");
+    match tokio::task::spawn_blocking(move || engine.flush_usage()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "flushing usage at shutdown: the last seconds of metering are lost")
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "flushing usage at shutdown: the last seconds of metering are lost")
+        }
     }
     served.map_err(|source| StartError::Listen {
         addr: opts.listen,

@@ -23,6 +23,17 @@ pub enum EngineCallError {
         /// Underlying error.
         source: reqwest::Error,
     },
+    /// The engine said yes with a body this operator cannot read (another version's
+    /// engine, or something else at its address).
+    #[error("engine at {url} answered {status} with a body this operator cannot read: {detail}")]
+    BadReply {
+        /// The URL called.
+        url: String,
+        /// HTTP status (a success).
+        status: u16,
+        /// What did not decode.
+        detail: String,
+    },
     /// The engine answered with an error.
     #[error("engine answered {status} {code}: {message}")]
     Api {
@@ -40,7 +51,7 @@ impl EngineCallError {
     pub fn status(&self) -> Option<u16> {
         match self {
             EngineCallError::Api { status, .. } => Some(*status),
-            EngineCallError::Unreachable { .. } => None,
+            EngineCallError::Unreachable { .. } | EngineCallError::BadReply { .. } => None,
         }
     }
 
@@ -56,6 +67,18 @@ impl EngineCallError {
     pub fn is_client_error(&self) -> bool {
         self.status().is_some_and(|s| (400..500).contains(&s))
     }
+}
+
+/// A success's body as `T`, or [`EngineCallError::BadReply`] naming what did not decode.
+fn decode<T: DeserializeOwned>(url: &str, status: u16, body: &str) -> CallResult<T> {
+    serde_json::from_str(body).map_err(|e| EngineCallError::BadReply {
+        url: url.to_string(),
+        status,
+        detail: format!(
+            "{e} (body starts {:?})",
+            body.chars().take(80).collect::<String>()
+        ),
+    })
 }
 
 /// Result of an engine call.
@@ -259,12 +282,15 @@ impl EngineClient {
 
     async fn json<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> CallResult<T> {
         let resp = self.send(req).await?;
-        resp.json()
+        let status = resp.status().as_u16();
+        let text = resp
+            .text()
             .await
             .map_err(|source| EngineCallError::Unreachable {
                 url: self.base.clone(),
                 source,
-            })
+            })?;
+        decode(&self.base, status, &text)
     }
 
     /// `Ok(None)` for a 404, so "not there" and "failed" stay apart.
@@ -448,5 +474,26 @@ impl EngineClient {
             req = req.json(b);
         }
         self.json(req).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_success_that_does_not_decode_is_a_bad_reply_not_unreachable() {
+        let e = decode::<EngineDatabase>("http://e:8080", 200, "<html>proxy</html>").unwrap_err();
+        assert!(
+            matches!(e, EngineCallError::BadReply { status: 200, .. }),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string().contains("cannot read") && e.to_string().contains("<html>"),
+            "{e}"
+        );
+        assert_eq!(e.status(), None);
+        let ok: serde_json::Value = decode("http://e:8080", 200, "{\"a\": 1}").unwrap();
+        assert_eq!(ok["a"], 1);
     }
 }
