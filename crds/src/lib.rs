@@ -8,9 +8,9 @@ pub mod tenant;
 
 pub use lockdown::{LockdownProfile, LockdownProfileSpec, LockdownProfileStatus, StatementClass};
 pub use pdb::{
-    CloneMode, CloneSource, CloseMode, OpenMode, PdbBackupStatus, PdbDeletionPolicy, PdbSource,
-    PlugSource, PluggableDatabase, PluggableDatabaseSpec, PluggableDatabaseStatus, RestoreSource,
-    SeedSource,
+    CloneMode, CloneSource, CloseMode, OpenMode, PdbBackupStatus, PdbDeletionPolicy, PdbPhase,
+    PdbSource, PlugSource, PluggableDatabase, PluggableDatabaseSpec, PluggableDatabaseStatus,
+    RestoreSource, SeedSource,
 };
 pub use tenant::{
     AdminSpec, BackupSpec, DeletionPolicy, EffectiveLimits, ObjectStoreSpec, Priority,

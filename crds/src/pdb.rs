@@ -177,13 +177,48 @@ pub enum PdbDeletionPolicy {
     Retain,
 }
 
+/// Phase of a PluggableDatabase, as `kubectl get pldb` shows it.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PdbPhase {
+    /// Waiting for its Tenant (or a clone source) to be ready.
+    Pending,
+    /// Open in some mode.
+    Open,
+    /// Registered, closed to every session.
+    Mounted,
+    /// Moving to another tenant.
+    Relocating,
+    /// Being deleted (dropped, unplugged or released by its deletion policy).
+    Deleting,
+    /// The engine refused or lost it.
+    Failed,
+    /// The spec cannot be acted on until it changes.
+    Invalid,
+}
+
+impl PdbPhase {
+    /// The phase's name as written in status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PdbPhase::Pending => "Pending",
+            PdbPhase::Open => "Open",
+            PdbPhase::Mounted => "Mounted",
+            PdbPhase::Relocating => "Relocating",
+            PdbPhase::Deleting => "Deleting",
+            PdbPhase::Failed => "Failed",
+            PdbPhase::Invalid => "Invalid",
+        }
+    }
+}
+
 /// What is true of the database now.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct PluggableDatabaseStatus {
-    /// Pending, Creating, Open, Mounted, Relocating, Unplugged, Failed or Invalid.
+    /// Where the database stands: Pending, Open, Mounted, Relocating, Deleting, Failed or
+    /// Invalid (the Ready condition says why).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
+    pub phase: Option<PdbPhase>,
     /// Ready and Progressing, with reasons.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
@@ -202,9 +237,6 @@ pub struct PluggableDatabaseStatus {
     /// The source actually used (e.g. `snapshot` fell back to `full copy`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
-    /// The archive written by an unplug.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub archive: Option<String>,
     /// The tenant currently holding the database.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,

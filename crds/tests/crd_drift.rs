@@ -34,3 +34,28 @@ fn committed_api_reference_matches_the_types() {
         path.display()
     );
 }
+
+/// The PluggableDatabase phases the schema allows are the ones the operator sets:
+/// Deleting among them, none it never sets (Creating, Unplugged).
+#[test]
+fn pdb_phases_are_the_ones_that_happen() {
+    use kube::CustomResourceExt;
+    let crd = serde_json::to_value(tenantdb_crds::PluggableDatabase::crd()).unwrap();
+    let phase = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+        ["properties"]["phase"];
+    let allowed: Vec<&str> = phase["enum"]
+        .as_array()
+        .expect("status.phase is an enum")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert_eq!(
+        allowed,
+        ["Pending", "Open", "Mounted", "Relocating", "Deleting", "Failed", "Invalid"]
+    );
+    let status = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"];
+    assert!(
+        status["properties"].get("archive").is_none(),
+        "status.archive is never written"
+    );
+}

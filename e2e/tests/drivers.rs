@@ -33,7 +33,7 @@ async fn ready_database(
         Duration::from_secs(90),
         || async {
             let s = pdbs.get(name).await?.status.unwrap_or_default();
-            Ok((s.phase.as_deref() == Some("Open"))
+            Ok((s.phase.map(|p| p.as_str()) == Some("Open"))
                 .then_some(s.connection_secret)
                 .flatten())
         },

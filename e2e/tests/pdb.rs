@@ -62,11 +62,11 @@ async fn wait_pdb(
     .await
 }
 
-fn phase(p: &PluggableDatabase) -> &str {
+fn phase(p: &PluggableDatabase) -> &'static str {
     p.status
         .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .unwrap_or("")
+        .and_then(|s| s.phase)
+        .map_or("", |p| p.as_str())
 }
 
 fn ready_reason(p: &PluggableDatabase) -> String {
@@ -855,7 +855,11 @@ async fn relocation_keeps_every_acknowledged_row_and_tokens_stay_home() -> anyho
         "no relocation archive left behind"
     );
     assert_eq!(
-        moved.status.as_ref().and_then(|s| s.phase.as_deref()),
+        moved
+            .status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .map(|p| p.as_str()),
         Some("Open")
     );
 

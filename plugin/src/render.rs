@@ -110,7 +110,7 @@ pub fn status(t: &Tenant, pdbs: &[PluggableDatabase]) -> String {
         dt.add_row(vec![
             p.name_any(),
             st.open_mode.map(|m| format!("{m:?}")).unwrap_or_default(),
-            st.phase.unwrap_or_default(),
+            st.phase.map(|p| p.as_str().to_string()).unwrap_or_default(),
             st.size.unwrap_or_default(),
             st.lockdown_profile.unwrap_or_default(),
         ]);

@@ -190,7 +190,6 @@ async fn write_status(
             "sizeBytes",
             "size",
             "source",
-            "archive",
             "tenant",
             "lockdownProfile",
             "storageQuotaBytes",
@@ -211,9 +210,9 @@ async fn write_status(
         "writing status of PluggableDatabase {ns}/{}",
         pdb.name_any()
     )))?;
-    let old = pdb.status.as_ref().and_then(|s| s.phase.clone());
+    let old = pdb.status.as_ref().and_then(|s| s.phase);
     if old != status.phase {
-        if let Some(p) = &status.phase {
+        if let Some(p) = status.phase {
             let warn = p == phase::FAILED || p == phase::INVALID;
             let reason = status
                 .conditions
@@ -229,8 +228,12 @@ async fn write_status(
                 } else {
                     EventType::Normal
                 },
-                p,
-                format!("phase {} → {p}: {reason}", old.as_deref().unwrap_or("none")),
+                p.as_str(),
+                format!(
+                    "phase {} → {}: {reason}",
+                    old.map_or("none", |o| o.as_str()),
+                    p.as_str()
+                ),
             )
             .await;
         }
@@ -242,7 +245,7 @@ async fn write_status(
 async fn block(
     ctx: &Context,
     pdb: &PluggableDatabase,
-    phase: &str,
+    phase: tenantdb_crds::PdbPhase,
     reason: &str,
     message: &str,
     action: Action,

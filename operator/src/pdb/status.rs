@@ -1,7 +1,7 @@
 //! Pure: what a PluggableDatabase's status says, given what was observed.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use tenantdb_crds::{PdbBackupStatus, PluggableDatabase, PluggableDatabaseStatus};
+use tenantdb_crds::{PdbBackupStatus, PdbPhase, PluggableDatabase, PluggableDatabaseStatus};
 use tenantdb_engine::backup::ShipStatus;
 
 use super::plan::spec_open_mode;
@@ -9,22 +9,23 @@ use crate::conditions::set;
 use crate::engine_client::EngineDatabase;
 use crate::quantity::format_bytes;
 
-/// Phase names, as `kubectl get pldb` shows them.
+/// Phases, by the names the controller uses.
 pub mod phase {
+    use tenantdb_crds::PdbPhase;
     /// Waiting for its Tenant.
-    pub const PENDING: &str = "Pending";
+    pub const PENDING: PdbPhase = PdbPhase::Pending;
     /// Open in some mode.
-    pub const OPEN: &str = "Open";
+    pub const OPEN: PdbPhase = PdbPhase::Open;
     /// Registered, closed to every session.
-    pub const MOUNTED: &str = "Mounted";
+    pub const MOUNTED: PdbPhase = PdbPhase::Mounted;
     /// Moving to another tenant.
-    pub const RELOCATING: &str = "Relocating";
+    pub const RELOCATING: PdbPhase = PdbPhase::Relocating;
     /// The spec cannot be acted on until it changes.
-    pub const INVALID: &str = "Invalid";
+    pub const INVALID: PdbPhase = PdbPhase::Invalid;
     /// The engine refused or lost it.
-    pub const FAILED: &str = "Failed";
+    pub const FAILED: PdbPhase = PdbPhase::Failed;
     /// Being deleted.
-    pub const DELETING: &str = "Deleting";
+    pub const DELETING: PdbPhase = PdbPhase::Deleting;
 }
 
 fn base(pdb: &PluggableDatabase) -> PluggableDatabaseStatus {
@@ -43,7 +44,7 @@ pub fn in_sync(
     let mut s = base(pdb);
     let mode = spec_open_mode(have.open_mode);
     let open = have.open_mode.is_some();
-    s.phase = Some(if open { phase::OPEN } else { phase::MOUNTED }.into());
+    s.phase = Some(if open { phase::OPEN } else { phase::MOUNTED });
     s.open_mode = Some(mode);
     s.size_bytes = Some(have.size_bytes);
     s.size = Some(format_bytes(have.size_bytes));
@@ -261,7 +262,7 @@ pub fn backup(
 /// `progressing` says whether the operator is still moving (True) or waits for a change.
 pub fn blocked(
     pdb: &PluggableDatabase,
-    phase: &str,
+    phase: PdbPhase,
     reason: &str,
     message: &str,
     progressing: bool,
@@ -270,7 +271,7 @@ pub fn blocked(
     let mut s = base(pdb);
     // An Invalid or Failed spec keeps the last known phase of existing data visible
     // through the conditions; the phase itself says what to look at.
-    s.phase = Some(phase.to_string());
+    s.phase = Some(phase);
     let g = pdb.metadata.generation;
     set(&mut s.conditions, "Ready", false, reason, message, g, now);
     set(
@@ -310,7 +311,7 @@ mod tests {
             active_sessions: 0,
         };
         let s = in_sync(&pdb(), &have, "acme", &now());
-        assert_eq!(s.phase.as_deref(), Some("Open"));
+        assert_eq!(s.phase, Some(PdbPhase::Open));
         assert_eq!(s.open_mode, Some(tenantdb_crds::OpenMode::ReadOnly));
         assert_eq!(s.size.as_deref(), Some("8Ki"));
         assert_eq!(s.tenant.as_deref(), Some("acme"));
@@ -321,7 +322,7 @@ mod tests {
             ..have
         };
         let s = in_sync(&pdb(), &closed, "acme", &now());
-        assert_eq!(s.phase.as_deref(), Some("Mounted"));
+        assert_eq!(s.phase, Some(PdbPhase::Mounted));
     }
 
     fn ship(lag_ms: i64, error: Option<&str>) -> ShipStatus {
@@ -417,7 +418,7 @@ mod tests {
             true,
             &now(),
         );
-        assert_eq!(s.phase.as_deref(), Some("Pending"));
+        assert_eq!(s.phase, Some(PdbPhase::Pending));
         let ready = s.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
         assert_eq!(
             (ready.status.as_str(), ready.reason.as_str()),
