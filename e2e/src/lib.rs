@@ -4,6 +4,8 @@
 //! local cluster (`e2e/cluster.sh`) or kind (`e2e/kind.sh`). Images are named by
 //! environment variables so both work unchanged.
 
+pub mod store;
+
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};

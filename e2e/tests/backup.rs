@@ -2,85 +2,18 @@
 //! pod of the test's namespace): a table dropped by mistake comes back by restoring its
 //! database to a noted instant as a new PluggableDatabase; after the Tenant and its volume
 //! are gone, a new Tenant restores the database from the store. Bad input: a missing
-//! credentials Secret, an instant outside the window, a database the store never held.
+//! credentials Secret, an unreachable store, an instant outside the window, a database the
+//! store never held.
 #![cfg(feature = "e2e")]
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::json;
 use tenantdb_crds::{PluggableDatabase, Tenant};
+use tenantdb_e2e::store::{apply_tenant, backup_spec, object_store};
 use tenantdb_e2e::*;
-
-const KEY: &str = "e2e-backup-key";
-const SECRET: &str = "e2e-backup-secret-key";
-
-fn store_image() -> String {
-    std::env::var("TENANTDB_E2E_VERSITYGW_IMAGE")
-        .unwrap_or_else(|_| "localhost/tenantdb-versitygw:dev".to_string())
-}
-
-/// versitygw in `ns` behind a Service; returns its endpoint URL.
-async fn object_store(client: &kube::Client, ns: &str) -> anyhow::Result<String> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    create_pod(
-        &pods,
-        json!({"apiVersion": "v1", "kind": "Pod",
-               "metadata": {"name": "versitygw", "labels": {"app": "versitygw"}},
-               "spec": {"terminationGracePeriodSeconds": 0,
-                        "securityContext": {"runAsNonRoot": true, "runAsUser": 65534, "runAsGroup": 65534, "fsGroup": 65534,
-                                            "seccompProfile": {"type": "RuntimeDefault"}},
-                        "volumes": [{"name": "store", "emptyDir": {}}],
-                        "initContainers": [{"name": "bucket", "image": busybox_image(), "imagePullPolicy": "IfNotPresent",
-                                            "command": ["mkdir", "-p", "/store/backups"],
-                                            "volumeMounts": [{"name": "store", "mountPath": "/store"}],
-                                            "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}],
-                        "containers": [{"name": "s3", "image": store_image(), "imagePullPolicy": "IfNotPresent",
-                                        "volumeMounts": [{"name": "store", "mountPath": "/store"}],
-                                        "args": ["--access", KEY, "--secret", SECRET, "--port", ":7070", "posix", "/store"],
-                                        "ports": [{"containerPort": 7070}],
-                                        "readinessProbe": {"tcpSocket": {"port": 7070}, "periodSeconds": 1},
-                                        "securityContext": {"allowPrivilegeEscalation": false,
-                                                            "capabilities": {"drop": ["ALL"]}}}]}}),
-    )
-    .await?;
-    let svc: Service = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "versitygw"},
-        "spec": {"selector": {"app": "versitygw"}, "ports": [{"port": 7070, "targetPort": 7070}]}
-    }))?;
-    Api::<Service>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &svc)
-        .await?;
-    wait_pod_phase(&pods, "versitygw", &["Running"], Duration::from_secs(60)).await?;
-    let secret: Secret = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "backup-credentials"},
-        "stringData": {"accessKeyId": KEY, "secretAccessKey": SECRET}
-    }))?;
-    Api::<Secret>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &secret)
-        .await?;
-    Ok(format!("http://versitygw.{ns}.svc:7070"))
-}
-
-fn backup_spec(endpoint: &str, secret: &str) -> serde_json::Value {
-    json!({"store": {"endpoint": endpoint, "bucket": "backups", "prefix": "e2e", "credentialsSecret": secret},
-           "snapshotInterval": "1h", "maxShippingDelayMillis": 500})
-}
-
-async fn apply_tenant(
-    client: &kube::Client,
-    ns: &str,
-    name: &str,
-    backup: serde_json::Value,
-) -> anyhow::Result<()> {
-    let obj = json!({"apiVersion": "tenantdb.io/v1alpha1", "kind": "Tenant", "metadata": {"name": name},
-                     "spec": {"tier": "bronze", "deletionPolicy": "Delete", "backup": backup}});
-    Api::<Tenant>::namespaced(client.clone(), ns)
-        .patch(name, &PatchParams::apply("e2e-test"), &Patch::Apply(&obj))
-        .await?;
-    Ok(())
-}
 
 async fn apply_pdb(
     client: &kube::Client,
@@ -112,7 +45,7 @@ async fn outcome(
         || async {
             let s = api.get(name).await?.status.unwrap_or_default();
             Ok(match reason {
-                None => (s.phase.as_deref() == Some("Open")).then(String::new),
+                None => (s.phase.map(|p| p.as_str()) == Some("Open")).then(String::new),
                 Some(r) => s
                     .conditions
                     .iter()
@@ -189,6 +122,23 @@ async fn a_dropped_table_comes_back_to_a_noted_instant_even_after_its_tenant_is_
         anyhow::ensure!(s == 200, "{stmt}: {s} {v}");
     }
     shipped(&client, &n, "keeper", "orders", &token).await?;
+    // The PluggableDatabase says so: BackupHealthy, and what is in the store.
+    let pdbs: Api<PluggableDatabase> = Api::namespaced(client.clone(), &n);
+    let b = eventually("orders BackupHealthy", Duration::from_secs(90), || async {
+        let s = pdbs.get("orders").await?.status.unwrap_or_default();
+        let healthy = s
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "BackupHealthy" && c.status == "True");
+        Ok(s.backup
+            .filter(|b| healthy && b.last_shipped_transaction >= Some(2))
+            .map(|b| (b.first_recoverable_time, b.last_recoverable_time)))
+    })
+    .await?;
+    assert!(
+        b.0.is_some() && b.1.is_some(),
+        "a recoverable window: {b:?}"
+    );
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let noted = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -270,6 +220,65 @@ async fn a_dropped_table_comes_back_to_a_noted_instant_even_after_its_tenant_is_
         sts.get_opt("orphan-engine").await?.is_none(),
         "no engine was made for orphan"
     );
+
+    // A store that does not answer: the tenant serves, writes go on, its databases say
+    // BackupFailing with the store's error, and a restore from it makes nothing.
+    apply_tenant(
+        &client,
+        &n,
+        "stranded",
+        backup_spec(
+            &format!("http://no-store.{n}.svc:7070"),
+            "backup-credentials",
+        ),
+    )
+    .await?;
+    let stranded_token = tenant_ready(&client, &n, "stranded").await?;
+    apply_pdb(&client, &n, "stranded", "jotter", json!({"seed": {}})).await?;
+    outcome(&client, &n, "jotter", None).await?;
+    let (s, v) = sql(
+        &client,
+        &n,
+        "stranded",
+        "jotter",
+        &stranded_token,
+        "CREATE TABLE j (x)",
+    )
+    .await?;
+    anyhow::ensure!(s == 200, "writes go on while the store is away: {s} {v}");
+    let m = eventually("jotter BackupFailing", Duration::from_secs(120), || async {
+        let s = pdbs.get("jotter").await?.status.unwrap_or_default();
+        Ok(s.conditions
+            .iter()
+            .find(|c| c.type_ == "BackupFailing" && c.status == "True")
+            .map(|c| (c.reason.clone(), c.message.clone())))
+    })
+    .await?;
+    assert_eq!(m.0, "StoreError", "{m:?}");
+    assert!(
+        m.1.contains("no-store"),
+        "the store's error names it: {m:?}"
+    );
+    apply_pdb(
+        &client,
+        &n,
+        "stranded",
+        "unreachable",
+        json!({"restore": {"tenant": "keeper", "database": "orders"}}),
+    )
+    .await?;
+    let m = outcome(&client, &n, "unreachable", Some("BackupStoreUnreachable")).await?;
+    assert!(m.contains("no-store"), "{m}");
+    let (s, _) = sql(
+        &client,
+        &n,
+        "stranded",
+        "unreachable",
+        &stranded_token,
+        "SELECT 1",
+    )
+    .await?;
+    assert_eq!(s, 404, "nothing half-made in the engine");
 
     // The Tenant goes with its volume; a new Tenant restores the database from the store.
     tenants.delete("keeper", &DeleteParams::default()).await?;

@@ -76,7 +76,7 @@ async fn every_command_works_and_errors_are_clear() -> anyhow::Result<()> {
     .await?;
     eventually("orders open", Duration::from_secs(60), || async {
         let p = pdbs.get("orders").await?;
-        Ok((p.status.and_then(|s| s.phase).as_deref() == Some("Open")).then_some(()))
+        Ok((p.status.and_then(|s| s.phase) == Some(tenantdb_crds::PdbPhase::Open)).then_some(()))
     })
     .await?;
     eventually(
@@ -237,4 +237,92 @@ async fn every_command_works_and_errors_are_clear() -> anyhow::Result<()> {
     .await?;
     assert!(rows.contains('2'), "{rows}");
     ns.delete(Duration::from_secs(120)).await
+}
+
+/// `backups` lists what the store holds: a live database with its window and shipping
+/// state, a dropped one still recoverable, its generations; a tenant without backup and
+/// a bad name are clear errors.
+#[tokio::test]
+async fn backups_lists_recoverable_windows() -> anyhow::Result<()> {
+    use tenantdb_e2e::store::{apply_tenant, backup_spec, object_store};
+    let client = client().await?;
+    let ns = TestNamespace::create(&client, "e2e-plugin-backups").await?;
+    let n = ns.name.clone();
+    let endpoint = object_store(&client, &n).await?;
+    apply_tenant(
+        &client,
+        &n,
+        "vault",
+        backup_spec(&endpoint, "backup-credentials"),
+    )
+    .await?;
+    let token = tenant_ready(&client, &n, "vault").await?;
+    let pdbs: Api<PluggableDatabase> = Api::namespaced(client.clone(), &n);
+    for db in ["ledger", "scratch"] {
+        let obj = json!({"apiVersion": "tenantdb.io/v1alpha1", "kind": "PluggableDatabase",
+                         "metadata": {"name": db}, "spec": {"tenant": "vault"}});
+        pdbs.patch(db, &PatchParams::apply("e2e-test"), &Patch::Apply(&obj))
+            .await?;
+    }
+    for db in ["ledger", "scratch"] {
+        eventually(&format!("{db} open"), Duration::from_secs(60), || async {
+            let p = pdbs.get(db).await?;
+            Ok(
+                (p.status.and_then(|s| s.phase) == Some(tenantdb_crds::PdbPhase::Open))
+                    .then_some(()),
+            )
+        })
+        .await?;
+        let (s, v) = sql(&client, &n, "vault", db, &token, "CREATE TABLE t (x)").await?;
+        anyhow::ensure!(s == 200, "{db}: {s} {v}");
+    }
+    // Both in the store, each with a window; then scratch is dropped and stays listed.
+    let listed = eventually(
+        "both listed with windows",
+        Duration::from_secs(60),
+        || async {
+            let (ok, out, err) = plugin(&n, &["backups", "vault"]);
+            anyhow::ensure!(ok, "backups failed: {err}");
+            let rows: Vec<&str> = out
+                .lines()
+                .filter(|l| {
+                    (l.contains("ledger") || l.contains("scratch")) && l.contains("shipping (")
+                })
+                .collect();
+            Ok(
+                (rows.len() == 2 && rows.iter().all(|l| l.matches("Z ").count() >= 2))
+                    .then_some(out),
+            )
+        },
+    )
+    .await?;
+    pdbs.delete("scratch", &Default::default()).await?;
+    eventually("scratch dropped", Duration::from_secs(60), || async {
+        Ok(pdbs.get_opt("scratch").await?.is_none().then_some(()))
+    })
+    .await?;
+    let (ok, out, err) = plugin(&n, &["backups", "vault"]);
+    assert!(ok, "{err}");
+    let scratch = out
+        .lines()
+        .find(|l| l.contains("scratch"))
+        .unwrap_or_default();
+    assert!(
+        scratch.contains("not live here") && scratch.contains('Z'),
+        "a dropped database stays recoverable and says it is not live:\n{out}\n(before:\n{listed})"
+    );
+    let (ok, out, err) = plugin(&n, &["backups", "vault", "ledger"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("Recoverable:") && out.contains("GENERATION"),
+        "{out}"
+    );
+    assert!(out.contains("yes"), "a restorable generation: {out}");
+    // Errors: a tenant without backup, a bad name.
+    ready_tenant(&client, &n, "plain", "bronze").await?;
+    let (ok, _, err) = plugin(&n, &["backups", "plain"]);
+    assert!(!ok && err.contains("no spec.backup"), "{err}");
+    let (ok, _, err) = plugin(&n, &["backups", "vault", "a/b"]);
+    assert!(!ok && err.contains("not a name"), "{err}");
+    ns.delete(Duration::from_secs(180)).await
 }
