@@ -37,6 +37,22 @@ pub enum StartError {
     /// Metrics could not be registered.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// Beyond loopback without an admin token, every caller would be an admin.
+    #[error("refusing to listen on {0} without an admin token: every caller would be an admin (give --admin-token, or listen on 127.0.0.1)")]
+    NoAdminToken(SocketAddr),
+}
+
+/// The admin token to use (`None`: empty or absent), or why the engine must not start:
+/// no token is acceptable only on a loopback address.
+pub fn admin_token_for(
+    listen: SocketAddr,
+    token: Option<String>,
+) -> Result<Option<String>, StartError> {
+    let token = token.filter(|t| !t.trim().is_empty());
+    if token.is_none() && !listen.ip().is_loopback() {
+        return Err(StartError::NoAdminToken(listen));
+    }
+    Ok(token)
 }
 
 /// How to run the engine.
@@ -109,6 +125,7 @@ pub async fn serve(
     opts: ServeOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
+    let admin_token = admin_token_for(opts.listen, opts.admin_token.clone())?;
     let config = match &opts.config {
         Some(path) => EngineConfig::load(path)?,
         None => EngineConfig::default(),
@@ -150,13 +167,7 @@ pub async fn serve(
     )
     .map_err(|e| StartError::Engine(e.to_string()))?;
     tracing::info!(cpu = ?cgroup.cpu(), memory = ?cgroup.memory(), tenant = ?config.tenant, tier = ?config.tier, %instance_id, "engine starting");
-    let mut state = EngineState::new(
-        Arc::new(engine),
-        config,
-        cgroup,
-        instance_id,
-        opts.admin_token,
-    )?;
+    let mut state = EngineState::new(Arc::new(engine), config, cgroup, instance_id, admin_token)?;
     state.tenant_cgroup = tenant_cgroup;
     let state = Arc::new(state);
     let listener = tokio::net::TcpListener::bind(opts.listen)
@@ -233,5 +244,26 @@ mod tests {
         let first = instance_id(dir.path()).unwrap();
         assert_eq!(first.len(), 32);
         assert_eq!(instance_id(dir.path()).unwrap(), first);
+    }
+
+    #[test]
+    fn no_admin_token_only_on_loopback() {
+        let any: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        let lo: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let lo6: SocketAddr = "[::1]:8080".parse().unwrap();
+        assert!(matches!(
+            admin_token_for(any, None),
+            Err(StartError::NoAdminToken(_))
+        ));
+        assert!(matches!(
+            admin_token_for(any, Some("  ".into())),
+            Err(StartError::NoAdminToken(_))
+        ));
+        assert_eq!(
+            admin_token_for(any, Some("t".into())).unwrap().as_deref(),
+            Some("t")
+        );
+        assert_eq!(admin_token_for(lo, None).unwrap(), None);
+        assert_eq!(admin_token_for(lo6, Some(String::new())).unwrap(), None);
     }
 }

@@ -380,3 +380,32 @@ fn backup_reaches_the_engine_config_and_its_credentials_come_from_the_secret() {
         "{err}"
     );
 }
+
+#[test]
+fn only_the_operators_own_credentials_secret_is_trusted() {
+    use tenantdb_operator::tenant::build::{credentials_secret, foreign_credentials};
+    let t = fixture("silver-with-backup.yaml");
+    let ours = credentials_secret(&t, "a-token", "pw").unwrap();
+    // stringData becomes data on the server; the check reads data.
+    let mut ours: k8s_openapi::api::core::v1::Secret =
+        serde_json::from_value(serde_json::to_value(&ours).unwrap()).unwrap();
+    let data = ours.string_data.take().unwrap_or_default();
+    ours.data = Some(
+        data.into_iter()
+            .map(|(k, v)| (k, k8s_openapi::ByteString(v.into_bytes())))
+            .collect(),
+    );
+    assert_eq!(foreign_credentials(&ours, &t), None);
+
+    let mut planted = ours.clone();
+    planted.metadata.labels = None;
+    let why = foreign_credentials(&planted, &t).expect("a Secret without our labels");
+    assert!(why.contains("not made by the operator"), "{why}");
+
+    let mut empty = ours.clone();
+    if let Some(d) = empty.data.as_mut() {
+        d.insert("admin-token".into(), k8s_openapi::ByteString(Vec::new()));
+    }
+    let why = foreign_credentials(&empty, &t).expect("an empty token");
+    assert!(why.contains("empty"), "{why}");
+}

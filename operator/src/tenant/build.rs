@@ -483,6 +483,38 @@ pub fn credentials_secret(
     )
 }
 
+/// Why an existing Secret named like `tenant`'s credentials is not one this operator
+/// made for it (so its token must not be trusted): labels that do not say so, or an
+/// empty admin token. `None` when it is its own.
+pub fn foreign_credentials(secret: &Secret, tenant: &Tenant) -> Option<String> {
+    let name = tenant.name_any();
+    let labels = secret.metadata.labels.clone().unwrap_or_default();
+    let ours = labels
+        .get("app.kubernetes.io/managed-by")
+        .map(String::as_str)
+        == Some("tenantdb-operator")
+        && labels.get(TENANT_LABEL) == Some(&name);
+    if !ours {
+        return Some(format!(
+            "Secret {} exists and was not made by the operator for tenant {name} (labels app.kubernetes.io/managed-by=tenantdb-operator, {TENANT_LABEL}={name}); delete or rename it",
+            names(&name).credentials
+        ));
+    }
+    let token = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(ADMIN_TOKEN_KEY))
+        .map(|v| v.0.clone())
+        .unwrap_or_default();
+    if String::from_utf8_lossy(&token).trim().is_empty() {
+        return Some(format!(
+            "Secret {} has an empty {ADMIN_TOKEN_KEY}: an engine without an admin token would take anyone as admin; delete the Secret and the operator makes a new one",
+            names(&name).credentials
+        ));
+    }
+    None
+}
+
 /// A random secret of `len` URL-safe characters.
 pub fn random_secret(len: usize) -> String {
     use rand::distr::{Alphanumeric, SampleString};

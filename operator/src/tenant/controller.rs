@@ -156,7 +156,6 @@ async fn write_status(
     Ok(())
 }
 
-/// Create the credentials Secret unless it exists; never overwrite it.
 /// With `spec.backup`, why its credentials Secret cannot be used (absent, or without
 /// both keys); `None` when it can, or without backup.
 async fn backup_credentials_missing(
@@ -189,20 +188,24 @@ async fn backup_credentials_missing(
     )
 }
 
+/// Create the credentials Secret unless it exists; never overwrite it. An existing one
+/// must be this operator's, for this tenant, with a token (`Err((reason, message))`).
 async fn ensure_credentials(
     ctx: &Context,
     tenant: &Tenant,
     ns: &str,
-) -> Result<Result<String, String>, Error> {
+) -> Result<Result<String, (&'static str, String)>, Error> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let name = build::names(&tenant.name_any()).credentials;
-    if secrets
+    if let Some(existing) = secrets
         .get_opt(&name)
         .await
         .map_err(kube_err(format!("reading Secret {ns}/{name}")))?
-        .is_some()
     {
-        return Ok(Ok(name));
+        return Ok(match build::foreign_credentials(&existing, tenant) {
+            None => Ok(name),
+            Some(why) => Err(("CredentialsSecretNotOurs", why)),
+        });
     }
     let password = match tenant
         .spec
@@ -222,9 +225,12 @@ async fn ensure_credentials(
             match value.and_then(|v| String::from_utf8(v.0).ok()) {
                 Some(p) if !p.is_empty() => p,
                 _ => {
-                    return Ok(Err(format!(
-                        "spec.admin.passwordSecretRef: Secret {ns}/{} has no key {:?}",
-                        r.name, r.key
+                    return Ok(Err((
+                        "PasswordSecretMissing",
+                        format!(
+                            "spec.admin.passwordSecretRef: Secret {ns}/{} has no key {:?}",
+                            r.name, r.key
+                        ),
                     )))
                 }
             }
@@ -306,8 +312,8 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action, E
     }
     let credentials = match ensure_credentials(ctx, &tenant, &ns).await? {
         Ok(name) => name,
-        Err(message) => {
-            invalid(ctx, obj, &tenant, "PasswordSecretMissing", &message).await?;
+        Err((reason, message)) => {
+            invalid(ctx, obj, &tenant, reason, &message).await?;
             return Ok(Action::requeue(Duration::from_secs(30)));
         }
     };
