@@ -104,12 +104,13 @@ pub enum StatementClass {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct LockdownProfileStatus {
-    /// `namespace/database` of every PluggableDatabase the profile is applied to.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub applied_to: Vec<String>,
-    /// Number of databases in appliedTo.
+    /// How many PluggableDatabases enforce the profile now. Counts, never names: the
+    /// profile is cluster-wide, and its readers must not learn other tenants' databases.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_count: Option<u32>,
+    /// In how many namespaces those databases are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_namespaces: Option<u32>,
     /// Ready, with a reason.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

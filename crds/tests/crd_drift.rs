@@ -51,7 +51,15 @@ fn pdb_phases_are_the_ones_that_happen() {
         .collect();
     assert_eq!(
         allowed,
-        ["Pending", "Open", "Mounted", "Relocating", "Deleting", "Failed", "Invalid"]
+        [
+            "Pending",
+            "Open",
+            "Mounted",
+            "Relocating",
+            "Deleting",
+            "Failed",
+            "Invalid"
+        ]
     );
     let status = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"];
     assert!(

@@ -60,7 +60,7 @@ pub fn profile_status(
     now: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
 ) -> LockdownProfileStatus {
     let name = profile.name_any();
-    let mut applied: Vec<String> = pdbs
+    let applied: Vec<String> = pdbs
         .iter()
         .filter(|p| {
             p.status.as_ref().is_some_and(|s| {
@@ -68,9 +68,9 @@ pub fn profile_status(
                     && is_true(&s.conditions, "Ready")
             })
         })
-        .map(|p| format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()))
+        .map(|p| p.namespace().unwrap_or_default())
         .collect();
-    applied.sort();
+    let namespaces: std::collections::BTreeSet<&String> = applied.iter().collect();
     let mut status = profile.status.clone().unwrap_or_default();
     let generation = profile.metadata.generation;
     let check =
@@ -96,7 +96,7 @@ pub fn profile_status(
         ),
     }
     status.applied_count = Some(applied.len() as u32);
-    status.applied_to = applied;
+    status.applied_namespaces = Some(namespaces.len() as u32);
     status.observed_generation = generation;
     status
 }
@@ -114,7 +114,8 @@ async fn reconcile(profile: Arc<LockdownProfile>, ctx: Arc<Context>) -> Result<A
         let status = profile_status(&profile, &pdbs.items, &now());
         // Compare without the clock: only a real change is written.
         let same = profile.status.as_ref().is_some_and(|old| {
-            old.applied_to == status.applied_to
+            old.applied_count == status.applied_count
+                && old.applied_namespaces == status.applied_namespaces
                 && old.observed_generation == status.observed_generation
                 && old
                     .conditions
@@ -187,4 +188,39 @@ pub async fn run(
         }
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pdb(ns: &str, name: &str, profile: &str) -> PluggableDatabase {
+        serde_yaml::from_str(&format!(
+            "apiVersion: tenantdb.io/v1alpha1\nkind: PluggableDatabase\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{tenant: t}}\nstatus:\n  lockdownProfile: {profile}\n  conditions: [{{type: Ready, status: 'True', reason: InSync, message: '', lastTransitionTime: '2026-01-01T00:00:00Z'}}]\n"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn status_counts_databases_and_namespaces_and_names_none() {
+        let profile: LockdownProfile = serde_yaml::from_str(
+            "apiVersion: tenantdb.io/v1alpha1\nkind: LockdownProfile\nmetadata: {name: strict}\nspec: {}\n",
+        )
+        .unwrap();
+        let pdbs = [
+            pdb("shop-a", "orders", "strict"),
+            pdb("shop-a", "invoices", "strict"),
+            pdb("shop-b", "secret-plans", "strict"),
+            pdb("shop-c", "other", "lenient"),
+        ];
+        let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            "2026-01-01T00:00:00Z".parse().unwrap(),
+        );
+        let s = profile_status(&profile, &pdbs, &now);
+        assert_eq!((s.applied_count, s.applied_namespaces), (Some(3), Some(2)));
+        let text = serde_json::to_string(&s).unwrap();
+        for secret in ["orders", "invoices", "secret-plans", "shop-a", "shop-b"] {
+            assert!(!text.contains(secret), "status names {secret}: {text}");
+        }
+    }
 }

@@ -116,33 +116,17 @@ pub fn backup(
     let Some(st) = observed else {
         s.backup = None;
         let m = "the engine runs no backup for this database yet (it starts with the engine's next configuration)";
-        set(
-            &mut s.conditions,
-            "BackupHealthy",
-            false,
-            "BackupStarting",
-            m,
-            generation,
-            now,
-        );
-        set(
-            &mut s.conditions,
-            "BackupLagging",
-            false,
-            "BackupStarting",
-            m,
-            generation,
-            now,
-        );
-        set(
-            &mut s.conditions,
-            "BackupFailing",
-            false,
-            "BackupStarting",
-            m,
-            generation,
-            now,
-        );
+        for type_ in BACKUP_CONDITIONS {
+            set(
+                &mut s.conditions,
+                type_,
+                false,
+                "BackupStarting",
+                m,
+                generation,
+                now,
+            );
+        }
         return;
     };
     let last_recoverable = st.shipped_ms.max(st.last_snapshot_ms);
