@@ -15,9 +15,8 @@ LOG_TAG=cluster
 . "$E2E_DIR/lib/mkimage.sh"
 
 DAEMONS_UP="containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy"
-CNI_CONF=/etc/cni/net.d/10-tenantdb-e2e.conflist
+CNI_CONF="$STATE/cni/net.d/10-tenantdb-e2e.conflist"   # our own conf dir: the host's /etc/cni stays as it is
 CNI_NET=tenantdb-e2e
-RUN_DIR=/run/tenantdb-e2e
 VOLUMES="$STATE/volumes"
 
 [ "$(id -u)" = 0 ] || die "the cluster needs root (containerd, kubelet, iptables)"
@@ -41,13 +40,15 @@ ensure_packages() {
 
 # --- teardown ------------------------------------------------------------------
 
-# Every process in the kubelet's pod cgroups (containers that outlived a crash).
+# Containers of this harness's containerd (found through its own shims), then the pod
+# cgroups its kubelet made, when no other kubelet shares the machine's `kubepods`.
 kill_pod_processes() {
+  kill_own_containers
+  [ -n "$(foreign_node_agents)" ] && return 0
   local f
   for f in $(find /sys/fs/cgroup -path '*kubepods*' -name cgroup.procs 2>/dev/null || true); do
     cat "$f" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
   done
-  pkill -9 -f 'containerd-shim-runc-v2' 2>/dev/null || true
   # Remove the now empty pod cgroups, deepest first.
   find /sys/fs/cgroup -depth -type d -path '*kubepods*' -exec rmdir {} \; 2>/dev/null || true
 }
@@ -73,19 +74,33 @@ unmount_under() {
   done
 }
 
+# The network namespaces of this harness's pods: libcni's cache of our network names them.
+own_netns() {
+  cat /var/lib/cni/results/"$CNI_NET"-* 2>/dev/null | grep -o '"netns":"[^"]*"' | sed 's/.*:"\(.*\)"/\1/' | xargs -r -n1 basename || true
+}
+
 clean_network() {
   local ns
-  for ns in $(ip netns list 2>/dev/null | awk '/^cni-/{print $1}'); do ip netns delete "$ns" 2>/dev/null || true; done
+  for ns in $(own_netns); do ip netns delete "$ns" 2>/dev/null || true; done
   ip link delete "$CNI_BRIDGE" 2>/dev/null || true
-  rm -rf "/var/lib/cni/networks/$CNI_NET" "/var/lib/cni/results" "$CNI_CONF"
-  # Rules kube-proxy, the kubelet and the CNI plugins wrote: drop every KUBE-/CNI- chain.
-  local t
+  rm -rf "/var/lib/cni/networks/$CNI_NET" "$CNI_CONF"
+  rm -f /var/lib/cni/results/"$CNI_NET"-*
+  # Rules the bridge plugin wrote for our network (commented with its name), and the
+  # chains they jump to; KUBE- chains only when no other kubelet or kube-proxy runs here.
+  local t chains own_kube=1
+  [ -n "$(foreign_node_agents)" ] && own_kube=0
   for t in nat filter mangle; do
-    if iptables-save -t "$t" 2>/dev/null | grep -qE 'KUBE-|CNI-'; then
-      iptables-save -t "$t" | grep -vE 'KUBE-|CNI-' | iptables-restore 2>/dev/null || true
+    chains="$(iptables-save -t "$t" 2>/dev/null | grep -F "name: \"$CNI_NET\"" | grep -oE -- '-j CNI-[0-9a-f]+' | awk '{print $2}' | sort -u | paste -sd'|' - || true)"
+    if [ -n "$chains" ] || { [ "$own_kube" = 1 ] && iptables-save -t "$t" 2>/dev/null | grep -q 'KUBE-'; }; then
+      iptables-save -t "$t" | awk -v chains="${chains:-^$}" -v kube="$own_kube" '
+        index($0, "name: \"'"$CNI_NET"'\"") { next }
+        chains != "^$" && $0 ~ "(^:| )(" chains ")( |$)" { next }
+        kube == 1 && /KUBE-/ { next }
+        { print }' | iptables-restore 2>/dev/null || true
     fi
   done
-  conntrack -F >/dev/null 2>&1 || true
+  conntrack -D -s "$POD_CIDR" >/dev/null 2>&1 || true
+  conntrack -D -d "$POD_CIDR" >/dev/null 2>&1 || true
 }
 
 down() {
@@ -93,9 +108,9 @@ down() {
   kill_pod_processes
   stop_daemons
   kill_pod_processes
-  unmount_under "$KUBELET_DIR|$STATE|$RUN_DIR|/run/containerd|/run/netns"
+  unmount_under "$KUBELET_DIR|$STATE|$RUN_DIR"
   clean_network
-  rm -rf "$STATE" "$KUBELET_DIR" "$RUN_DIR" /run/containerd
+  rm -rf "$STATE" "$RUN_DIR"
   log "down: no cluster process, mount, link or state left (cache kept in $CACHE)"
 }
 
@@ -140,7 +155,7 @@ host_setup() {
   ip link add "$CNI_BRIDGE" type bridge
   ip link set "$CNI_BRIDGE" up
   ip route add "$SERVICE_CIDR" dev "$CNI_BRIDGE"
-  mkdir -p /etc/cni/net.d "$VOLUMES"
+  mkdir -p "$(dirname "$CNI_CONF")" "$VOLUMES"
   cat > "$CNI_CONF" <<EOF
 {
   "cniVersion": "1.0.0",
@@ -175,7 +190,7 @@ state = "$RUN_DIR/containerd"
         SystemdCgroup = false
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
-    conf_dir = "/etc/cni/net.d"
+    conf_dir = "$(dirname "$CNI_CONF")"
 EOF
   start_daemon containerd containerd --config "$STATE/containerd/config.toml"
   wait_for "containerd" 30 ctr -a "$CONTAINERD_SOCK" version
@@ -268,6 +283,9 @@ install_addons() {
 
 up() {
   local t0=$SECONDS
+  local others; others="$(foreign_node_agents)"
+  [ -z "$others" ] || die "another kubelet or kube-proxy runs on this machine; this harness would fight it over ports and iptables (use TENANTDB_E2E_CLUSTER=existing with its KUBECONFIG instead):
+$others"
   down >/dev/null 2>&1 || true
   ensure_packages
   "$E2E_DIR/build-tools.sh"

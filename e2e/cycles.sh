@@ -13,8 +13,8 @@ cd "$REPO_DIR" || exit 1
 cargo test -p tenantdb-e2e --features e2e --test cluster --no-run >/dev/null 2>&1
 
 crash_everything() {
-  pkill -9 -f "^$BIN/" ; pkill -9 -f "containerd --config $STATE/" ; pkill -9 -f containerd-shim-runc-v2
-  local f; for f in $(find /sys/fs/cgroup/memory -path '*kubepods*' -name cgroup.procs 2>/dev/null); do cat "$f" 2>/dev/null | xargs -r kill -9 2>/dev/null; done
+  kill_own_containers
+  pkill -9 -f "^$BIN/" ; pkill -9 -f "containerd --config $STATE/"
   sleep 1
 }
 

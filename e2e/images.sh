@@ -55,7 +55,7 @@ log "image localhost/tenantdb-node-client:$TAG -> $OUT/tenantdb-node-client.tar"
 # Go module by e2e/build-tools.sh, static); the test gives it a volume with a bucket.
 gw_root="$(mktemp -d)"
 rootfs_base "$gw_root"
-"$E2E_DIR/build-tools.sh" >/dev/null
+"$E2E_DIR/build-tools.sh" versitygw >/dev/null
 rootfs_add_binary "$gw_root" "$("$E2E_DIR/build-tools.sh" --print)/versitygw" /usr/local/bin/versitygw
 image_archive "localhost/tenantdb-versitygw:$TAG" "$gw_root" "$OUT/tenantdb-versitygw.tar" '["/usr/local/bin/versitygw"]'
 rm -rf "$gw_root"

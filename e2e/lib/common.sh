@@ -12,15 +12,41 @@ PKI="$STATE/pki"
 LOGS="$STATE/logs"
 PIDS="$STATE/pids"
 KCFG="$STATE/kubeconfig"
-KUBELET_DIR=/var/lib/kubelet
-CONTAINERD_SOCK=/run/containerd/containerd.sock
+RUN_DIR=/run/tenantdb-e2e                                # removed by `down`: containerd state, socket
+# The kubelet's root and containerd's socket are this harness's own: a host that runs its
+# own containerd (Docker, kind) or kubelet keeps /run/containerd and /var/lib/kubelet.
+KUBELET_DIR="$STATE/kubelet"
+CONTAINERD_SOCK="$RUN_DIR/containerd.sock"
 POD_CIDR=10.244.0.0/24
 SERVICE_CIDR=10.96.0.0/12
 API_SERVICE_IP=10.96.0.1
 DNS_SERVICE_IP=10.96.0.10
-CNI_BRIDGE=cni0
+CNI_BRIDGE=tdbe2e0
 NODE_NAME="$(hostname | tr '[:upper:]' '[:lower:]')"
 export PATH="$BIN:$PATH"
+
+# Every process descended from PID $1 (children first in the list's end), from /proc.
+descendants() {
+  local parent="$1" kids k
+  kids="$(awk -v p="$parent" '$4 == p {print $1}' /proc/[0-9]*/stat 2>/dev/null || true)"
+  for k in $kids; do echo "$k"; descendants "$k"; done
+}
+
+# Shims of this harness's containerd (their command line names its socket) and
+# every container process under them. Never anyone else's.
+own_shims() { pgrep -f "containerd-shim-runc-v2 .*-address $CONTAINERD_SOCK" 2>/dev/null || true; }
+kill_own_containers() {
+  local s
+  for s in $(own_shims); do
+    descendants "$s" | xargs -r kill -9 2>/dev/null || true
+    kill -9 "$s" 2>/dev/null || true
+  done
+}
+
+# A kubelet or kube-proxy this harness did not start (the host's own cluster).
+foreign_node_agents() {
+  pgrep -a -f '(^|/)(kubelet|kube-proxy)( |$)' 2>/dev/null | grep -v " $BIN/" || true
+}
 
 log() { printf '[%s %s] %s\n' "${LOG_TAG:-e2e}" "$(date +%T)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
