@@ -74,30 +74,25 @@ unmount_under() {
   done
 }
 
-# The network namespaces of this harness's pods: libcni's cache of our network names them.
-own_netns() {
-  cat /var/lib/cni/results/"$CNI_NET"-* 2>/dev/null | grep -o '"netns":"[^"]*"' | sed 's/.*:"\(.*\)"/\1/' | xargs -r -n1 basename || true
-}
-
 clean_network() {
-  local ns
-  for ns in $(own_netns); do ip netns delete "$ns" 2>/dev/null || true; done
   ip link delete "$CNI_BRIDGE" 2>/dev/null || true
   rm -rf "/var/lib/cni/networks/$CNI_NET" "$CNI_CONF"
   rm -f /var/lib/cni/results/"$CNI_NET"-*
-  # Rules the bridge plugin wrote for our network (commented with its name), and the
-  # chains they jump to; KUBE- chains only when no other kubelet or kube-proxy runs here.
-  local t chains own_kube=1
+  # Rules the bridge plugin wrote for our network (commented `name: \"tenantdb-e2e\"` in
+  # iptables-save's quoting), and the chains they jump to; KUBE- chains only when no other
+  # kubelet or kube-proxy runs here. (Whole dumps in variables: `iptables-save | grep -q`
+  # dies of SIGPIPE under pipefail.)
+  local t rules chains own_kube=1 tag="name: \\\"$CNI_NET\\\""
   [ -n "$(foreign_node_agents)" ] && own_kube=0
   for t in nat filter mangle; do
-    chains="$(iptables-save -t "$t" 2>/dev/null | grep -F "name: \"$CNI_NET\"" | grep -oE -- '-j CNI-[0-9a-f]+' | awk '{print $2}' | sort -u | paste -sd'|' - || true)"
-    if [ -n "$chains" ] || { [ "$own_kube" = 1 ] && iptables-save -t "$t" 2>/dev/null | grep -q 'KUBE-'; }; then
-      iptables-save -t "$t" | awk -v chains="${chains:-^$}" -v kube="$own_kube" '
-        index($0, "name: \"'"$CNI_NET"'\"") { next }
-        chains != "^$" && $0 ~ "(^:| )(" chains ")( |$)" { next }
-        kube == 1 && /KUBE-/ { next }
-        { print }' | iptables-restore 2>/dev/null || true
-    fi
+    rules="$(iptables-save -t "$t" 2>/dev/null || true)"
+    chains="$(printf '%s\n' "$rules" | grep -F -- "$tag" | grep -oE -- '-j CNI-[0-9a-f]+' | awk '{print $2}' | sort -u | paste -sd'|' - || true)"
+    case "$rules" in *"$tag"*|*KUBE-*) ;; *) continue ;; esac
+    printf '%s\n' "$rules" | TAG="$tag" CHAINS="${chains:-^$}" KUBE="$own_kube" awk '
+      index($0, ENVIRON["TAG"]) { next }
+      ENVIRON["CHAINS"] != "^$" && $0 ~ ("(^:| )(" ENVIRON["CHAINS"] ")( |$)") { next }
+      ENVIRON["KUBE"] == 1 && /KUBE-/ { next }
+      { print }' | iptables-restore 2>/dev/null || log "warning: iptables rules of the $t table not cleaned"
   done
   conntrack -D -s "$POD_CIDR" >/dev/null 2>&1 || true
   conntrack -D -d "$POD_CIDR" >/dev/null 2>&1 || true
@@ -188,6 +183,8 @@ state = "$RUN_DIR/containerd"
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
+        # runc's state beside ours, not under the host's /run/containerd/runc.
+        Root = "$RUN_DIR/runc"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "$(dirname "$CNI_CONF")"

@@ -36,11 +36,22 @@ descendants() {
 # every container process under them. Never anyone else's.
 own_shims() { pgrep -f "containerd-shim-runc-v2 .*-address $CONTAINERD_SOCK" 2>/dev/null || true; }
 kill_own_containers() {
-  local s
+  local s p sockets="" netns="" ids=""
   for s in $(own_shims); do
+    # containerd 1.6 puts every shim's socket under /run/containerd/s whatever its state
+    # directory: note ours (by owning PID) to remove them, and only them. Likewise the
+    # network namespaces our pods live in, and the sandbox id libcni files its cache by.
+    sockets="$sockets $(ss -xlpn 2>/dev/null | awk -v p="pid=$s," 'index($0, p) {print $5}' | grep '^/' || true)"
+    ids="$ids $(tr '\0' '\n' < "/proc/$s/cmdline" 2>/dev/null | awk 'prev == "-id" {print} {prev = $0}' || true)"
+    for p in $(descendants "$s"); do netns="$netns $(ip netns identify "$p" 2>/dev/null || true)"; done
     descendants "$s" | xargs -r kill -9 2>/dev/null || true
     kill -9 "$s" 2>/dev/null || true
   done
+  for s in $sockets; do rm -f "$s"; done
+  for s in $(printf '%s\n' $netns | sort -u); do ip netns delete "$s" 2>/dev/null || true; done
+  for s in $ids; do rm -f /var/lib/cni/results/*-"$s"-*; done
+  # Left empty by us alone (a host containerd keeps files there): nothing else lived here.
+  rmdir /run/containerd/s /run/containerd 2>/dev/null || true
 }
 
 # A kubelet or kube-proxy this harness did not start (the host's own cluster).
