@@ -8,8 +8,8 @@
 //!   snapshot plus segments: download and replay MB/s reported apart, beside the store's
 //!   own raw GET speed for the same bytes.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,15 +26,10 @@ fn quick() -> bool {
     std::env::var("TENANTDB_BENCH_QUICK").is_ok_and(|v| v == "1")
 }
 
-fn versitygw() -> PathBuf {
-    if let Some(p) = std::env::var_os("TENANTDB_VERSITYGW") {
-        return p.into();
-    }
-    let cache =
-        std::env::var("TENANTDB_E2E_CACHE").unwrap_or_else(|_| "/var/cache/tenantdb-e2e".into());
-    Path::new(&cache).join("bin/versitygw")
-}
+#[path = "../tests/support/versitygw.rs"]
+mod versitygw;
 
+/// versitygw, killed when dropped.
 struct Gw(Child);
 impl Drop for Gw {
     fn drop(&mut self) {
@@ -44,33 +39,15 @@ impl Drop for Gw {
 }
 
 fn start_store(root: &Path) -> (Gw, String) {
-    std::fs::create_dir_all(root.join("backups")).expect("bucket dir");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("port")
         .local_addr()
         .expect("addr")
         .port();
-    let gw = Gw(Command::new(versitygw())
-        .args([
-            "--access",
-            KEY,
-            "--secret",
-            SECRET,
-            "--port",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .args(["posix", &root.display().to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("versitygw (run e2e/build-tools.sh)"));
-    for _ in 0..400 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return (gw, format!("http://127.0.0.1:{port}"));
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("versitygw did not start");
+    (
+        Gw(versitygw::spawn(root, port, KEY, SECRET)),
+        format!("http://127.0.0.1:{port}"),
+    )
 }
 
 fn q(sql: &str, params: serde_json::Value) -> QueryRequest {
@@ -137,11 +114,19 @@ fn write_path(engine: &Engine, db: &str, n: usize) -> (f64, f64) {
 }
 
 fn backup_options(endpoint: &str) -> EngineOptions {
-    let cfg: BackupConfig = serde_json::from_value(json!({
+    backup_options_with(endpoint, json!({}))
+}
+
+/// Backup settings with `extra` fields over the bench's defaults.
+fn backup_options_with(endpoint: &str, extra: serde_json::Value) -> EngineOptions {
+    let mut cfg = json!({
         "store": {"endpoint": endpoint, "bucket": "backups", "prefix": "bench", "accessKeyId": KEY, "secretAccessKey": SECRET},
         "snapshotIntervalSeconds": 86400,
-    }))
-    .expect("config");
+    });
+    if let (Some(c), Some(e)) = (cfg.as_object_mut(), extra.as_object()) {
+        c.extend(e.clone());
+    }
+    let cfg: BackupConfig = serde_json::from_value(cfg).expect("config");
     EngineOptions {
         backup: Some((cfg, "bench".into())),
         ..Default::default()
@@ -178,6 +163,52 @@ fn fill(engine: &Engine, db: &str, bytes: u64) {
     }
 }
 
+/// Where the insert cost of backup goes: the same inserts with the shipper's parts
+/// turned down one at a time (`TENANTDB_BENCH_BACKUP_PROBE=1`).
+fn probe(work: &Path, endpoint: &str, n: usize, ins_off: f64) {
+    let variants = [
+        ("backup on, defaults", json!({})),
+        (
+            "checkpoints rare (256 MiB)",
+            json!({"checkpointBytes": 256u64 << 20}),
+        ),
+        (
+            "shipper idle (delay 10 min, no checkpoint)",
+            json!({"checkpointBytes": 1u64 << 40, "maxDelayMillis": 600_000}),
+        ),
+    ];
+    println!("{:<50} {ins_off:>8.0} insert/s", "backup off");
+    for (i, (name, extra)) in variants.into_iter().enumerate() {
+        let engine = Engine::open(
+            &work.join(format!("probe{i}")),
+            backup_options_with(endpoint, extra),
+        )
+        .expect("engine");
+        let (ins, _) = write_path(&engine, "w", n);
+        let wal: u64 = walk_wal(&work.join(format!("probe{i}")));
+        println!(
+            "{name:<50} {ins:>8.0} insert/s ({:+.1}%), WAL files {} KiB",
+            (ins / ins_off - 1.0) * 100.0,
+            wal >> 10
+        );
+    }
+}
+
+/// Bytes of every `-wal` file under `dir`: how far the WAL grew (a WAL that restarts
+/// stays small; one that is never checkpointed holds every write).
+fn walk_wal(dir: &Path) -> u64 {
+    let mut total = 0;
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            total += walk_wal(&p);
+        } else if p.to_string_lossy().ends_with("-wal") {
+            total += e.metadata().map_or(0, |m| m.len());
+        }
+    }
+    total
+}
+
 fn mb_s(bytes: u64, secs: f64) -> f64 {
     bytes as f64 / 1_048_576.0 / secs.max(1e-9)
 }
@@ -206,6 +237,12 @@ fn main() {
     let off = Engine::open(&work.path().join("off"), EngineOptions::default()).expect("engine");
     let (ins_off, sel_off) = write_path(&off, "w", n);
     drop(off);
+    if std::env::var("TENANTDB_BENCH_BACKUP_PROBE").is_ok_and(|v| v == "1") {
+        let wal = walk_wal(&work.path().join("off")) >> 10;
+        println!("(backup off: WAL files {wal} KiB)");
+        probe(work.path(), &endpoint, n, ins_off);
+        return;
+    }
     let on =
         Arc::new(Engine::open(&work.path().join("on"), backup_options(&endpoint)).expect("engine"));
     let (ins_on, sel_on) = write_path(&on, "w", n);

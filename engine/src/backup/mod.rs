@@ -40,7 +40,7 @@ pub struct BackupConfig {
     /// Recovery window in seconds (default 7 days).
     #[serde(default)]
     pub retention_seconds: Option<u64>,
-    /// WAL bytes that trigger a checkpoint (default 4 MiB).
+    /// WAL bytes that trigger a checkpoint (default 16 MiB).
     #[serde(default)]
     pub checkpoint_bytes: Option<u64>,
 }
@@ -70,7 +70,7 @@ impl BackupConfig {
 
     /// WAL size that makes the shipper checkpoint.
     pub fn checkpoint_bytes(&self) -> u64 {
-        self.checkpoint_bytes.unwrap_or(4 << 20)
+        self.checkpoint_bytes.unwrap_or(16 << 20)
     }
 }
 
@@ -188,20 +188,32 @@ impl Backup {
 
     /// Status of `name`'s backup.
     pub fn status(&self, name: &str) -> Option<ship::ShipStatus> {
-        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        let run = running.get(name)?;
+        let run = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)?
+            .clone();
+        ship::refresh_status(&run);
         let st = run.status.lock().unwrap_or_else(|e| e.into_inner()).clone();
         Some(st)
     }
 
     /// Status of every database whose backup runs, by name.
     pub fn statuses(&self) -> Vec<(String, ship::ShipStatus)> {
-        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        let mut all: Vec<(String, ship::ShipStatus)> = running
+        let runs: Vec<(String, Arc<ship::Running>)> = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
             .iter()
+            .map(|(name, run)| (name.clone(), run.clone()))
+            .collect();
+        let mut all: Vec<(String, ship::ShipStatus)> = runs
+            .into_iter()
             .map(|(name, run)| {
+                ship::refresh_status(&run);
                 let st = run.status.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                (name.clone(), st)
+                (name, st)
             })
             .collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));

@@ -195,8 +195,9 @@ async fn ship_segments(run: &Running) -> Result<(), String> {
     }
 }
 
-/// Recount what waits and the lag.
-fn refresh_status(run: &Running) {
+/// Recount what waits and the lag (also on every status read, so that a reader never
+/// sees "nothing waits" from before the latest commits).
+pub(crate) fn refresh_status(run: &Running) {
     let sh = &run.shipper;
     let (gen, sealed, gen_ms) = sh
         .state
