@@ -176,14 +176,12 @@ impl Backup {
             .get(name)
             .cloned();
         let Some(r) = run else { return Ok(()) };
-        while let Some(sealed) = r.shipper.next_segment(false)? {
-            let key = format!("{}/{}/{}", r.key, sealed.generation, sealed.file);
+        let ship = |gen: &str, file: &str, bytes: Vec<u8>| {
             self.runtime
-                .block_on(r.store.put_new(&key, sealed.bytes.clone()))
-                .map_err(|e| shipper::SealError::Store(e.to_string()))?;
-            r.shipper.commit(&sealed)?;
-        }
-        Ok(())
+                .block_on(r.store.put_new(&format!("{}/{gen}/{file}", r.key), bytes))
+                .map_err(|e| e.to_string())
+        };
+        r.shipper.ship_to_end(false, &ship)
     }
 
     /// Status of `name`'s backup.

@@ -149,18 +149,14 @@ async fn pass(run: &Running) -> Result<(), String> {
             .await
             .map_err(|e| e.to_string())?;
     }
-    let shipped = ship_segments(run).await;
-    refresh_status(run);
-    shipped?;
+    ship_segments(run).await?;
     let forced = run.force.swap(false, std::sync::atomic::Ordering::SeqCst);
     if forced || sh.wal_in_use() > run.cfg.checkpoint_bytes() {
         with_ship(run, |sh, ship| sh.checkpoint(ship))
             .await
             .map_err(|e| e.to_string())?;
     }
-    expire(run).await?;
-    refresh_status(run);
-    Ok(())
+    expire(run).await
 }
 
 /// Seal and ship segments until the WAL holds nothing more to ship; a WAL that restarted
@@ -168,7 +164,7 @@ async fn pass(run: &Running) -> Result<(), String> {
 async fn ship_segments(run: &Running) -> Result<(), String> {
     loop {
         let sh = run.shipper.clone();
-        let sealed = match blocking(move || sh.next_segment(true)).await {
+        let mut sealed = match blocking(move || sh.next_segment(true)).await {
             Ok(Some(s)) => s,
             Ok(None) => return Ok(()),
             Err(SealError::Gap) => {
@@ -180,10 +176,11 @@ async fn ship_segments(run: &Running) -> Result<(), String> {
             }
             Err(e) => return Err(e.to_string()),
         };
-        let len = sealed.bytes.len() as u64;
+        let bytes = std::mem::take(&mut sealed.bytes);
+        let len = bytes.len() as u64;
         let key = format!("{}/{}/{}", run.key, sealed.generation, sealed.file);
         run.store
-            .put_new(&key, sealed.bytes.clone())
+            .put_new(&key, bytes)
             .await
             .map_err(|e| e.to_string())?;
         run.shipper.commit(&sealed).map_err(|e| e.to_string())?;
@@ -195,8 +192,8 @@ async fn ship_segments(run: &Running) -> Result<(), String> {
     }
 }
 
-/// Recount what waits and the lag (also on every status read, so that a reader never
-/// sees "nothing waits" from before the latest commits).
+/// Recount what waits and the lag: on every status read, so that a reader never sees
+/// "nothing waits" from before the latest commits.
 pub(crate) fn refresh_status(run: &Running) {
     let sh = &run.shipper;
     let (gen, sealed, gen_ms) = sh

@@ -41,6 +41,13 @@ pub struct State {
     pub generation_ms: i64,
 }
 
+impl State {
+    /// Bytes of one WAL frame: its 24-byte header and a page.
+    fn frame_bytes(&self) -> u64 {
+        24 + u64::from(self.page_size.max(512))
+    }
+}
+
 /// Why sealing could not go on.
 #[derive(Debug, thiserror::Error)]
 pub enum SealError {
@@ -212,10 +219,10 @@ impl Shipper {
     }
 
     /// Ship every committed frame to the WAL's end through `ship`.
-    fn ship_to_end(&self, wait_for: bool, ship: &Ship<'_>) -> Result<(), SealError> {
-        while let Some(sealed) = self.next_segment(wait_for)? {
-            ship(&sealed.generation, &sealed.file, sealed.bytes.clone())
-                .map_err(SealError::Store)?;
+    pub fn ship_to_end(&self, wait_for: bool, ship: &Ship<'_>) -> Result<(), SealError> {
+        while let Some(mut sealed) = self.next_segment(wait_for)? {
+            let bytes = std::mem::take(&mut sealed.bytes);
+            ship(&sealed.generation, &sealed.file, bytes).map_err(SealError::Store)?;
             self.commit(&sealed)?;
         }
         Ok(())
@@ -350,17 +357,15 @@ impl Shipper {
     /// Frames in the WAL not yet shipped, in bytes (what a lost volume would lose).
     pub fn unshipped_bytes(&self) -> u64 {
         let st = lock(&self.state);
-        let frame = 24 + st.page_size.max(512) as u64;
         let newest = self.capture.newest_frames().unwrap_or(0);
-        u64::from(newest.saturating_sub(st.cursor.frames)) * frame
+        u64::from(newest.saturating_sub(st.cursor.frames)) * st.frame_bytes()
     }
 
     /// Bytes of the WAL in use up to the shipper's cursor (the file itself keeps the size
     /// it once reached: SQLite writes a restarted WAL over it from the start).
     pub fn wal_in_use(&self) -> u64 {
         let st = lock(&self.state);
-        let frame = 24 + st.page_size.max(512) as u64;
-        32 + st.cursor.frames as u64 * frame
+        32 + u64::from(st.cursor.frames) * st.frame_bytes()
     }
 }
 

@@ -49,10 +49,7 @@ fn local_store(root: &Path) -> impl Fn(&str, &str, Vec<u8>) -> Result<(), String
 
 /// Seal and ship everything committed so far (`wait_for`: see `next_segment`).
 fn ship_all(shipper: &Shipper, ship: &super::shipper::Ship<'_>, wait_for: bool) {
-    while let Some(s) = shipper.next_segment(wait_for).unwrap() {
-        ship(&s.generation, &s.file, s.bytes.clone()).unwrap();
-        shipper.commit(&s).unwrap();
-    }
+    shipper.ship_to_end(wait_for, ship).unwrap();
 }
 
 /// Seal and ship at most `max` segments: beside a writer that never stops, shipping

@@ -98,8 +98,9 @@ async fn databases(
         .await
         .map_err(|e| EngineError::BackupStore(e.to_string()))?;
     let mut by_db: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    let prefix = format!("{tenant}/");
     for k in &keys {
-        let rel = k.strip_prefix(&format!("{tenant}/")).unwrap_or(k);
+        let rel = k.strip_prefix(&prefix).unwrap_or(k);
         if let Some((db, rest)) = rel.split_once('/') {
             by_db
                 .entry(db.to_string())

@@ -478,10 +478,7 @@ async fn backup_status(
     };
     let before = s.conditions.clone();
     status::backup(s, Some(observed.as_ref()), delay_ms, g, &now());
-    for (type_, warn_reason) in [
-        ("BackupFailing", "BackupFailing"),
-        ("BackupLagging", "BackupLagging"),
-    ] {
+    for type_ in ["BackupFailing", "BackupLagging"] {
         let was = crate::conditions::is_true(&before, type_);
         let is = crate::conditions::is_true(&s.conditions, type_);
         if was == is {
@@ -494,7 +491,7 @@ async fn backup_status(
             .map(|c| c.message.clone())
             .unwrap_or_default();
         let (kind, reason) = if is {
-            (EventType::Warning, warn_reason)
+            (EventType::Warning, type_)
         } else {
             (EventType::Normal, "BackupRecovered")
         };
