@@ -150,16 +150,23 @@ async fn pass(run: &Running) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
     }
     ship_segments(run).await?;
-    let forced = run.force.swap(false, std::sync::atomic::Ordering::SeqCst);
-    if forced || sh.wal_in_use() > run.cfg.checkpoint_bytes() {
-        with_ship(run, |sh, ship| sh.checkpoint(ship))
-            .await
-            .map_err(|e| e.to_string())?;
+    if run.force.swap(false, std::sync::atomic::Ordering::SeqCst) {
+        checkpoint(run).await?;
     }
     expire(run).await
 }
 
-/// Seal and ship segments until the WAL holds nothing more to ship; a WAL that restarted
+async fn checkpoint(run: &Running) -> Result<(), String> {
+    with_ship(run, |sh, ship| sh.checkpoint(ship))
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Seal and ship segments until the WAL holds nothing more to ship, checkpointing
+/// whenever the WAL in use passes the trigger (not only once the shipper has caught up:
+/// a writer that never pauses would grow the WAL until then, and appending to a growing
+/// file costs each commit more than overwriting a restarted one); a WAL that restarted
 /// behind the shipper starts a new generation.
 async fn ship_segments(run: &Running) -> Result<(), String> {
     loop {
@@ -184,11 +191,16 @@ async fn ship_segments(run: &Running) -> Result<(), String> {
             .await
             .map_err(|e| e.to_string())?;
         run.shipper.commit(&sealed).map_err(|e| e.to_string())?;
-        let mut st = run.status.lock().unwrap_or_else(|p| p.into_inner());
-        st.shipped_bytes += len;
-        st.shipped_txid = sealed.next.sealed_txid;
-        st.shipped_ms = sealed.last_ms;
-        st.last_error = None;
+        {
+            let mut st = run.status.lock().unwrap_or_else(|p| p.into_inner());
+            st.shipped_bytes += len;
+            st.shipped_txid = sealed.next.sealed_txid;
+            st.shipped_ms = sealed.last_ms;
+            st.last_error = None;
+        }
+        if run.shipper.wal_in_use() > run.cfg.checkpoint_bytes() {
+            checkpoint(run).await?;
+        }
     }
 }
 

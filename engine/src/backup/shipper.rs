@@ -236,9 +236,9 @@ impl Shipper {
         ship: &Ship<'_>,
         then: impl FnOnce(&rusqlite::Connection) -> Result<T, SealError>,
     ) -> Result<T, SealError> {
-        let w = files::open_db(&self.db, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+        let mut w = files::open_db(&self.db, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?;
         configure(&w)?;
-        w.busy_timeout(Duration::from_secs(10))?;
+        w.busy_handler(Some(crate::pdb::retry_lock))?;
         w.execute_batch("BEGIN IMMEDIATE")?;
         let result = (|| {
             let deadline = std::time::Instant::now() + Duration::from_secs(1);
