@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use tenantdb_crds::{LockdownProfile, LockdownProfileStatus, PluggableDatabase};
 
 use super::rules;
@@ -127,17 +127,18 @@ async fn reconcile(profile: Arc<LockdownProfile>, ctx: Arc<Context>) -> Result<A
                         .map(|c| (&c.status, &c.reason, &c.message)))
         });
         if !same {
-            Api::<LockdownProfile>::all(ctx.client.clone())
-                .patch_status(
-                    &profile.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Merge(&serde_json::json!({ "status": status })),
-                )
-                .await
-                .map_err(|source| Error::Kube {
-                    action: format!("writing status of LockdownProfile {}", profile.name_any()),
-                    source,
-                })?;
+            crate::runtime::apply_status(
+                &Api::<LockdownProfile>::all(ctx.client.clone()),
+                &LockdownProfile::api_version(&()),
+                &LockdownProfile::kind(&()),
+                &profile.name_any(),
+                &status,
+            )
+            .await
+            .map_err(|source| Error::Kube {
+                action: format!("writing status of LockdownProfile {}", profile.name_any()),
+                source,
+            })?;
         }
         Ok(Action::requeue(Duration::from_secs(300)))
     }

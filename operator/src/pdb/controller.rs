@@ -14,7 +14,6 @@ use kube::runtime::finalizer::{finalizer, Event as Finalize};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
-use serde_json::Value;
 use tenantdb_crds::{
     LockdownProfile, PdbDeletionPolicy, PluggableDatabase, PluggableDatabaseStatus, Tenant,
 };
@@ -171,8 +170,8 @@ async fn tenant_access(ctx: &Context, ns: &str, name: &str) -> Result<TenantAcce
     Ok(TenantAccess::Ready(Box::new(tenant), client))
 }
 
-/// Write `status` when it differs from what the object has. Fields that became empty
-/// are sent as null, so the merge patch clears them.
+/// Write `status` when it differs from what the object has, whole (server-side apply:
+/// fields that became empty go).
 async fn write_status(
     ctx: &Context,
     pdb: &PluggableDatabase,
@@ -182,28 +181,13 @@ async fn write_status(
         return Ok(());
     }
     let ns = pdb.namespace().ok_or(Error::NoNamespace)?;
-    let mut value = serde_json::to_value(status).unwrap_or(Value::Null);
-    if let Value::Object(map) = &mut value {
-        for key in [
-            "phase",
-            "openMode",
-            "sizeBytes",
-            "size",
-            "source",
-            "tenant",
-            "lockdownProfile",
-            "storageQuotaBytes",
-            "connectionSecret",
-            "backup",
-        ] {
-            map.entry(key).or_insert(Value::Null);
-        }
-    }
     let api: Api<PluggableDatabase> = Api::namespaced(ctx.client.clone(), &ns);
-    api.patch_status(
+    crate::runtime::apply_status(
+        &api,
+        &PluggableDatabase::api_version(&()),
+        &PluggableDatabase::kind(&()),
         &pdb.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&serde_json::json!({ "status": value })),
+        status,
     )
     .await
     .map_err(kube_err(format!(

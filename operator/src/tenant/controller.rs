@@ -135,25 +135,21 @@ async fn publish(ctx: &Context, obj: &DynamicObject, type_: EventType, reason: &
     .await
 }
 
+/// Write the Tenant's whole status (server-side apply: what `status` leaves out goes).
 async fn write_status(
-    ctx: &Context,
+    client: &Client,
     obj: &DynamicObject,
     status: &TenantStatus,
 ) -> Result<(), Error> {
     let ns = obj.namespace().ok_or(Error::NoNamespace)?;
-    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &ns, &tenant_resource());
-    let patch = serde_json::json!({"status": status});
-    api.patch_status(
-        &obj.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await
-    .map_err(kube_err(format!(
-        "writing status of Tenant {ns}/{}",
-        obj.name_any()
-    )))?;
-    Ok(())
+    let ar = tenant_resource();
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
+    crate::runtime::apply_status(&api, &ar.api_version, &ar.kind, &obj.name_any(), status)
+        .await
+        .map_err(kube_err(format!(
+            "writing status of Tenant {ns}/{}",
+            obj.name_any()
+        )))
 }
 
 /// With `spec.backup`, why its credentials Secret cannot be used (absent, or without
@@ -284,7 +280,7 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action, E
             let message = format!("the Tenant cannot be read by this operator version: {e}");
             let status = malformed_status(obj, &message);
             publish(ctx, obj, EventType::Warning, "MalformedSpec", message).await;
-            write_status(ctx, obj, &status).await?;
+            write_status(&ctx.client, obj, &status).await?;
             return Ok(Action::await_change());
         }
     };
@@ -332,7 +328,7 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action, E
                 &now(),
             );
             publish(ctx, obj, EventType::Warning, "ApplyFailed", e.to_string()).await;
-            write_status(ctx, obj, &status).await?;
+            write_status(&ctx.client, obj, &status).await?;
             return Err(e);
         }
     };
@@ -415,7 +411,7 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action, E
         }
     }
     if tenant.status.as_ref() != Some(&status) {
-        write_status(ctx, obj, &status).await?;
+        write_status(&ctx.client, obj, &status).await?;
     }
     Ok(match state {
         // Ready engines are looked at again for their database count and storage use.
@@ -555,7 +551,7 @@ async fn invalid(
     let status = status::invalid(tenant, reason, message, &now());
     if tenant.status.as_ref() != Some(&status) {
         publish(ctx, obj, EventType::Warning, reason, message.to_string()).await;
-        write_status(ctx, obj, &status).await?;
+        write_status(&ctx.client, obj, &status).await?;
     }
     Ok(Action::await_change())
 }
@@ -607,4 +603,52 @@ pub async fn run(
             }
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::mock;
+    use serde_json::json;
+
+    /// Issue 17, defect 2: after a spec this operator cannot read, the old limits and
+    /// endpoint stayed in status, because a merge patch only adds. Status is applied
+    /// whole (server-side apply), so what the new status leaves out is removed.
+    #[tokio::test]
+    async fn an_unreadable_spec_is_applied_as_a_whole_status_without_old_limits() {
+        let (client, mut server) = mock::client();
+        let obj: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "tenantdb.io/v1alpha1", "kind": "Tenant",
+            "metadata": {"name": "t", "namespace": "ns", "generation": 3},
+            "spec": {"tier": 7},
+            "status": {"phase": "Ready", "endpoint": "http://t-engine.ns.svc:8080",
+                       "limits": {"cpu": "1"}}
+        }))
+        .expect("object");
+        let status = malformed_status(&obj, "the Tenant cannot be read");
+        let (written, (method, path, query, ctype, body)) = tokio::join!(
+            write_status(&client, &obj, &status),
+            mock::next(&mut server, json!(obj))
+        );
+        written.expect("written");
+        assert_eq!(method, "PATCH");
+        assert_eq!(
+            path,
+            "/apis/tenantdb.io/v1alpha1/namespaces/ns/tenants/t/status"
+        );
+        assert!(
+            query.contains("fieldManager=tenantdb-operator") && query.contains("force=true"),
+            "{query}"
+        );
+        assert_eq!(ctype, "application/apply-patch+yaml");
+        assert_eq!(
+            (&body["apiVersion"], &body["kind"]),
+            (&json!("tenantdb.io/v1alpha1"), &json!("Tenant"))
+        );
+        assert_eq!(body["status"]["phase"], "Invalid");
+        let written = body["status"].as_object().expect("a status");
+        for gone in ["limits", "endpoint", "credentialsSecret", "usage"] {
+            assert!(!written.contains_key(gone), "{gone} still written: {body}");
+        }
+    }
 }
