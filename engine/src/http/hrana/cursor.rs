@@ -16,10 +16,12 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use super::cond::{check_cond, holds};
 use super::encode;
 use super::error::HranaError;
-use super::exec::{bind, check_cond, fail, holds, text, Ctx};
+use super::exec::Ctx;
 use super::proto::{Batch, CursorBody};
+use super::values::{bind, fail, text};
 use super::{authorize, open_stream, owner_of, stream_of, BUSY_WAIT};
 use crate::engine::execution::{admit, Tally, Unit};
 use crate::engine::streams::{Stream, StreamKind, StreamState};

@@ -10,12 +10,14 @@
 //! limits and metering as the JSON API.
 
 pub mod baton;
+mod cond;
 pub mod cursor;
 pub mod encode;
 pub mod error;
 pub mod exec;
 pub mod pipeline;
 pub mod proto;
+mod values;
 pub mod ws;
 
 use std::hash::BuildHasher;
