@@ -150,10 +150,15 @@ async fn pass(run: &Running) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
     }
     ship_segments(run).await?;
-    if run.force.swap(false, std::sync::atomic::Ordering::SeqCst) {
+    if run.force.swap(false, std::sync::atomic::Ordering::SeqCst) || wal_over_trigger(run) {
         checkpoint(run).await?;
     }
     expire(run).await
+}
+
+/// Whether the WAL in use has passed the checkpoint trigger.
+fn wal_over_trigger(run: &Running) -> bool {
+    run.shipper.wal_in_use() > run.cfg.checkpoint_bytes()
 }
 
 async fn checkpoint(run: &Running) -> Result<(), String> {
@@ -198,7 +203,7 @@ async fn ship_segments(run: &Running) -> Result<(), String> {
             st.shipped_ms = sealed.last_ms;
             st.last_error = None;
         }
-        if run.shipper.wal_in_use() > run.cfg.checkpoint_bytes() {
+        if wal_over_trigger(run) {
             checkpoint(run).await?;
         }
     }

@@ -46,15 +46,20 @@ impl Engine {
     /// Fold every database's metered counters into the catalog and note that the engine
     /// is alive. Called every few seconds and at shutdown, so a crash loses at most that.
     pub fn flush_usage(&self) -> Result<()> {
-        let all: Vec<Arc<Pdb>> = self
+        let all = self.all_pdbs()?;
+        self.flush_pdbs(&all)?;
+        self.catalog.touch_uptime(self.started_unix, now())
+    }
+
+    /// Every open database, as of now.
+    pub(super) fn all_pdbs(&self) -> Result<Vec<Arc<Pdb>>> {
+        Ok(self
             .pdbs
             .read()
             .map_err(EngineError::internal)?
             .values()
             .cloned()
-            .collect();
-        self.flush_pdbs(&all)?;
-        self.catalog.touch_uptime(self.started_unix, now())
+            .collect())
     }
 
     pub(super) fn flush_pdbs(&self, pdbs: &[Arc<Pdb>]) -> Result<()> {
@@ -80,13 +85,7 @@ impl Engine {
     pub fn usage_report(&self, period: reports::Period) -> Result<reports::UsageReport> {
         let mut rows = self.catalog.usage(&period.to_string())?;
         if period == reports::Period::of(now()) {
-            let live: Vec<Arc<Pdb>> = self
-                .pdbs
-                .read()
-                .map_err(EngineError::internal)?
-                .values()
-                .cloned()
-                .collect();
+            let live = self.all_pdbs()?;
             for p in live {
                 let pending = p.meter.peek();
                 let size = files::db_size(&p.path);

@@ -109,13 +109,12 @@ struct Connection {
 struct Close(u16, String);
 
 fn response_ok(request_id: i32, response: &[u8]) -> Message {
-    let mut m = Vec::with_capacity(response.len() + 64);
-    m.extend_from_slice(br#"{"type":"response_ok","request_id":"#);
-    m.extend_from_slice(itoa::Buffer::new().format(request_id).as_bytes());
-    m.extend_from_slice(br#","response":"#);
-    m.extend_from_slice(response);
-    m.push(b'}');
-    text(m)
+    frame(
+        br#"{"type":"response_ok","request_id":"#,
+        request_id,
+        br#","response":"#,
+        response,
+    )
 }
 
 fn response_error(request_id: i32, e: &HranaError) -> Message {
@@ -125,11 +124,21 @@ fn response_error(request_id: i32, e: &HranaError) -> Message {
 }
 
 fn response_error_json(request_id: i32, error: &[u8]) -> Message {
-    let mut m = Vec::with_capacity(error.len() + 64);
-    m.extend_from_slice(br#"{"type":"response_error","request_id":"#);
+    frame(
+        br#"{"type":"response_error","request_id":"#,
+        request_id,
+        br#","error":"#,
+        error,
+    )
+}
+
+/// `{head}<request_id>{key}{payload}}`: a response message around an encoded payload.
+fn frame(head: &[u8], request_id: i32, key: &[u8], payload: &[u8]) -> Message {
+    let mut m = Vec::with_capacity(payload.len() + 64);
+    m.extend_from_slice(head);
     m.extend_from_slice(itoa::Buffer::new().format(request_id).as_bytes());
-    m.extend_from_slice(br#","error":"#);
-    m.extend_from_slice(error);
+    m.extend_from_slice(key);
+    m.extend_from_slice(payload);
     m.push(b'}');
     text(m)
 }
