@@ -6,39 +6,11 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::error::{EngineError, Result};
 
-/// Open mode of a database.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-pub enum OpenMode {
-    /// Reads and writes.
-    ReadWrite,
-    /// Reads only.
-    ReadOnly,
-    /// Admin sessions only.
-    Restricted,
-}
-
-impl OpenMode {
-    fn as_str(self) -> &'static str {
-        match self {
-            OpenMode::ReadWrite => "ReadWrite",
-            OpenMode::ReadOnly => "ReadOnly",
-            OpenMode::Restricted => "Restricted",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        match s {
-            "ReadWrite" => Some(OpenMode::ReadWrite),
-            "ReadOnly" => Some(OpenMode::ReadOnly),
-            "Restricted" => Some(OpenMode::Restricted),
-            _ => None,
-        }
-    }
-}
+pub use tenantdb_engine_api::requests::OpenMode;
 
 /// A database's row in the catalog.
 #[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]

@@ -65,6 +65,12 @@ pub enum EngineError {
     BackupStore(String),
 }
 
+impl From<crate::names::InvalidName> for EngineError {
+    fn from(e: crate::names::InvalidName) -> Self {
+        EngineError::BadRequest(e.to_string())
+    }
+}
+
 impl EngineError {
     /// The HTTP status of this error.
     pub fn status(&self) -> StatusCode {

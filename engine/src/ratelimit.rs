@@ -34,6 +34,12 @@ impl RateLimiter {
         Self::starting_at(per_hour, burst, Instant::now())
     }
 
+    /// The data-plane limiter for a tier's limits (`None` when no rate is set).
+    pub fn for_limits(limits: &crate::config::EngineLimits) -> Option<Self> {
+        let per_hour = limits.requests_per_hour?;
+        Self::new(per_hour, limits.burst.unwrap_or(per_hour))
+    }
+
     /// As [`RateLimiter::new`], with the clock starting at `now` (for tests).
     pub fn starting_at(per_hour: u32, burst: u32, now: Instant) -> Option<Self> {
         if per_hour == 0 {

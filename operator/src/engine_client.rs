@@ -7,10 +7,10 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tenantdb_engine::backup::ShipStatus;
-use tenantdb_engine::catalog::OpenMode;
-use tenantdb_engine::engine::{CloseMode, CreateRequest, Manifest};
-use tenantdb_engine::lockdown::LockdownRules;
+use tenantdb_engine_api::backup::ShipStatus;
+use tenantdb_engine_api::lockdown::LockdownRules;
+use tenantdb_engine_api::requests::OpenMode;
+use tenantdb_engine_api::requests::{CloseMode, CreateRequest, Manifest};
 
 /// Why a call to an engine failed.
 #[derive(Debug, thiserror::Error)]
@@ -404,8 +404,8 @@ impl EngineClient {
                 .to_string()
         };
         let (sha, database) = (
-            header(tenantdb_engine::http::admin::SHA256_HEADER),
-            header(tenantdb_engine::http::admin::DATABASE_HEADER),
+            header(tenantdb_engine_api::headers::SHA256_HEADER),
+            header(tenantdb_engine_api::headers::DATABASE_HEADER),
         );
         let length = resp.content_length();
         let mut put = to

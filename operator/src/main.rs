@@ -10,9 +10,8 @@ use std::time::Duration;
 use clap::Parser;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::Client;
-use tenantdb_engine::server::shutdown_signal;
 use tenantdb_operator::engine_client::EngineLocator;
-use tenantdb_operator::http::{router, Probe};
+use tenantdb_operator::http::{serve, Probe};
 use tenantdb_operator::leader::{LeaderElector, LeaseConfig};
 use tenantdb_operator::metrics::Metrics;
 use tenantdb_operator::tenant::build::BuildContext;
@@ -114,18 +113,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let listener = tokio::net::TcpListener::bind(args.metrics_addr).await?;
-    let mut http_stop = stop_rx.clone();
-    let app = router(probe.clone());
-    let http = tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = http_stop.wait_for(|s| *s).await;
-        };
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-    });
+    let http = tokio::spawn(serve(listener, probe.clone(), stop_rx.clone()));
     tokio::spawn(async move {
-        shutdown_signal().await;
+        stop_requested().await;
         let _ = stop_tx.send(true);
     });
 
@@ -225,4 +215,21 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let _ = http.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Resolves on SIGTERM (what the kubelet sends) or Ctrl-C; on neither if no handler can be
+/// installed, so the process then runs until killed.
+async fn stop_requested() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let sigterm = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => term.recv().await,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = sigterm => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("stop requested");
 }

@@ -3,7 +3,7 @@
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use tenantdb_crds::{Tenant, TenantPhase};
-use tenantdb_engine::config::{EngineConfig, Priority};
+use tenantdb_engine_api::config::{EngineConfig, Priority};
 use tenantdb_operator::tenant::build::{desired, BuildContext, BuildError, CONFIG_KEY};
 use tenantdb_operator::tenant::status::{applied, engine_state, invalid, EngineState};
 use tenantdb_operator::tiers::TierTable;
@@ -301,7 +301,7 @@ fn every_lockdown_class_of_the_crd_is_one_the_engine_enforces() {
     let all: Vec<String> = serde_json::from_value(values).unwrap();
     assert!(all.len() >= 20);
     let spec = serde_json::json!({"disabledStatements": all});
-    let rules: tenantdb_engine::lockdown::LockdownRules =
+    let rules: tenantdb_engine_api::lockdown::LockdownRules =
         serde_json::from_value(spec).expect("the engine reads every class the CRD allows");
     assert_eq!(rules.disabled_statements.len(), all.len());
 }

@@ -13,6 +13,8 @@ use kube::api::{Api, LogParams, Patch, PatchParams};
 use kube::Client;
 use serde_json::json;
 use tenantdb_crds::{PluggableDatabase, Tenant};
+use tenantdb_engine_api::backup::ShipStatus;
+use tenantdb_engine_api::names;
 
 /// Why a command failed; printed as `error: …` with exit status 1.
 #[derive(Debug, thiserror::Error)]
@@ -190,18 +192,19 @@ async fn backups(
         )));
     }
     let in_store = from.unwrap_or(&name);
-    for n in [Some(in_store), database].into_iter().flatten() {
-        if n.is_empty() || n.contains('/') || n.contains('?') {
-            return Err(PluginError::Usage(format!("{n:?} is not a name")));
+    for (kind, n) in [("tenant", Some(in_store)), ("database", database)] {
+        if let Some(n) = n {
+            names::validate(kind, n).map_err(|e| PluginError::Usage(e.to_string()))?;
         }
     }
     let live = |db: String| async move {
         if from.is_some() {
             return None;
         }
-        engine::get(client, t, &format!("/v1/databases/{db}/backup"))
-            .await
+        let status = engine::get(client, t, &format!("/v1/databases/{db}/backup")).await;
+        status
             .ok()
+            .and_then(|v| serde_json::from_value::<ShipStatus>(v).ok())
     };
     match database {
         Some(db) => {

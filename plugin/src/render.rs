@@ -5,6 +5,7 @@ use comfy_table::Table;
 use kube::ResourceExt;
 use serde_json::Value;
 use tenantdb_crds::{PluggableDatabase, Tenant};
+use tenantdb_engine_api::backup::ShipStatus;
 
 fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
@@ -243,20 +244,20 @@ fn instant(v: &Value) -> String {
 
 /// A live database's shipping state from its backup status: `ok`, `lagging 12.0s`,
 /// `FAILING: <error>`; `-` when it is not live in this engine.
-fn shipping(status: Option<&Value>) -> (String, String) {
+fn shipping(status: Option<&ShipStatus>) -> (String, String) {
     let Some(s) = status else {
         return ("-".into(), "not live here".into());
     };
-    let lag = format!("{:.1}s", s["lagMs"].as_f64().unwrap_or(0.0) / 1e3);
-    let state = match s["lastError"].as_str() {
+    let lag = format!("{:.1}s", s.lag_ms as f64 / 1e3);
+    let state = match &s.last_error {
         Some(e) => format!("FAILING: {e}"),
-        None => format!("shipping ({} commits waiting)", s["pendingCommits"]),
+        None => format!("shipping ({} commits waiting)", s.pending_commits),
     };
     (lag, state)
 }
 
 /// `kubectl tenantdb backups TENANT`: one line per database the store holds.
-pub fn backups(listing: &Value, live: &[Option<Value>]) -> String {
+pub fn backups(listing: &Value, live: &[Option<ShipStatus>]) -> String {
     let mut t = table(&[
         "DATABASE",
         "RECOVERABLE FROM",
@@ -287,7 +288,7 @@ pub fn backups(listing: &Value, live: &[Option<Value>]) -> String {
 }
 
 /// `kubectl tenantdb backups TENANT DB`: the window, shipping state and generations.
-pub fn backup_generations(listing: &Value, live: Option<&Value>) -> String {
+pub fn backup_generations(listing: &Value, live: Option<&ShipStatus>) -> String {
     let (lag, state) = shipping(live);
     let mut out = format!(
         "Database:    {}/{}\nRecoverable: {} .. {}\nLag:         {lag}\nShipping:    {state}\n",
@@ -299,9 +300,9 @@ pub fn backup_generations(listing: &Value, live: Option<&Value>) -> String {
     if let Some(s) = live {
         out += &format!(
             "Last shipped transaction {} at {}; last snapshot {}\n",
-            s["shippedTxid"],
-            instant(&s["shippedMs"]),
-            instant(&s["lastSnapshotMs"])
+            s.shipped_txid,
+            instant(&Value::from(s.shipped_ms)),
+            instant(&Value::from(s.last_snapshot_ms))
         );
     }
     let mut t = table(&[
@@ -377,7 +378,12 @@ mod tests {
             {"database": "gone", "window": null, "generations": 1},
         ]});
         let live = [
-            Some(json!({"lagMs": 1500, "pendingCommits": 4, "lastError": "connection refused"})),
+            Some(ShipStatus {
+                lag_ms: 1500,
+                pending_commits: 4,
+                last_error: Some("connection refused".into()),
+                ..Default::default()
+            }),
             None,
         ];
         let out = backups(&listing, &live);

@@ -19,60 +19,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-pub use ship::ShipStatus;
-pub use store::{Store, StoreConfig};
-
-/// Backup settings (the engine configuration's `backup`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct BackupConfig {
-    /// Where backups go.
-    pub store: StoreConfig,
-    /// The largest delay between a commit and its shipment, ms (default 1000).
-    #[serde(default)]
-    pub max_delay_millis: Option<u64>,
-    /// Seconds between base snapshots (default a day).
-    #[serde(default)]
-    pub snapshot_interval_seconds: Option<u64>,
-    /// Recovery window in seconds (default 7 days).
-    #[serde(default)]
-    pub retention_seconds: Option<u64>,
-    /// WAL bytes that trigger a checkpoint (default 16 MiB).
-    #[serde(default)]
-    pub checkpoint_bytes: Option<u64>,
-}
-
-impl BackupConfig {
-    /// The shipping delay.
-    pub fn max_delay(&self) -> Duration {
-        Duration::from_millis(self.max_delay_millis.unwrap_or(1000).clamp(10, 3_600_000))
-    }
-
-    /// Time between snapshots.
-    pub fn snapshot_interval(&self) -> Duration {
-        Duration::from_secs(self.snapshot_interval_seconds.unwrap_or(86_400).max(1))
-    }
-
-    /// How often an idle shipper looks at the clock (snapshot schedule, retries).
-    pub fn snapshot_check(&self) -> Duration {
-        self.snapshot_interval()
-            .min(Duration::from_secs(5))
-            .max(self.max_delay())
-    }
-
-    /// The recovery window.
-    pub fn retention(&self) -> Duration {
-        Duration::from_secs(self.retention_seconds.unwrap_or(7 * 86_400).max(60))
-    }
-
-    /// WAL size that makes the shipper checkpoint.
-    pub fn checkpoint_bytes(&self) -> u64 {
-        self.checkpoint_bytes.unwrap_or(16 << 20)
-    }
-}
+pub use store::Store;
+pub use tenantdb_engine_api::backup::{BackupConfig, ShipStatus, StoreConfig};
 
 /// Backup of every database of one engine.
 pub struct Backup {
@@ -185,7 +135,7 @@ impl Backup {
     }
 
     /// Status of `name`'s backup.
-    pub fn status(&self, name: &str) -> Option<ship::ShipStatus> {
+    pub fn status(&self, name: &str) -> Option<ShipStatus> {
         let run = self
             .running
             .lock()
@@ -198,7 +148,7 @@ impl Backup {
     }
 
     /// Status of every database whose backup runs, by name.
-    pub fn statuses(&self) -> Vec<(String, ship::ShipStatus)> {
+    pub fn statuses(&self) -> Vec<(String, ShipStatus)> {
         let runs: Vec<(String, Arc<ship::Running>)> = self
             .running
             .lock()
@@ -206,7 +156,7 @@ impl Backup {
             .iter()
             .map(|(name, run)| (name.clone(), run.clone()))
             .collect();
-        let mut all: Vec<(String, ship::ShipStatus)> = runs
+        let mut all: Vec<(String, ShipStatus)> = runs
             .into_iter()
             .map(|(name, run)| {
                 ship::refresh_status(&run);

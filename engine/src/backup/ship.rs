@@ -6,7 +6,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::layout;
@@ -14,36 +13,7 @@ use super::shipper::{SealError, Shipper};
 use super::store::Store;
 use super::BackupConfig;
 
-/// A database's backup as its status reports it.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase", default)]
-pub struct ShipStatus {
-    /// Current generation.
-    pub generation: Option<String>,
-    /// Last transaction sealed and shipped.
-    pub sealed_txid: u64,
-    /// Last transaction in the store.
-    pub shipped_txid: u64,
-    /// Its commit time (unix ms).
-    pub shipped_ms: i64,
-    /// Commits made and not yet in the store.
-    pub pending_commits: usize,
-    /// WAL bytes not yet in the store (what a lost volume would lose).
-    pub backlog_bytes: u64,
-    /// Age of the oldest commit not yet in the store (ms; 0 when none waits).
-    pub lag_ms: i64,
-    /// When the current generation's snapshot was taken (unix ms).
-    pub last_snapshot_ms: i64,
-    /// Bytes shipped since the engine started.
-    pub shipped_bytes: u64,
-    /// Failed store operations since the engine started.
-    pub failures: u64,
-    /// The last failure, until a shipment succeeds.
-    pub last_error: Option<String>,
-    /// The earliest instant a restore can reach (unix ms), from the store's listing at
-    /// the last retention pass (once a minute); `None` until a generation is complete.
-    pub first_recoverable_ms: Option<i64>,
-}
+use super::ShipStatus;
 
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, SealError> + Send + 'static,

@@ -7,40 +7,8 @@ use futures::TryStreamExt;
 use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
-use serde::{Deserialize, Serialize};
 
-/// Where backups go, as the engine's configuration names it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct StoreConfig {
-    /// Endpoint URL (`http://127.0.0.1:7070`, `https://s3.eu-west-1.amazonaws.com`).
-    pub endpoint: String,
-    /// Bucket.
-    pub bucket: String,
-    /// Key prefix inside the bucket.
-    #[serde(default)]
-    pub prefix: String,
-    /// Region (any value for most S3-compatible stores).
-    #[serde(default = "default_region")]
-    pub region: String,
-    /// Path-style addressing (`endpoint/bucket/key`), as most S3-compatible stores want.
-    #[serde(default = "yes")]
-    pub path_style: bool,
-    /// Access key id; the engine reads it from `TENANTDB_BACKUP_ACCESS_KEY_ID` when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub access_key_id: Option<String>,
-    /// Secret key; from `TENANTDB_BACKUP_SECRET_ACCESS_KEY` when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret_access_key: Option<String>,
-}
-
-fn default_region() -> String {
-    "us-east-1".into()
-}
-
-fn yes() -> bool {
-    true
-}
+use super::StoreConfig;
 
 /// What went wrong talking to the store.
 #[derive(Debug, thiserror::Error)]

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use rusqlite::OpenFlags;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::catalog::{now, ArchiveRecord, Catalog, OpenMode, PdbRecord};
 use crate::error::{EngineError, Result};
@@ -35,9 +35,6 @@ use crate::metering;
 use crate::names;
 use crate::pdb::Pdb;
 use crate::reports;
-
-/// Format tag of archives this engine writes and reads.
-pub const ARCHIVE_FORMAT: &str = "tenantdb-archive/v1";
 
 /// Engine-wide settings.
 #[derive(Debug, Clone)]

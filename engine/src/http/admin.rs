@@ -231,10 +231,7 @@ async fn delete_archive(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// Header carrying an archive's sha256 on download.
-pub const SHA256_HEADER: &str = "x-tenantdb-sha256";
-/// Header carrying the database an archive came from on download.
-pub const DATABASE_HEADER: &str = "x-tenantdb-database";
+pub use tenantdb_engine_api::headers::{DATABASE_HEADER, SHA256_HEADER};
 
 async fn download_archive(
     State(s): State<Arc<EngineState>>,

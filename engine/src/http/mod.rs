@@ -82,7 +82,7 @@ impl EngineState {
         Ok(EngineState {
             workers,
             engine,
-            rate: config.rate_limiter(),
+            rate: crate::ratelimit::RateLimiter::for_limits(&config.limits),
             sessions: crate::isolation::ConnectionLimit::new(config.limits.connections),
             network: crate::isolation::NetworkLimits::new(config.limits.bandwidth_mbps),
             config,

@@ -413,10 +413,7 @@ fn schemas() -> Map<String, Value> {
     add("UsageReport", UsageReport::json_schema(&mut g));
     add("SlaReport", SlaReport::json_schema(&mut g));
     add("Bill", Bill::json_schema(&mut g));
-    add(
-        "ShipStatus",
-        crate::backup::ship::ShipStatus::json_schema(&mut g),
-    );
+    add("ShipStatus", crate::backup::ShipStatus::json_schema(&mut g));
     add(
         "TokenInfo",
         crate::engine::access::TokenInfo::json_schema(&mut g),

@@ -1,7 +1,7 @@
 //! Pure: a LockdownProfile's spec as the engine's rules, and who uses a profile.
 
 use tenantdb_crds::{LockdownProfileSpec, PluggableDatabase};
-use tenantdb_engine::lockdown::LockdownRules;
+use tenantdb_engine_api::lockdown::LockdownRules;
 
 /// The engine's rules for a profile spec (the same fields; a test keeps the statement
 /// classes of both in step). An error names what the engine would not accept.
@@ -12,7 +12,7 @@ pub fn engine_rules(spec: &LockdownProfileSpec) -> Result<LockdownRules, String>
 
 /// Whether a profile name can be installed in an engine (1–63 of `[a-z0-9_-]`).
 pub fn valid_name(name: &str) -> Result<(), String> {
-    tenantdb_engine::names::validate("lockdown profile", name).map_err(|e| e.to_string())
+    tenantdb_engine_api::names::validate("lockdown profile", name).map_err(|e| e.to_string())
 }
 
 /// The profiles a database involves: the one it names and the one in force (which may

@@ -17,7 +17,7 @@ use kube::{Client, Resource, ResourceExt};
 use tenantdb_crds::{
     LockdownProfile, PdbDeletionPolicy, PluggableDatabase, PluggableDatabaseStatus, Tenant,
 };
-use tenantdb_engine::engine::{self as eng, CreateRequest};
+use tenantdb_engine_api::requests::{self as eng, CreateRequest};
 
 use super::plan::{self, MoveObserved, MoveStep, Step, Wanted};
 use super::status::{self, phase};

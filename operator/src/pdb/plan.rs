@@ -2,8 +2,8 @@
 //! the engine closer to it. No client here; the controller observes, asks, acts.
 
 use tenantdb_crds::{CloneMode, OpenMode, PdbSource, PluggableDatabase};
-use tenantdb_engine::catalog::OpenMode as EngineOpenMode;
-use tenantdb_engine::engine::{self as eng, CloseMode, CreateRequest};
+use tenantdb_engine_api::requests::OpenMode as EngineOpenMode;
+use tenantdb_engine_api::requests::{self as eng, CloseMode, CreateRequest};
 
 use crate::engine_client::EngineDatabase;
 use crate::quantity;
@@ -104,7 +104,7 @@ fn engine_source(name: &str, source: &PdbSource) -> Result<eng::Source, Invalid>
         });
     }
     if let Some(p) = &source.plug {
-        tenantdb_engine::names::validate("archive", &p.archive)
+        tenantdb_engine_api::names::validate("archive", &p.archive)
             .map_err(|e| invalid("InvalidSource", format!("spec.source.plug.archive: {e}")))?;
         out.plug = Some(eng::PlugSource {
             archive: p.archive.clone(),
@@ -116,7 +116,7 @@ fn engine_source(name: &str, source: &PdbSource) -> Result<eng::Source, Invalid>
             ("database", Some(r.database.as_str())),
         ] {
             if let Some(v) = value {
-                tenantdb_engine::names::validate(field, v).map_err(|e| {
+                tenantdb_engine_api::names::validate(field, v).map_err(|e| {
                     invalid("InvalidSource", format!("spec.source.restore.{field}: {e}"))
                 })?;
             }
@@ -141,7 +141,7 @@ fn engine_source(name: &str, source: &PdbSource) -> Result<eng::Source, Invalid>
 /// What `pdb` wants, with `tenant_profile` the Tenant's default lockdown profile.
 pub fn wanted(pdb: &PluggableDatabase, tenant_profile: Option<&str>) -> Result<Wanted, Invalid> {
     let name = pdb.metadata.name.clone().unwrap_or_default();
-    tenantdb_engine::names::validate("database", &name)
+    tenantdb_engine_api::names::validate("database", &name)
         .map_err(|e| invalid("InvalidName", e.to_string()))?;
     let spec = &pdb.spec;
     let storage_quota_bytes = match &spec.storage_quota {

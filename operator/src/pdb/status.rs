@@ -2,7 +2,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tenantdb_crds::{PdbBackupStatus, PdbPhase, PluggableDatabase, PluggableDatabaseStatus};
-use tenantdb_engine::backup::ShipStatus;
+use tenantdb_engine_api::backup::ShipStatus;
 
 use super::plan::spec_open_mode;
 use crate::conditions::set;
@@ -273,7 +273,7 @@ pub fn blocked(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tenantdb_engine::catalog::OpenMode as EngineOpenMode;
+    use tenantdb_engine_api::requests::OpenMode as EngineOpenMode;
 
     fn now() -> Time {
         Time("2026-01-01T00:00:00Z".parse().unwrap())

@@ -12,8 +12,8 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tenantdb_crds::{BackupSpec, DeletionPolicy, EffectiveLimits, Priority, Tenant};
-use tenantdb_engine::backup::{BackupConfig, StoreConfig};
-use tenantdb_engine::config::{
+use tenantdb_engine_api::backup::{BackupConfig, StoreConfig};
+use tenantdb_engine_api::config::{
     BillingConfig, EngineConfig, EngineLimits, PriceList, Priority as EnginePriority, SlaTargets,
 };
 

@@ -211,12 +211,6 @@ impl EngineConfig {
         std::time::Duration::from_millis(ms)
     }
 
-    /// The data-plane rate limiter for these limits (`None` when no rate is set).
-    pub fn rate_limiter(&self) -> Option<crate::ratelimit::RateLimiter> {
-        let per_hour = self.limits.requests_per_hour?;
-        crate::ratelimit::RateLimiter::new(per_hour, self.limits.burst.unwrap_or(per_hour))
-    }
-
     /// Parse YAML text.
     pub fn from_yaml(path: &str, text: &str) -> Result<Self, ConfigError> {
         serde_yaml::from_str(text).map_err(|source| ConfigError::Parse {

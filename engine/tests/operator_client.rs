@@ -1,5 +1,6 @@
 //! The operator's engine client and PDB planner against real engines served on
-//! loopback: the calls the PluggableDatabase controller makes, step by step.
+//! loopback: the calls the PluggableDatabase controller makes, step by step. It lives
+//! here, beside the engine, so the operator itself depends only on `tenantdb-engine-api`.
 
 use std::sync::Arc;
 

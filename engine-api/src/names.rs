@@ -1,13 +1,21 @@
 //! Names of databases, archives and profiles: validated so that none can leave its directory.
 
-use crate::error::EngineError;
+/// A name that could leave its directory or clash with the engine's own.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {kind} name {shown:?}: use 1 to 63 characters of a-z, 0-9, '_' and '-', starting with a letter or digit")]
+pub struct InvalidName {
+    /// What was being named (`database`, `archive`, …).
+    pub kind: String,
+    /// The name as given, cut to 80 characters.
+    pub shown: String,
+}
 
 /// The seed database's reserved name.
 pub const SEED: &str = "PDB$SEED";
 
 /// Check a database, archive or profile name: 1–63 characters of `a-z 0-9 _ -`,
 /// starting with a letter or digit. So no `/`, `..`, NUL, or absolute path can pass.
-pub fn validate(kind: &str, name: &str) -> Result<(), EngineError> {
+pub fn validate(kind: &str, name: &str) -> Result<(), InvalidName> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name
@@ -17,10 +25,10 @@ pub fn validate(kind: &str, name: &str) -> Result<(), EngineError> {
     if ok {
         Ok(())
     } else {
-        let shown: String = name.chars().take(80).collect();
-        Err(EngineError::BadRequest(format!(
-            "invalid {kind} name {shown:?}: use 1 to 63 characters of a-z, 0-9, '_' and '-', starting with a letter or digit"
-        )))
+        Err(InvalidName {
+            kind: kind.to_string(),
+            shown: name.chars().take(80).collect(),
+        })
     }
 }
 
@@ -55,7 +63,10 @@ mod tests {
             SEED,
         ] {
             let err = validate("database", n).unwrap_err();
-            assert!(matches!(err, EngineError::BadRequest(_)), "{n:?}");
+            assert!(
+                err.to_string().starts_with("invalid database name"),
+                "{n:?}: {err}"
+            );
         }
     }
 }
