@@ -11,6 +11,7 @@ pub mod lockdown;
 pub mod metrics;
 pub mod pdb;
 pub mod quantity;
+pub mod reconciler;
 pub mod runtime;
 pub mod tenant;
 pub mod tiers;

@@ -1,9 +1,5 @@
-//! What every controller shares: per-object exponential backoff, Events, the clock, and
-//! the one way status is written.
-
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Duration;
+//! What every controller shares besides its reconcile skeleton (`reconciler`): Events,
+//! the clock, and the one way status is written.
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -12,33 +8,6 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
-
-/// Consecutive failures per object: 2 s, 4 s, 8 s … up to 5 minutes.
-#[derive(Default)]
-pub struct Backoff(Mutex<HashMap<String, u32>>);
-
-impl Backoff {
-    /// Count a failure of `key` and return how long to wait before the next try.
-    pub fn failed(&self, key: &str) -> Duration {
-        let n = self
-            .0
-            .lock()
-            .map(|mut f| {
-                let n = f.entry(key.to_string()).or_insert(0);
-                *n = n.saturating_add(1);
-                *n
-            })
-            .unwrap_or(1);
-        Duration::from_secs((1u64 << n.min(8)).min(300))
-    }
-
-    /// Forget the failures of `key` after a success.
-    pub fn succeeded(&self, key: &str) {
-        if let Ok(mut f) = self.0.lock() {
-            f.remove(key);
-        }
-    }
-}
 
 /// Publish an Event about `object`; a failure to publish is logged, never fatal.
 pub async fn publish(
@@ -166,5 +135,38 @@ pub mod mock {
             ctype,
             body,
         )
+    }
+
+    /// One request as the scripted server saw it: method, path and JSON body.
+    pub type Seen = (String, String, serde_json::Value);
+
+    /// Answer every request with `answer(method, path, body)` (a status code and a JSON
+    /// body) until every client is dropped; returns the requests in order.
+    pub async fn serve_all(
+        mut server: Server,
+        answer: impl Fn(&str, &str, &serde_json::Value) -> (u16, serde_json::Value),
+    ) -> Vec<Seen> {
+        let mut seen = Vec::new();
+        while let Some((req, send)) = server.next_request().await {
+            let (method, path) = (req.method().to_string(), req.uri().path().to_string());
+            let bytes = req.into_body().collect_bytes().await.expect("body");
+            let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+            let (code, reply) = answer(&method, &path, &body);
+            send.send_response(
+                Response::builder()
+                    .status(code)
+                    .body(Body::from(serde_json::to_vec(&reply).expect("reply")))
+                    .expect("response"),
+            );
+            seen.push((method, path, body));
+        }
+        seen
+    }
+
+    /// The API server's answer for an object that does not exist.
+    pub fn not_found(what: &str) -> (u16, serde_json::Value) {
+        let status = serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+            "reason": "NotFound", "code": 404, "message": format!("{what} not found")});
+        (404, status)
     }
 }

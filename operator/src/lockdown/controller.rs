@@ -2,9 +2,8 @@
 //! that the engines can take the rules and reports which databases enforce them.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures::StreamExt;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
@@ -15,7 +14,8 @@ use tenantdb_crds::{LockdownProfile, LockdownProfileStatus, PluggableDatabase};
 use super::rules;
 use crate::conditions::{is_true, set};
 use crate::metrics::Metrics;
-use crate::runtime::{now, Backoff};
+use crate::reconciler::{self, Bookkeeping, ErrorLabel};
+use crate::runtime::now;
 
 const CONTROLLER: &str = "lockdownprofile";
 
@@ -32,13 +32,17 @@ pub enum Error {
     },
 }
 
+impl ErrorLabel for Error {
+    fn label(&self) -> &'static str {
+        "kube"
+    }
+}
+
 /// Shared by every reconcile.
 pub struct Context {
     /// API client.
     pub client: Client,
-    /// Operator metrics.
-    pub metrics: Metrics,
-    backoff: Backoff,
+    book: Bookkeeping,
 }
 
 impl Context {
@@ -46,8 +50,7 @@ impl Context {
     pub fn new(client: Client, metrics: Metrics) -> Self {
         Context {
             client,
-            metrics,
-            backoff: Backoff::default(),
+            book: Bookkeeping::new(CONTROLLER, metrics),
         }
     }
 }
@@ -102,62 +105,55 @@ pub fn profile_status(
 }
 
 async fn reconcile(profile: Arc<LockdownProfile>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = Instant::now();
-    let result = async {
-        let pdbs = Api::<PluggableDatabase>::all(ctx.client.clone())
-            .list(&ListParams::default())
-            .await
-            .map_err(|source| Error::Kube {
-                action: "listing PluggableDatabases".into(),
-                source,
-            })?;
-        let status = profile_status(&profile, &pdbs.items, &now());
-        // Compare without the clock: only a real change is written.
-        let same = profile.status.as_ref().is_some_and(|old| {
-            old.applied_count == status.applied_count
-                && old.applied_namespaces == status.applied_namespaces
-                && old.observed_generation == status.observed_generation
-                && old
+    ctx.book
+        .observe(&profile.name_any(), report(&profile, &ctx))
+        .await
+}
+
+/// Read every PluggableDatabase, build the profile's status from them, write it when it
+/// changed; look again in five minutes.
+async fn report(profile: &LockdownProfile, ctx: &Context) -> Result<Action, Error> {
+    let pdbs = Api::<PluggableDatabase>::all(ctx.client.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(|source| Error::Kube {
+            action: "listing PluggableDatabases".into(),
+            source,
+        })?;
+    let status = profile_status(profile, &pdbs.items, &now());
+    // Compare without the clock: only a real change is written.
+    let same = profile.status.as_ref().is_some_and(|old| {
+        old.applied_count == status.applied_count
+            && old.applied_namespaces == status.applied_namespaces
+            && old.observed_generation == status.observed_generation
+            && old
+                .conditions
+                .iter()
+                .map(|c| (&c.status, &c.reason, &c.message))
+                .eq(status
                     .conditions
                     .iter()
-                    .map(|c| (&c.status, &c.reason, &c.message))
-                    .eq(status
-                        .conditions
-                        .iter()
-                        .map(|c| (&c.status, &c.reason, &c.message)))
-        });
-        if !same {
-            crate::runtime::apply_status(
-                &Api::<LockdownProfile>::all(ctx.client.clone()),
-                &LockdownProfile::api_version(&()),
-                &LockdownProfile::kind(&()),
-                &profile.name_any(),
-                &status,
-            )
-            .await
-            .map_err(|source| Error::Kube {
-                action: format!("writing status of LockdownProfile {}", profile.name_any()),
-                source,
-            })?;
-        }
-        Ok(Action::requeue(Duration::from_secs(300)))
+                    .map(|c| (&c.status, &c.reason, &c.message)))
+    });
+    if !same {
+        crate::runtime::apply_status(
+            &Api::<LockdownProfile>::all(ctx.client.clone()),
+            &LockdownProfile::api_version(&()),
+            &LockdownProfile::kind(&()),
+            &profile.name_any(),
+            &status,
+        )
+        .await
+        .map_err(|source| Error::Kube {
+            action: format!("writing status of LockdownProfile {}", profile.name_any()),
+            source,
+        })?;
     }
-    .await;
-    ctx.metrics.observe_reconcile(
-        CONTROLLER,
-        started.elapsed(),
-        result.as_ref().err().map(|_| "kube"),
-    );
-    if result.is_ok() {
-        ctx.backoff.succeeded(&profile.name_any());
-    }
-    result
+    Ok(Action::requeue(Duration::from_secs(300)))
 }
 
 fn error_policy(profile: Arc<LockdownProfile>, error: &Error, ctx: Arc<Context>) -> Action {
-    let delay = ctx.backoff.failed(&profile.name_any());
-    tracing::warn!(profile = %profile.name_any(), %error, retry_in = ?delay, "reconcile failed");
-    Action::requeue(delay)
+    ctx.book.retry(&profile.name_any(), error)
 }
 
 /// Run the controller until `shutdown` resolves; a PluggableDatabase change
@@ -167,7 +163,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    Controller::new(
+    let controller = Controller::new(
         Api::<LockdownProfile>::all(client.clone()),
         watcher::Config::default(),
     )
@@ -181,14 +177,8 @@ pub async fn run(
                 .collect::<Vec<_>>()
         },
     )
-    .graceful_shutdown_on(shutdown)
-    .run(reconcile, error_policy, ctx)
-    .for_each(|res| async move {
-        if let Err(e) = res {
-            tracing::debug!(error = %e, "controller event");
-        }
-    })
-    .await;
+    .graceful_shutdown_on(shutdown);
+    reconciler::drive(controller, reconcile, error_policy, ctx).await;
 }
 
 #[cfg(test)]

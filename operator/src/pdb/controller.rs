@@ -1,38 +1,42 @@
 //! The part of the PluggableDatabase controller that talks to the API server and to
-//! the engines. Each reconcile observes the engine, takes the next step the pure
-//! planner names, observes again, and writes what is true into status.
+//! the engines. Each reconcile runs in the shared skeleton (`crate::reconciler`) behind
+//! the finalizer, in stages: read the tenant and its engine (`tenant_engine`), validate
+//! and build what is wanted (the pure `plan`), apply it step by step, observing the
+//! engine before each one (`converge` here), and write what is true (`report`). A
+//! changed tenant goes through `relocation`, a deletion through `cleanup`; the connection
+//! Secret and its token are `access`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, DynamicObject};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{EventType, Recorder};
-use kube::runtime::finalizer::{finalizer, Event as Finalize};
+use kube::runtime::finalizer::{finalizer, Error as FinalizerError, Event as Finalize};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
-use tenantdb_crds::{
-    LockdownProfile, PdbDeletionPolicy, PluggableDatabase, PluggableDatabaseStatus, Tenant,
-};
-use tenantdb_engine_api::requests::{self as eng, CreateRequest};
+use tenantdb_crds::{LockdownProfile, PluggableDatabase};
 
-use super::plan::{self, MoveObserved, MoveStep, Step, Wanted};
+use super::access::connection;
+use super::cleanup::cleanup;
+use super::plan::{self, Step, Wanted};
+use super::relocation::relocate;
+use super::report::{backup_status, block, write_status};
 use super::status::{self, phase};
+use super::tenant_engine::{tenant_access, wait_for_tenant, wanted_in, TenantAccess};
 use crate::engine_client::{EngineCallError, EngineClient, EngineLocator};
 use crate::lockdown::rules;
 use crate::metrics::Metrics;
-use crate::runtime::{now, publish, Backoff};
-use crate::tenant::build::{names, ADMIN_TOKEN_KEY};
+use crate::reconciler::{self, Bookkeeping, ErrorLabel};
+use crate::runtime::{now, publish};
 use crate::tenant::controller::tenant_resource;
 
 const CONTROLLER: &str = "pluggabledatabase";
 /// Finalizer on every PluggableDatabase: its data lives in an engine, outside Kubernetes.
 pub const FINALIZER: &str = "tenantdb.io/database";
 /// Most engine calls one reconcile makes before it lets others run.
-const MAX_STEPS: usize = 8;
+pub(super) const MAX_STEPS: usize = 8;
 
 /// Errors of one reconcile; each becomes a metric label and a retry with backoff.
 #[derive(Debug, thiserror::Error)]
@@ -64,24 +68,30 @@ pub enum Error {
     Finalizer(Box<kube::runtime::finalizer::Error<Error>>),
 }
 
-impl Error {
+impl ErrorLabel for Error {
     fn label(&self) -> &'static str {
         match self {
             Error::Kube { .. } => "kube",
             Error::Engine { .. } => "engine",
             Error::NoNamespace => "no_namespace",
             Error::Blocked(_) => "blocked",
-            Error::Finalizer(_) => "finalizer",
+            // What failed inside apply or cleanup, not the wrapper it comes back in.
+            Error::Finalizer(e) => match &**e {
+                FinalizerError::ApplyFailed(inner) | FinalizerError::CleanupFailed(inner) => {
+                    inner.label()
+                }
+                _ => "finalizer",
+            },
         }
     }
 }
 
-fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+pub(super) fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
     let action = action.into();
     move |source| Error::Kube { action, source }
 }
 
-fn engine_err(tenant: &str) -> impl FnOnce(EngineCallError) -> Error + '_ {
+pub(super) fn engine_err(tenant: &str) -> impl FnOnce(EngineCallError) -> Error + '_ {
     move |source| Error::Engine {
         tenant: tenant.to_string(),
         source,
@@ -96,9 +106,7 @@ pub struct Context {
     pub locator: EngineLocator,
     /// Publishes Events.
     pub recorder: Recorder,
-    /// Operator metrics.
-    pub metrics: Metrics,
-    backoff: Backoff,
+    book: Bookkeeping,
 }
 
 impl Context {
@@ -113,192 +121,9 @@ impl Context {
             client,
             locator,
             recorder,
-            metrics,
-            backoff: Backoff::default(),
+            book: Bookkeeping::new(CONTROLLER, metrics),
         }
     }
-}
-
-/// A tenant as the PDB controller needs it.
-enum TenantAccess {
-    /// No such Tenant.
-    Missing,
-    /// Being deleted.
-    Deleting,
-    /// Exists but its engine does not serve (why).
-    NotReady(String),
-    /// Serving: the Tenant and a client of its engine.
-    Ready(Box<Tenant>, EngineClient),
-}
-
-async fn tenant_access(ctx: &Context, ns: &str, name: &str) -> Result<TenantAccess, Error> {
-    let tenants: Api<Tenant> = Api::namespaced(ctx.client.clone(), ns);
-    let tenant = match tenants.get_opt(name).await {
-        Ok(Some(t)) => t,
-        Ok(None) => return Ok(TenantAccess::Missing),
-        Err(kube::Error::SerdeError(e)) => {
-            return Ok(TenantAccess::NotReady(format!("unreadable ({e})")))
-        }
-        Err(e) => return Err(kube_err(format!("reading Tenant {ns}/{name}"))(e)),
-    };
-    if tenant.metadata.deletion_timestamp.is_some() {
-        return Ok(TenantAccess::Deleting);
-    }
-    let status = tenant.status.clone().unwrap_or_default();
-    if tenant.spec.suspended {
-        return Ok(TenantAccess::NotReady("suspended".into()));
-    }
-    if !crate::conditions::is_true(&status.conditions, "Ready") {
-        let phase = status.phase.map(|p| p.as_str()).unwrap_or("not ready yet");
-        return Ok(TenantAccess::NotReady(phase.to_string()));
-    }
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let secret_name = names(name).credentials;
-    let token = secrets
-        .get_opt(&secret_name)
-        .await
-        .map_err(kube_err(format!("reading Secret {ns}/{secret_name}")))?
-        .and_then(|s| s.data)
-        .and_then(|d| d.get(ADMIN_TOKEN_KEY).cloned())
-        .and_then(|v| String::from_utf8(v.0).ok());
-    let Some(token) = token else {
-        return Ok(TenantAccess::NotReady(format!(
-            "without its credentials Secret {secret_name}"
-        )));
-    };
-    let client = ctx.locator.client(ns, name, &token);
-    Ok(TenantAccess::Ready(Box::new(tenant), client))
-}
-
-/// Write `status` when it differs from what the object has, whole (server-side apply:
-/// fields that became empty go).
-async fn write_status(
-    ctx: &Context,
-    pdb: &PluggableDatabase,
-    status: &PluggableDatabaseStatus,
-) -> Result<(), Error> {
-    if pdb.status.as_ref() == Some(status) {
-        return Ok(());
-    }
-    let ns = pdb.namespace().ok_or(Error::NoNamespace)?;
-    let api: Api<PluggableDatabase> = Api::namespaced(ctx.client.clone(), &ns);
-    crate::runtime::apply_status(
-        &api,
-        &PluggableDatabase::api_version(&()),
-        &PluggableDatabase::kind(&()),
-        &pdb.name_any(),
-        status,
-    )
-    .await
-    .map_err(kube_err(format!(
-        "writing status of PluggableDatabase {ns}/{}",
-        pdb.name_any()
-    )))?;
-    let old = pdb.status.as_ref().and_then(|s| s.phase);
-    if old != status.phase {
-        if let Some(p) = status.phase {
-            let warn = p == phase::FAILED || p == phase::INVALID;
-            let reason = status
-                .conditions
-                .iter()
-                .find(|c| c.type_ == "Ready")
-                .map(|c| c.message.clone())
-                .unwrap_or_default();
-            publish(
-                &ctx.recorder,
-                &pdb.object_ref(&()),
-                if warn {
-                    EventType::Warning
-                } else {
-                    EventType::Normal
-                },
-                p.as_str(),
-                format!(
-                    "phase {} → {}: {reason}",
-                    old.map_or("none", |o| o.as_str()),
-                    p.as_str()
-                ),
-            )
-            .await;
-        }
-    }
-    Ok(())
-}
-
-/// Write a blocked status and return `action`.
-async fn block(
-    ctx: &Context,
-    pdb: &PluggableDatabase,
-    phase: tenantdb_crds::PdbPhase,
-    reason: &str,
-    message: &str,
-    action: Action,
-) -> Result<Action, Error> {
-    let progressing = phase == phase::PENDING || phase == phase::RELOCATING;
-    let s = status::blocked(pdb, phase, reason, message, progressing, &now());
-    write_status(ctx, pdb, &s).await?;
-    Ok(action)
-}
-
-/// Install the profile `name` (if any) in `engine`. `Ok(Err(why))` when the profile
-/// does not exist or cannot be installed: the caller reports it and changes nothing.
-async fn push_profile(
-    ctx: &Context,
-    engine: &EngineClient,
-    tenant: &str,
-    name: Option<&str>,
-) -> Result<Result<(), String>, Error> {
-    let Some(name) = name else {
-        return Ok(Ok(()));
-    };
-    if let Err(e) = rules::valid_name(name) {
-        return Ok(Err(e));
-    }
-    let api: Api<LockdownProfile> = Api::all(ctx.client.clone());
-    let Some(profile) = api
-        .get_opt(name)
-        .await
-        .map_err(kube_err(format!("reading LockdownProfile {name}")))?
-    else {
-        return Ok(Err(format!("LockdownProfile {name} does not exist")));
-    };
-    let rules = match rules::engine_rules(&profile.spec) {
-        Ok(r) => r,
-        Err(e) => return Ok(Err(format!("LockdownProfile {name}: {e}"))),
-    };
-    engine
-        .put_profile(name, &rules)
-        .await
-        .map_err(engine_err(tenant))?;
-    Ok(Ok(()))
-}
-
-/// What `pdb` wants in `tenant`'s engine, with its lockdown profile installed there.
-/// `Ok(Err(action))` when the spec cannot be acted on: the status says why.
-async fn wanted_in(
-    ctx: &Context,
-    pdb: &PluggableDatabase,
-    tenant: &Tenant,
-    engine: &EngineClient,
-) -> Result<Result<Wanted, Action>, Error> {
-    let want = match plan::wanted(pdb, tenant.spec.lockdown_profile.as_deref()) {
-        Ok(w) => w,
-        Err(inv) => {
-            let wait = Action::await_change();
-            return block(ctx, pdb, phase::INVALID, inv.reason, &inv.message, wait)
-                .await
-                .map(Err);
-        }
-    };
-    let name = tenant.name_any();
-    if let Err(why) = push_profile(ctx, engine, &name, want.lockdown_profile.as_deref()).await? {
-        // The LockdownProfile watch wakes this object when the profile appears.
-        let wait = Action::requeue(Duration::from_secs(60));
-        return block(ctx, pdb, phase::INVALID, "ProfileNotFound", &why, wait)
-            .await
-            .map(Err);
-    }
-    Ok(Ok(want))
 }
 
 /// Why the engine refused a step, as a condition reason.
@@ -330,30 +155,23 @@ fn refusal_reason(step: &Step, e: &EngineCallError) -> &'static str {
 }
 
 async fn reconcile(pdb: Arc<PluggableDatabase>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = Instant::now();
+    ctx.book
+        .observe(&reconciler::key(&*pdb), finalized(pdb.clone(), &ctx))
+        .await
+}
+
+/// Apply or clean up, behind the finalizer that keeps the object until its data is dealt with.
+async fn finalized(pdb: Arc<PluggableDatabase>, ctx: &Context) -> Result<Action, Error> {
     let ns = pdb.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<PluggableDatabase> = Api::namespaced(ctx.client.clone(), &ns);
-    let result = finalizer(&api, FINALIZER, pdb.clone(), |event| async {
+    finalizer(&api, FINALIZER, pdb, |event| async {
         match event {
-            Finalize::Apply(p) => apply(&p, &ctx, &ns).await,
-            Finalize::Cleanup(p) => cleanup(&p, &ctx, &ns).await,
+            Finalize::Apply(p) => apply(&p, ctx, &ns).await,
+            Finalize::Cleanup(p) => cleanup(&p, ctx, &ns).await,
         }
     })
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
-    ctx.metrics.observe_reconcile(
-        CONTROLLER,
-        started.elapsed(),
-        result.as_ref().err().map(Error::label),
-    );
-    if result.is_ok() {
-        ctx.backoff.succeeded(&key(&pdb));
-    }
-    result
-}
-
-fn key(pdb: &PluggableDatabase) -> String {
-    format!("{}/{}", pdb.namespace().unwrap_or_default(), pdb.name_any())
+    .map_err(|e| Error::Finalizer(Box::new(e)))
 }
 
 async fn apply(pdb: &PluggableDatabase, ctx: &Context, ns: &str) -> Result<Action, Error> {
@@ -436,82 +254,6 @@ async fn apply(pdb: &PluggableDatabase, ctx: &Context, ns: &str) -> Result<Actio
         .as_ref()
         .map(|b| b.max_shipping_delay_millis);
     converge(pdb, ctx, &engine, &want, &target, backup_delay).await
-}
-
-/// Fill in the backup part of `s` from the engine (when the Tenant has backup), publish
-/// an Event when shipping starts or stops failing or lagging, and say when to look again.
-async fn backup_status(
-    ctx: &Context,
-    pdb: &PluggableDatabase,
-    engine: &EngineClient,
-    name: &str,
-    tenant: &str,
-    delay_ms: Option<u64>,
-    s: &mut PluggableDatabaseStatus,
-) -> Result<Duration, Error> {
-    let g = pdb.metadata.generation;
-    let Some(delay_ms) = delay_ms else {
-        status::backup(s, None, 0, g, &now());
-        return Ok(Duration::from_secs(60));
-    };
-    let observed = match engine.backup_status(name).await {
-        Ok(st) => st,
-        // The engine has not restarted with backup in its configuration yet.
-        Err(e) if e.status() == Some(409) => None,
-        Err(e) => return Err(engine_err(tenant)(e)),
-    };
-    let before = s.conditions.clone();
-    status::backup(s, Some(observed.as_ref()), delay_ms, g, &now());
-    for type_ in ["BackupFailing", "BackupLagging"] {
-        let was = crate::conditions::is_true(&before, type_);
-        let is = crate::conditions::is_true(&s.conditions, type_);
-        if was == is {
-            continue;
-        }
-        let message = s
-            .conditions
-            .iter()
-            .find(|c| c.type_ == type_)
-            .map(|c| c.message.clone())
-            .unwrap_or_default();
-        let (kind, reason) = if is {
-            (EventType::Warning, type_)
-        } else {
-            (EventType::Normal, "BackupRecovered")
-        };
-        publish(&ctx.recorder, &pdb.object_ref(&()), kind, reason, message).await;
-    }
-    Ok(Duration::from_secs(30))
-}
-
-async fn wait_for_tenant(
-    ctx: &Context,
-    pdb: &PluggableDatabase,
-    tenant: &str,
-    access: TenantAccess,
-) -> Result<Action, Error> {
-    let (reason, message) = match access {
-        TenantAccess::Missing => (
-            "TenantNotFound",
-            format!("there is no Tenant {tenant} in this namespace"),
-        ),
-        TenantAccess::Deleting => (
-            "TenantDeleting",
-            format!("Tenant {tenant} is being deleted"),
-        ),
-        TenantAccess::NotReady(why) => ("TenantNotReady", format!("Tenant {tenant} is {why}")),
-        TenantAccess::Ready(..) => ("TenantReady", String::new()),
-    };
-    // The Tenant watch wakes this object up when the tenant changes; the requeue is a safety net.
-    block(
-        ctx,
-        pdb,
-        phase::PENDING,
-        reason,
-        &message,
-        Action::requeue(Duration::from_secs(30)),
-    )
-    .await
 }
 
 /// Take engine steps until the engine holds what is wanted, then write status.
@@ -608,351 +350,8 @@ async fn converge(
     Ok(Action::requeue(Duration::from_secs(1)))
 }
 
-/// Keep the database's connection Secret current: a token of `tenant`'s engine for this
-/// database alone, and its URL. A token is issued only when the Secret lacks a valid one
-/// (first time, after a relocation, after a revocation). `None` when a Secret of that
-/// name belongs to someone else: it is left alone, and an Event says so.
-async fn connection(
-    ctx: &Context,
-    pdb: &PluggableDatabase,
-    engine: &EngineClient,
-    tenant: &str,
-) -> Result<Option<String>, Error> {
-    use super::connection::{judge, secret, secret_name, Existing};
-    let ns = pdb.namespace().ok_or(Error::NoNamespace)?;
-    let db = pdb.name_any();
-    let name = secret_name(&db);
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    let existing = secrets
-        .get_opt(&name)
-        .await
-        .map_err(kube_err(format!("reading Secret {ns}/{name}")))?;
-    let stale = match existing.as_ref().map(|s| judge(s, tenant, &ns, &db)) {
-        Some(Existing::Foreign) => {
-            let m = format!("Secret {name} exists and is not the operator's: no connection details are written for {db}");
-            publish(
-                &ctx.recorder,
-                &pdb.object_ref(&()),
-                EventType::Warning,
-                "ConnectionSecretTaken",
-                m,
-            )
-            .await;
-            return Ok(None);
-        }
-        Some(Existing::Current(id)) => {
-            if engine.token_exists(&id).await.map_err(engine_err(tenant))? {
-                return Ok(Some(name));
-            }
-            None
-        }
-        Some(Existing::Stale(id)) => id,
-        None => None,
-    };
-    let (id, token) = engine
-        .issue_token(&[db.as_str()])
-        .await
-        .map_err(engine_err(tenant))?;
-    let Some(desired) = secret(pdb, tenant, &id, &token) else {
-        return Ok(None);
-    };
-    let applied = secrets
-        .patch(
-            &name,
-            &PatchParams::apply(crate::FIELD_MANAGER).force(),
-            &Patch::Apply(&desired),
-        )
-        .await;
-    if let Err(e) = applied {
-        // The new token serves no one: take it back before reporting.
-        let _ = engine.revoke_token(&id).await;
-        return Err(kube_err(format!("writing Secret {ns}/{name}"))(e));
-    }
-    if let Some(old) = stale {
-        // A token of this engine that the Secret no longer holds (another engine's is
-        // unknown here, and was revoked there when the database left).
-        let _ = engine.revoke_token(&old).await;
-    }
-    publish(
-        &ctx.recorder,
-        &pdb.object_ref(&()),
-        EventType::Normal,
-        "ConnectionSecret",
-        format!(
-            "Secret {name} holds {db}'s URL in tenant {tenant}'s engine and a token for it alone"
-        ),
-    )
-    .await;
-    Ok(Some(name))
-}
-
-/// Move the database from `source`'s engine to `target`'s, one verified step at a time.
-async fn relocate(
-    pdb: &PluggableDatabase,
-    ctx: &Context,
-    ns: &str,
-    source: &str,
-    target: &str,
-) -> Result<Action, Error> {
-    let wait = Action::requeue(Duration::from_secs(10));
-    let src = match tenant_access(ctx, ns, source).await? {
-        TenantAccess::Ready(_, e) => e,
-        TenantAccess::Missing => {
-            // The data went with its tenant: start afresh at the target from spec.source.
-            let mut s = pdb.status.clone().unwrap_or_default();
-            s.tenant = None;
-            publish(
-                &ctx.recorder,
-                &pdb.object_ref(&()),
-                EventType::Warning,
-                "SourceTenantGone",
-                format!("Tenant {source} no longer exists, so its data cannot move; creating the database in {target} from spec.source"),
-            )
-            .await;
-            write_status(ctx, pdb, &s).await?;
-            return Ok(Action::requeue(Duration::from_secs(1)));
-        }
-        TenantAccess::Deleting | TenantAccess::NotReady(_) => {
-            let m = format!("waiting for Tenant {source} (the database's current home) to serve");
-            return block(
-                ctx,
-                pdb,
-                phase::RELOCATING,
-                "SourceTenantNotReady",
-                &m,
-                wait,
-            )
-            .await;
-        }
-    };
-    let (tenant, tgt) = match tenant_access(ctx, ns, target).await? {
-        TenantAccess::Ready(t, e) => (t, e),
-        _ => {
-            let m = format!("waiting for Tenant {target} (the new home) to be Ready");
-            return block(
-                ctx,
-                pdb,
-                phase::RELOCATING,
-                "TargetTenantNotReady",
-                &m,
-                wait,
-            )
-            .await;
-        }
-    };
-    let want = match wanted_in(ctx, pdb, &tenant, &tgt).await? {
-        Ok(w) => w,
-        Err(action) => return Ok(action),
-    };
-    let archive = plan::relocation_archive(&pdb.uid().unwrap_or_default());
-    let plugged_from = format!("plug of {archive}");
-    for _ in 0..MAX_STEPS {
-        let target_db = tgt.database(&want.name).await.map_err(engine_err(target))?;
-        if let Some(d) = &target_db {
-            if d.source != plugged_from {
-                let m = format!(
-                    "Tenant {target} already has a database named {} (from {}); rename one of them",
-                    want.name, d.source
-                );
-                return block(
-                    ctx,
-                    pdb,
-                    phase::FAILED,
-                    "Conflict",
-                    &m,
-                    Action::requeue(Duration::from_secs(60)),
-                )
-                .await;
-            }
-        }
-        let observed = MoveObserved {
-            source_database: src
-                .database(&want.name)
-                .await
-                .map_err(engine_err(source))?
-                .is_some(),
-            source_archive: src
-                .archive(&archive)
-                .await
-                .map_err(engine_err(source))?
-                .is_some(),
-            target_database: target_db.is_some(),
-            target_archive: tgt
-                .archive(&archive)
-                .await
-                .map_err(engine_err(target))?
-                .is_some(),
-        };
-        let step = plan::move_step(observed);
-        let message = format!("relocating from {source} to {target}: {:?}", step);
-        let s = status::blocked(
-            pdb,
-            phase::RELOCATING,
-            step.reason(),
-            &message,
-            true,
-            &now(),
-        );
-        write_status(ctx, pdb, &s).await?;
-        match step {
-            MoveStep::Unplug => {
-                src.unplug(&want.name, &archive)
-                    .await
-                    .map_err(engine_err(source))?;
-            }
-            MoveStep::Transfer => {
-                src.send_archive(&archive, &tgt)
-                    .await
-                    .map_err(engine_err(target))?;
-            }
-            MoveStep::Plug => {
-                let req = CreateRequest {
-                    name: want.name.clone(),
-                    source: Some(eng::Source {
-                        seed: None,
-                        empty: None,
-                        clone: None,
-                        plug: Some(eng::PlugSource {
-                            archive: archive.clone(),
-                        }),
-                        restore: None,
-                    }),
-                    open_mode: want.open_mode,
-                    storage_quota_bytes: want.storage_quota_bytes,
-                    lockdown_profile: want.lockdown_profile.clone(),
-                };
-                tgt.create(&req).await.map_err(engine_err(target))?;
-            }
-            MoveStep::Finish => {
-                tgt.delete_archive(&archive)
-                    .await
-                    .map_err(engine_err(target))?;
-                src.delete_archive(&archive)
-                    .await
-                    .map_err(engine_err(source))?;
-                let mut s = pdb.status.clone().unwrap_or_default();
-                s.tenant = Some(target.to_string());
-                write_status(ctx, pdb, &s).await?;
-                publish(
-                    &ctx.recorder,
-                    &pdb.object_ref(&()),
-                    EventType::Normal,
-                    "Relocated",
-                    format!("moved from tenant {source} to {target}, checksum verified"),
-                )
-                .await;
-                return Ok(Action::requeue(Duration::from_millis(200)));
-            }
-            MoveStep::Lost => {
-                let m = format!(
-                    "neither {source} nor {target} holds database {} or its relocation archive",
-                    want.name
-                );
-                return block(
-                    ctx,
-                    pdb,
-                    phase::FAILED,
-                    "RelocationLost",
-                    &m,
-                    Action::await_change(),
-                )
-                .await;
-            }
-        }
-    }
-    Ok(Action::requeue(Duration::from_secs(1)))
-}
-
-/// Remove the database from its engine as `deletionPolicy` says. Never hangs on a
-/// tenant that is gone: then there is nothing left to clean.
-async fn cleanup(pdb: &PluggableDatabase, ctx: &Context, ns: &str) -> Result<Action, Error> {
-    let holder = pdb
-        .status
-        .as_ref()
-        .and_then(|s| s.tenant.clone())
-        .unwrap_or_else(|| pdb.spec.tenant.clone());
-    let name = pdb.name_any();
-    let engine = match tenant_access(ctx, ns, &holder).await? {
-        TenantAccess::Ready(_, e) => e,
-        TenantAccess::Missing | TenantAccess::Deleting => {
-            tracing::info!(pdb = %key(pdb), tenant = %holder, "tenant gone; releasing the finalizer");
-            return Ok(Action::await_change());
-        }
-        TenantAccess::NotReady(why) => {
-            let m = format!("deletion waits for Tenant {holder}, which is {why}: resume it, or delete the Tenant to drop everything");
-            let s = status::blocked(pdb, phase::DELETING, "DeletionBlocked", &m, true, &now());
-            write_status(ctx, pdb, &s).await?;
-            return Err(Error::Blocked(m));
-        }
-    };
-    let note = match pdb.spec.deletion_policy {
-        PdbDeletionPolicy::Delete => {
-            engine
-                .drop_database(&name, false)
-                .await
-                .map_err(engine_err(&holder))?;
-            format!("dropped {name} and its file from tenant {holder}'s engine")
-        }
-        PdbDeletionPolicy::Retain => {
-            engine
-                .drop_database(&name, true)
-                .await
-                .map_err(engine_err(&holder))?;
-            format!(
-                "unregistered {name}; its file is kept under retained/ in tenant {holder}'s volume"
-            )
-        }
-        PdbDeletionPolicy::Unplug => {
-            let stamped = || {
-                let short: String = name.chars().take(40).collect();
-                format!("{short}-{}", chrono::Utc::now().format("%Y%m%d%H%M%S"))
-            };
-            let archive = match &pdb.spec.unplug_archive {
-                // A name already taken (an earlier unplug) must not block deletion forever.
-                Some(a)
-                    if engine
-                        .archive(a)
-                        .await
-                        .map_err(engine_err(&holder))?
-                        .is_none() =>
-                {
-                    a.clone()
-                }
-                Some(a) => {
-                    let s = stamped();
-                    publish(
-                        &ctx.recorder,
-                        &pdb.object_ref(&()),
-                        EventType::Warning,
-                        "ArchiveNameTaken",
-                        format!("archive {a} exists already; unplugging to {s} instead"),
-                    )
-                    .await;
-                    s
-                }
-                None => stamped(),
-            };
-            match engine.unplug(&name, &archive).await.map_err(engine_err(&holder))? {
-                Some(m) => format!("unplugged {name} to archive {} (sha256 {}) in tenant {holder}'s engine; plug it with spec.source.plug.archive: {}", m.name, m.sha256, m.name),
-                None => format!("{name} was not in tenant {holder}'s engine; nothing to unplug"),
-            }
-        }
-    };
-    publish(
-        &ctx.recorder,
-        &pdb.object_ref(&()),
-        EventType::Normal,
-        "Deleted",
-        note,
-    )
-    .await;
-    Ok(Action::await_change())
-}
-
 fn error_policy(pdb: Arc<PluggableDatabase>, error: &Error, ctx: Arc<Context>) -> Action {
-    let delay = ctx.backoff.failed(&key(&pdb));
-    tracing::warn!(pdb = %key(&pdb), %error, retry_in = ?delay, "reconcile failed");
-    Action::requeue(delay)
+    ctx.book.retry(&reconciler::key(&*pdb), error)
 }
 
 /// Run the controller until `shutdown` resolves. PluggableDatabases are re-reconciled
@@ -1000,12 +399,155 @@ pub async fn run(
             },
         )
         .graceful_shutdown_on(shutdown);
-    controller
-        .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "controller event");
+    reconciler::drive(controller, reconcile, error_policy, ctx).await;
+}
+
+#[cfg(test)]
+mod tests {
+    //! Reconcile against a scripted API server (`runtime::mock`): every request the
+    //! controller makes is answered by the test and checked afterwards, no cluster needed.
+
+    use super::*;
+    use crate::runtime::mock;
+    use kube::runtime::events::Reporter;
+    use serde_json::{json, Value};
+
+    fn pdb(finalizers: &[&str], deleting: bool) -> Arc<PluggableDatabase> {
+        let mut meta = json!({"name": "orders", "namespace": "shop", "uid": "u-1",
+            "generation": 2, "finalizers": finalizers});
+        if deleting {
+            meta["deletionTimestamp"] = json!("2026-12-01T00:00:00Z");
+        }
+        Arc::new(
+            serde_json::from_value(json!({
+                "apiVersion": "tenantdb.io/v1alpha1", "kind": "PluggableDatabase",
+                "metadata": meta, "spec": {"tenant": "acme"}
+            }))
+            .expect("a PluggableDatabase"),
+        )
+    }
+
+    /// Reconcile `obj` once against a server answering with `answer`; the result and
+    /// every request made, in order.
+    async fn reconcile_once(
+        obj: Arc<PluggableDatabase>,
+        answer: impl Fn(&str, &str, &Value) -> (u16, Value) + Send + 'static,
+    ) -> (Result<Action, Error>, Vec<mock::Seen>) {
+        let (client, server) = mock::client();
+        let serving = tokio::spawn(mock::serve_all(server, answer));
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "test".into(),
+                instance: None,
+            },
+        );
+        let locator = EngineLocator::new("http://127.0.0.1:9").expect("locator");
+        let metrics = Metrics::new().expect("metrics");
+        let ctx = Arc::new(Context::new(client, locator, recorder, metrics));
+        let result = reconcile(obj, ctx).await;
+        (result, serving.await.expect("server"))
+    }
+
+    /// What the API server answers to writes: the object for a patch of it (finalizers,
+    /// status), the body itself for anything else (Events).
+    fn echo(method: &str, path: &str, body: &Value) -> (u16, Value) {
+        if method == "PATCH" && path.contains("/pluggabledatabases/orders") {
+            (
+                200,
+                serde_json::to_value(&*pdb(&[FINALIZER], false)).expect("json"),
+            )
+        } else {
+            (200, body.clone())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_database_gets_the_finalizer_before_anything_else() {
+        let (result, seen) = reconcile_once(pdb(&[], false), echo).await;
+        assert_eq!(result.expect("reconciled"), Action::await_change());
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        let (method, path, body) = &seen[0];
+        assert_eq!(
+            (method.as_str(), path.as_str()),
+            (
+                "PATCH",
+                "/apis/tenantdb.io/v1alpha1/namespaces/shop/pluggabledatabases/orders"
+            )
+        );
+        assert!(body.to_string().contains(FINALIZER), "{body}");
+    }
+
+    #[tokio::test]
+    async fn a_database_whose_tenant_is_missing_waits_pending_and_says_why() {
+        let (result, seen) = reconcile_once(pdb(&[FINALIZER], false), |m, p, b| {
+            if m == "GET" && p.ends_with("/tenants/acme") {
+                mock::not_found("tenants acme")
+            } else {
+                echo(m, p, b)
             }
         })
         .await;
+        assert_eq!(
+            result.expect("reconciled"),
+            Action::requeue(Duration::from_secs(30))
+        );
+        let status = seen
+            .iter()
+            .find(|(m, p, _)| m == "PATCH" && p.ends_with("/pluggabledatabases/orders/status"))
+            .map(|(_, _, b)| &b["status"])
+            .unwrap_or_else(|| panic!("no status written: {seen:?}"));
+        assert_eq!(status["phase"], "Pending");
+        let ready = status["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+            .expect("a Ready condition");
+        assert_eq!(
+            (&ready["status"], &ready["reason"]),
+            (&json!("False"), &json!("TenantNotFound"))
+        );
+        let event = seen
+            .iter()
+            .find(|(m, p, _)| m == "POST" && p.ends_with("/events"))
+            .map(|(_, _, b)| b)
+            .unwrap_or_else(|| panic!("no Event: {seen:?}"));
+        assert_eq!(event["reason"], "Pending");
+        assert!(
+            !seen.iter().any(|(_, p, _)| p.contains("/secrets/")),
+            "no credentials read for a missing tenant: {seen:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn deleting_a_database_of_a_gone_tenant_releases_the_finalizer() {
+        let (result, seen) = reconcile_once(pdb(&[FINALIZER], true), |m, p, b| {
+            if m == "GET" && p.ends_with("/tenants/acme") {
+                mock::not_found("tenants acme")
+            } else {
+                echo(m, p, b)
+            }
+        })
+        .await;
+        assert_eq!(result.expect("reconciled"), Action::await_change());
+        let last = seen.last().expect("requests");
+        assert_eq!(last.0, "PATCH", "{seen:?}");
+        assert!(
+            last.1.ends_with("/pluggabledatabases/orders") && last.2.to_string().contains("remove"),
+            "the finalizer is removed last: {seen:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_api_server_failure_is_an_error_to_retry_not_a_status() {
+        let (result, seen) = reconcile_once(pdb(&[FINALIZER], false), |_, _, _| {
+            (500, json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 500, "message": "etcd down"}))
+        })
+        .await;
+        let err = result.expect_err("an error");
+        assert_eq!(err.label(), "kube", "{err}");
+        assert!(
+            !seen.iter().any(|(m, _, _)| m == "PATCH"),
+            "nothing written on a failed read: {seen:?}"
+        );
+    }
 }

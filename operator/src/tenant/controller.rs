@@ -5,9 +5,8 @@
 //! breaking the watch for every tenant.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -26,7 +25,8 @@ use super::build::{self, BuildContext, BuildError};
 use super::status::{self, engine_state, EngineState};
 use crate::engine_client::EngineLocator;
 use crate::metrics::Metrics;
-use crate::runtime::{now, Backoff};
+use crate::reconciler::{self, Bookkeeping, ErrorLabel};
+use crate::runtime::now;
 use crate::FIELD_MANAGER;
 
 const CONTROLLER: &str = "tenant";
@@ -50,7 +50,7 @@ pub enum Error {
     Build(#[from] BuildError),
 }
 
-impl Error {
+impl ErrorLabel for Error {
     fn label(&self) -> &'static str {
         match self {
             Error::Kube { .. } => "kube",
@@ -73,11 +73,9 @@ pub struct Context {
     pub build: BuildContext,
     /// Publishes Events.
     pub recorder: Recorder,
-    /// Operator metrics.
-    pub metrics: Metrics,
     /// Where the engines are, to read their database count and storage use.
     pub engines: Option<EngineLocator>,
-    backoff: Backoff,
+    book: Bookkeeping,
 }
 
 impl Context {
@@ -87,9 +85,8 @@ impl Context {
             client,
             build,
             recorder,
-            metrics,
             engines: None,
-            backoff: Backoff::default(),
+            book: Bookkeeping::new(CONTROLLER, metrics),
         }
     }
 
@@ -251,21 +248,9 @@ async fn ensure_credentials(
 }
 
 async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = Instant::now();
-    let result = reconcile_inner(&obj, &ctx).await;
-    ctx.metrics.observe_reconcile(
-        CONTROLLER,
-        started.elapsed(),
-        result.as_ref().err().map(Error::label),
-    );
-    if result.is_ok() {
-        ctx.backoff.succeeded(&obj_key(&obj));
-    }
-    result
-}
-
-fn obj_key(obj: &DynamicObject) -> String {
-    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+    ctx.book
+        .observe(&reconciler::key(&*obj), reconcile_inner(&obj, &ctx))
+        .await
 }
 
 async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
@@ -557,9 +542,7 @@ async fn invalid(
 }
 
 fn error_policy(obj: Arc<DynamicObject>, error: &Error, ctx: Arc<Context>) -> Action {
-    let delay = ctx.backoff.failed(&obj_key(&obj));
-    tracing::warn!(tenant = %obj_key(&obj), %error, retry_in = ?delay, "reconcile failed");
-    Action::requeue(delay)
+    ctx.book.retry(&reconciler::key(&*obj), error)
 }
 
 /// Run the controller until `shutdown` resolves. Returns the store of watched Tenants.
@@ -595,14 +578,7 @@ pub async fn run(
         )
         .graceful_shutdown_on(shutdown);
     let _ = store_out.send(controller.store());
-    controller
-        .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "controller event");
-            }
-        })
-        .await;
+    reconciler::drive(controller, reconcile, error_policy, ctx).await;
 }
 
 #[cfg(test)]
