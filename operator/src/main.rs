@@ -54,6 +54,10 @@ struct Args {
     #[arg(long, env = "TENANTDB_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
     leader_election: bool,
     /// Namespace the operator runs in (Lease, NetworkPolicy peer).
+    /// NetworkPolicy peers (a JSON array) that may reach every engine's port besides the
+    /// tenant's namespace and the operator: where Prometheus runs.
+    #[arg(long, env = "TENANTDB_MONITORING_PEERS", default_value = "[]")]
+    monitoring_peers: String,
     #[arg(long, env = "POD_NAMESPACE", default_value = "tenantdb-system")]
     namespace: String,
     /// This replica's identity in the Lease.
@@ -104,6 +108,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         Some(path) => TierTable::load(path)?,
         None => TierTable::default(),
     };
+    // Checked before anything starts: a typo here would open engines to no one.
+    let monitoring_peers =
+        tenantdb_operator::tenant::build::monitoring_peers(&args.monitoring_peers)?;
     let client = Client::try_default().await?;
     let metrics = Metrics::new()?;
     let probe = Arc::new(Probe {
@@ -154,6 +161,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         engine_image: args.engine_image,
         image_pull_policy: args.engine_image_pull_policy,
         operator_namespace: args.namespace,
+        monitoring_peers,
         storage_class: Some(args.storage_class).filter(|s| !s.is_empty()),
     };
     let recorder = Recorder::new(

@@ -21,6 +21,7 @@ fn ctx() -> BuildContext {
         engine_image: "localhost/tenantdb-engine:test".into(),
         image_pull_policy: "IfNotPresent".into(),
         operator_namespace: "tenantdb-system".into(),
+        monitoring_peers: vec![],
         storage_class: None,
     }
 }
@@ -408,4 +409,72 @@ fn only_the_operators_own_credentials_secret_is_trusted() {
     }
     let why = foreign_credentials(&empty, &t).expect("an empty token");
     assert!(why.contains("empty"), "{why}");
+}
+
+/// Issue 17: a misspelt key in a built object vanished silently when serde turned it
+/// into its Kubernetes type. The builders now compare the typed object with what they
+/// built; this is the comparison catching such a key.
+#[test]
+fn a_field_the_type_does_not_have_is_found_not_dropped() {
+    use k8s_openapi::api::core::v1::Pod;
+    use tenantdb_operator::tenant::build::dropped;
+    let built = serde_json::json!({"spec": {"containers": [{"name": "e", "image": "i",
+        "securityContext": {"runAsNonRoot": true, "runAsUsr": 10001}}]}});
+    let pod: Pod = serde_json::from_value(built.clone()).expect("serde takes it silently");
+    let back = serde_json::to_value(&pod).expect("json");
+    assert_eq!(
+        dropped(&built, &back, "").as_deref(),
+        Some(".spec.containers[0].securityContext.runAsUsr")
+    );
+    let fixed = serde_json::json!({"spec": {"containers": [{"name": "e", "image": "i",
+        "securityContext": {"runAsNonRoot": true, "runAsUser": 10001}}]}});
+    let pod: Pod = serde_json::from_value(fixed.clone()).expect("pod");
+    let back = serde_json::to_value(&pod).expect("json");
+    assert_eq!(dropped(&fixed, &back, ""), None);
+}
+
+/// Issue 16: the policy listed only Ingress, so an engine could reach anything (cloud
+/// metadata included). Egress is DNS, and the backup store's port when backup is on.
+#[test]
+fn engines_reach_only_dns_and_their_backup_store_and_monitoring_peers_reach_them() {
+    use tenantdb_operator::tenant::build::monitoring_peers;
+    let json = |d: &tenantdb_operator::tenant::build::Desired| {
+        serde_json::to_value(&d.network_policy.spec).expect("json")
+    };
+    let plain = json(&desired(&fixture("gold-with-overrides.yaml"), &ctx(), None).unwrap());
+    assert_eq!(
+        plain["policyTypes"],
+        serde_json::json!(["Ingress", "Egress"])
+    );
+    let egress = plain["egress"].as_array().expect("egress rules");
+    assert_eq!(egress.len(), 1, "DNS only without backup: {egress:?}");
+    assert_eq!(egress[0]["ports"][0]["port"], 53);
+    assert!(egress[0].get("to").is_none(), "DNS wherever it is served");
+
+    let mut with_peers = ctx();
+    with_peers.monitoring_peers =
+        monitoring_peers(r#"[{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]"#)
+            .expect("peers");
+    let backed = json(&desired(&fixture("silver-with-backup.yaml"), &with_peers, None).unwrap());
+    let store = &backed["egress"][1];
+    assert_eq!(store["ports"][0]["port"], 7070, "{backed}");
+    assert_eq!(
+        store["to"][1]["ipBlock"]["except"],
+        serde_json::json!(["169.254.0.0/16"]),
+        "never the metadata service"
+    );
+    let from = backed["ingress"][0]["from"].as_array().expect("from");
+    assert_eq!(
+        from.len(),
+        3,
+        "own namespace, operator, monitoring: {from:?}"
+    );
+    assert_eq!(
+        from[2]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "monitoring"
+    );
+
+    let typo = monitoring_peers(r#"[{"namespaceSelectr": {}}]"#).expect_err("a typo");
+    assert!(typo.contains("namespaceSelectr"), "{typo}");
+    assert!(monitoring_peers("{}").is_err(), "an object, not an array");
 }

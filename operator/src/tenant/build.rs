@@ -40,6 +40,9 @@ pub struct BuildContext {
     pub image_pull_policy: String,
     /// Namespace the operator runs in (admitted by the NetworkPolicy).
     pub operator_namespace: String,
+    /// Who else may reach engines' port (Prometheus): NetworkPolicy peers, as the chart's
+    /// `networkPolicy.monitoringPeers` gives them.
+    pub monitoring_peers: Vec<serde_json::Value>,
     /// StorageClass for data volumes; the cluster default when `None`.
     pub storage_class: Option<String>,
     /// Currency of bills.
@@ -67,6 +70,15 @@ pub enum BuildError {
         kind: &'static str,
         /// Underlying error.
         source: serde_json::Error,
+    },
+    /// A built object names a field its Kubernetes type does not have, which serde would
+    /// drop without a word (a misspelt key inside `securityContext`, say): a bug.
+    #[error("building {kind}: {field} is not a field of its type and would be dropped")]
+    Dropped {
+        /// Object kind.
+        kind: &'static str,
+        /// Path of the field, such as `.spec.template.spec.securityContext.runAsUsr`.
+        field: String,
     },
 }
 
@@ -149,11 +161,106 @@ fn owner(tenant: &Tenant) -> Result<OwnerReference, BuildError> {
         .ok_or(BuildError::NoUid)
 }
 
-fn typed<T: serde::de::DeserializeOwned>(
+/// Who may reach a tenant's engine and what it may reach. In: pods of the tenant's own
+/// namespace, the operator, and the monitoring peers the chart names. Out: DNS, and the
+/// backup store's port when backup is on (by name the store may be anywhere, so any
+/// address but the link-local range, where cloud metadata services answer). Nothing else:
+/// the engine never calls the API server or any other service.
+pub fn network_policy(
+    tenant: &Tenant,
+    ctx: &BuildContext,
+    meta: serde_json::Value,
+    selector: &BTreeMap<String, String>,
+) -> serde_json::Value {
+    let mut from = vec![
+        json!({"podSelector": {}}),
+        json!({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ctx.operator_namespace}},
+               "podSelector": {"matchLabels": {"app.kubernetes.io/name": "tenantdb-operator"}}}),
+    ];
+    from.extend(ctx.monitoring_peers.iter().cloned());
+    let mut egress =
+        vec![json!({"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]})];
+    if let Some(port) = tenant
+        .spec
+        .backup
+        .as_ref()
+        .and_then(|b| store_port(&b.store.endpoint))
+    {
+        egress.push(json!({
+            "to": [{"namespaceSelector": {}},
+                   {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.0.0/16"]}}],
+            "ports": [{"port": port, "protocol": "TCP"}]
+        }));
+    }
+    json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": meta,
+        "spec": {
+            "podSelector": {"matchLabels": selector},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{"from": from, "ports": [{"port": ENGINE_PORT, "protocol": "TCP"}]}],
+            "egress": egress
+        }
+    })
+}
+
+/// Parse the chart's `networkPolicy.monitoringPeers` (a JSON array of NetworkPolicy peers),
+/// refusing anything the Kubernetes type would not keep whole.
+pub fn monitoring_peers(text: &str) -> Result<Vec<serde_json::Value>, String> {
+    use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
+    let peers: Vec<serde_json::Value> = serde_json::from_str(text)
+        .map_err(|e| format!("monitoring peers: not a JSON array of NetworkPolicy peers: {e}"))?;
+    for (i, p) in peers.iter().enumerate() {
+        let typed: NetworkPolicyPeer =
+            serde_json::from_value(p.clone()).map_err(|e| format!("monitoring peer {i}: {e}"))?;
+        let back = serde_json::to_value(&typed).map_err(|e| format!("monitoring peer {i}: {e}"))?;
+        if let Some(field) = dropped(p, &back, "") {
+            return Err(format!(
+                "monitoring peer {i}: {field} is not a field of a NetworkPolicy peer"
+            ));
+        }
+    }
+    Ok(peers)
+}
+
+/// The TCP port of an object store's endpoint URL (its scheme's default when unnamed).
+pub fn store_port(endpoint: &str) -> Option<u16> {
+    reqwest::Url::parse(endpoint).ok()?.port_or_known_default()
+}
+
+/// `value` as the Kubernetes type `T`, refused when the type would drop any field of it.
+fn typed<T: serde::de::DeserializeOwned + serde::Serialize>(
     kind: &'static str,
     value: serde_json::Value,
 ) -> Result<T, BuildError> {
-    serde_json::from_value(value).map_err(|source| BuildError::Shape { kind, source })
+    let shape = |source| BuildError::Shape { kind, source };
+    let obj: T = serde_json::from_value(value.clone()).map_err(shape)?;
+    let back = serde_json::to_value(&obj).map_err(shape)?;
+    match dropped(&value, &back, "") {
+        Some(field) => Err(BuildError::Dropped { kind, field }),
+        None => Ok(obj),
+    }
+}
+
+/// The first field `wanted` has and `got` lacks, as a path (`.spec.ports[0].nme`); a null
+/// counts as absent on both sides.
+pub fn dropped(wanted: &serde_json::Value, got: &serde_json::Value, path: &str) -> Option<String> {
+    use serde_json::Value;
+    match (wanted, got) {
+        (Value::Object(w), Value::Object(g)) => w.iter().find_map(|(k, v)| {
+            let here = format!("{path}.{k}");
+            match g.get(k) {
+                _ if v.is_null() => None,
+                None | Some(Value::Null) => Some(here),
+                Some(gv) => dropped(v, gv, &here),
+            }
+        }),
+        (Value::Array(w), Value::Array(g)) => w
+            .iter()
+            .zip(g)
+            .enumerate()
+            .find_map(|(i, (v, gv))| dropped(v, gv, &format!("{path}[{i}]"))),
+        _ => None,
+    }
 }
 
 fn engine_priority(p: Priority) -> EnginePriority {
@@ -416,21 +523,7 @@ pub fn desired(
     )?;
     let network_policy = typed(
         "NetworkPolicy",
-        json!({
-            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": meta(&n.engine),
-            "spec": {
-                "podSelector": {"matchLabels": selector},
-                "policyTypes": ["Ingress"],
-                "ingress": [{
-                    "from": [
-                        {"podSelector": {}},
-                        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ctx.operator_namespace}},
-                         "podSelector": {"matchLabels": {"app.kubernetes.io/name": "tenantdb-operator"}}}
-                    ],
-                    "ports": [{"port": ENGINE_PORT, "protocol": "TCP"}]
-                }]
-            }
-        }),
+        network_policy(tenant, ctx, meta(&n.engine), &selector),
     )?;
     Ok(Desired {
         limits,
