@@ -3,7 +3,7 @@
 #   e2e/build-tools.sh            build whatever is missing
 #   e2e/build-tools.sh --print    print the bin directory
 #   e2e/build-tools.sh versitygw  build only the named tools (kubernetes, etcd, coredns,
-#                                 local-path-provisioner, helm, versitygw)
+#                                 local-path-provisioner, helm, versitygw, kube-router)
 # Cache: $TENANTDB_E2E_CACHE (default /var/cache/tenantdb-e2e); Go's own caches
 # (GOMODCACHE, GOCACHE) are reused across versions.
 set -euo pipefail
@@ -78,4 +78,7 @@ want local-path-provisioner && build_simple local-path-provisioner github.com/ra
 want helm && build_simple helm helm.sh/helm/v3 helm.sh/helm/v3/cmd/helm "$HELM_VERSION"
 # The S3-compatible object store the backup tests ship to (posix backend).
 want versitygw && build_simple versitygw github.com/versity/versitygw github.com/versity/versitygw/cmd/versitygw "$VERSITYGW_VERSION"
+# NetworkPolicy enforcement for the local cluster: kube-router's firewall controller
+# (iptables and ipsets), beside the bridge CNI and kube-proxy.
+want kube-router && build_simple kube-router github.com/cloudnativelabs/kube-router/v2 github.com/cloudnativelabs/kube-router/v2/cmd/kube-router "$KUBE_ROUTER_VERSION"
 log "${ONLY:-all} tools present in $BIN"

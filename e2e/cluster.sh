@@ -14,7 +14,7 @@ LOG_TAG=cluster
 # shellcheck source=lib/mkimage.sh
 . "$E2E_DIR/lib/mkimage.sh"
 
-DAEMONS_UP="containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy"
+DAEMONS_UP="containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kube-router"
 CNI_CONF="$STATE/cni/net.d/10-tenantdb-e2e.conflist"   # our own conf dir: the host's /etc/cni stays as it is
 CNI_NET=tenantdb-e2e
 VOLUMES="$STATE/volumes"
@@ -28,6 +28,7 @@ ensure_packages() {
   [ -x /usr/lib/cni/bridge ] || missing="$missing containernetworking-plugins"
   command -v iptables >/dev/null || missing="$missing iptables"
   command -v conntrack >/dev/null || missing="$missing conntrack"
+  command -v ipset >/dev/null || missing="$missing ipset"
   command -v openssl >/dev/null || missing="$missing openssl"
   command -v busybox >/dev/null || missing="$missing busybox-static"
   command -v ip >/dev/null || missing="$missing iproute2"
@@ -55,14 +56,14 @@ kill_pod_processes() {
 
 stop_daemons() {
   local d
-  for d in kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver etcd containerd; do
+  for d in kube-router kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver etcd containerd; do
     if [ -f "$PIDS/$d.pid" ]; then kill "$(cat "$PIDS/$d.pid")" 2>/dev/null || true; fi
   done
   sleep 1
   # Whatever survived, or lost its PID file: match on the paths this script starts from.
   pkill -9 -f "^$BIN/" 2>/dev/null || true
   pkill -9 -f "containerd --config $STATE/" 2>/dev/null || true
-  for d in kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver etcd containerd; do
+  for d in kube-router kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver etcd containerd; do
     if [ -f "$PIDS/$d.pid" ]; then kill -9 "$(cat "$PIDS/$d.pid")" 2>/dev/null || true; fi
   done
 }
@@ -94,6 +95,13 @@ clean_network() {
       ENVIRON["KUBE"] == 1 && /KUBE-/ { next }
       { print }' | iptables-restore 2>/dev/null || log "warning: iptables rules of the $t table not cleaned"
   done
+  # kube-router's ipsets (its chains went with the KUBE- ones above), once no rule uses
+  # them: only after this harness ran it, never beside a host's own kube-router.
+  if [ "$own_kube" = 1 ] && [ -f "$PIDS/kube-router.pid" ]; then
+    for t in $(ipset list -n 2>/dev/null | grep -E '^KUBE-(SRC|DST)-' || true); do
+      ipset destroy "$t" 2>/dev/null || log "warning: ipset $t not destroyed"
+    done
+  fi
   conntrack -D -s "$POD_CIDR" >/dev/null 2>&1 || true
   conntrack -D -d "$POD_CIDR" >/dev/null 2>&1 || true
 }
@@ -263,6 +271,21 @@ EOF
   start_daemon kube-proxy "$BIN/kube-proxy" --kubeconfig="$STATE/kube-proxy.kubeconfig" \
     --hostname-override="$NODE_NAME" --cluster-cidr="$POD_CIDR" --proxy-mode=iptables \
     --conntrack-max-per-core=0 --metrics-bind-address=127.0.0.1:10249 --v=1
+
+}
+
+# NetworkPolicies enforced, as a real cluster's CNI would: kube-router's firewall alone
+# (no routing, no service proxy), beside the bridge plugin and kube-proxy. It finds its
+# node by name, so it starts once the node is registered.
+start_policy_enforcer() {
+  start_daemon kube-router "$BIN/kube-router" --kubeconfig="$KCFG" \
+    --hostname-override="$NODE_NAME" --run-firewall=true --run-router=false \
+    --run-service-proxy=false --service-cluster-ip-range="$SERVICE_CIDR" \
+    --health-port=0 --metrics-port=0 --v=1
+}
+
+policy_enforced() {
+  daemon_running kube-router && iptables -S KUBE-ROUTER-FORWARD >/dev/null 2>&1
 }
 
 node_ready() {
@@ -298,6 +321,8 @@ $others"
   start_control_plane
   start_node
   wait_for "node $NODE_NAME Ready" 120 node_ready || { tail -30 "$LOGS/kubelet.log" >&2; exit 1; }
+  start_policy_enforcer
+  wait_for "kube-router enforcing NetworkPolicies" 60 policy_enforced || { tail -30 "$LOGS/kube-router.log" >&2; exit 1; }
   install_addons
   wait_for "serviceaccount/default" 60 kc get serviceaccount default -n default
   wait_for "CoreDNS answering" 120 dns_answers || { kc -n kube-system get pods -o wide >&2; exit 1; }

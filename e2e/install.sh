@@ -8,6 +8,11 @@ LOG_TAG=install
 . "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 command -v helm >/dev/null || "$E2E_DIR/build-tools.sh"
 TAG="${TENANTDB_IMAGE_TAG:-dev}"
+# The operator's namespace admits only pods meeting the "restricted" Pod Security Standard,
+# as the README tells users to label it: the operator's own pods must pass.
+kubectl create namespace tenantdb-system --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+kubectl label namespace tenantdb-system --overwrite pod-security.kubernetes.io/enforce=restricted \
+  pod-security.kubernetes.io/warn=restricted >/dev/null
 # CRDs change with the code: apply them on every install (helm only installs crds/ once).
 kubectl apply --server-side --force-conflicts -f "$REPO_DIR/charts/tenantdb/crds/" >/dev/null
 helm upgrade --install tenantdb "$REPO_DIR/charts/tenantdb" --namespace tenantdb-system --create-namespace \

@@ -16,6 +16,9 @@ command -v kind >/dev/null || die "kind is not installed (https://kind.sigs.k8s.
 
 case "${1:-}" in
   up)
+    # kindnet enforces NetworkPolicies from kind v0.24 on; the network e2e tests need it.
+    v="$(kind version | grep -oE 'v0\.[0-9]+' | head -1)"
+    if [ -n "$v" ] && [ "${v#v0.}" -lt 24 ]; then die "kind $v does not enforce NetworkPolicies (kindnet does from v0.24): upgrade kind"; fi
     kind get clusters 2>/dev/null | grep -qx "$NAME" || kind create cluster --name "$NAME" --kubeconfig "$KIND_KCFG" --wait 120s
     # The busybox test image, built the same way as for the local cluster.
     root="$(mktemp -d)"; rootfs_busybox "$root"

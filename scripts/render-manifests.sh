@@ -14,6 +14,9 @@ out="$(mktemp)"
   echo "kind: Namespace"
   echo "metadata:"
   echo "  name: tenantdb-system"
+  echo "  labels:"
+  echo "    pod-security.kubernetes.io/enforce: restricted"
+  echo "    pod-security.kubernetes.io/warn: restricted"
   helm template tenantdb charts/tenantdb --namespace tenantdb-system --include-crds
 } > "$out"
 if [ "${1:-}" = --check ]; then

@@ -54,9 +54,9 @@ kill_own_containers() {
   rmdir /run/containerd/s /run/containerd 2>/dev/null || true
 }
 
-# A kubelet or kube-proxy this harness did not start (the host's own cluster).
+# A kubelet, kube-proxy or kube-router this harness did not start (the host's own cluster).
 foreign_node_agents() {
-  pgrep -a -f '(^|/)(kubelet|kube-proxy)( |$)' 2>/dev/null | grep -v " $BIN/" || true
+  pgrep -a -f '(^|/)(kubelet|kube-proxy|kube-router)( |$)' 2>/dev/null | grep -v " $BIN/" || true
 }
 
 log() { printf '[%s %s] %s\n' "${LOG_TAG:-e2e}" "$(date +%T)" "$*" >&2; }
