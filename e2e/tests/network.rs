@@ -35,18 +35,26 @@ async fn probe(
     Ok(logs.lines().last().unwrap_or_default().trim().to_string())
 }
 
+/// One HTTP GET of `path` at `addr` (`ip port`) with busybox nc (its wget crashes in this
+/// image), succeeding when an HTTP 200 status line comes back.
+fn get(addr: &str, path: &str) -> String {
+    format!(
+        r"printf 'GET {path} HTTP/1.0\r\n\r\n' | nc -w 3 {addr} 2>/dev/null | grep -q '^HTTP/1.[01] 200'"
+    )
+}
+
 /// A connection that the policy allows: retried for 30 s, since the enforcer learns a new
 /// pod's address a moment after it starts.
-fn reaches(url: &str) -> String {
-    format!("for i in $(seq 30); do wget -q -T 3 -O /dev/null {url} && {{ echo REACHED; exit 0; }}; sleep 1; done; echo BLOCKED")
+fn reaches(addr: &str, path: &str) -> String {
+    let get = get(addr, path);
+    format!("for i in $(seq 30); do if {get}; then echo REACHED; exit 0; fi; sleep 1; done; echo BLOCKED")
 }
 
 /// A connection that the policy refuses: tried once, after the enforcer had 10 s to
 /// learn the pod.
-fn blocked(url: &str) -> String {
-    format!(
-        "sleep 10; if wget -q -T 5 -O /dev/null {url}; then echo REACHED; else echo BLOCKED; fi"
-    )
+fn blocked(addr: &str, path: &str) -> String {
+    let get = get(addr, path);
+    format!("sleep 10; if {get}; then echo REACHED; else echo BLOCKED; fi")
 }
 
 async fn pod_ip(client: &Client, ns: &str, name: &str) -> anyhow::Result<String> {
@@ -66,19 +74,30 @@ async fn only_the_tenants_namespace_and_the_operator_reach_an_engine_and_it_reac
     let other = TestNamespace::create(c, "e2e-stranger").await?;
     let (n, o) = (ns.name.as_str(), other.name.as_str());
     ready_tenant(c, n, "fort", "bronze").await?;
-    let engine = format!(
-        "http://{}:8080/healthz",
-        pod_ip(c, n, "fort-engine-0").await?
-    );
+    let engine = format!("{} 8080", pod_ip(c, n, "fort-engine-0").await?);
 
     // In: the tenant's namespace yes, another namespace no.
     let plain = json!({"app": "probe"});
-    let from_home = probe(c, n, "neighbour", plain.clone(), &reaches(&engine)).await?;
+    let from_home = probe(
+        c,
+        n,
+        "neighbour",
+        plain.clone(),
+        &reaches(&engine, "/healthz"),
+    )
+    .await?;
     assert_eq!(
         from_home, "REACHED",
         "a pod of the tenant's namespace reaches its engine"
     );
-    let from_away = probe(c, o, "stranger", plain.clone(), &blocked(&engine)).await?;
+    let from_away = probe(
+        c,
+        o,
+        "stranger",
+        plain.clone(),
+        &blocked(&engine, "/healthz"),
+    )
+    .await?;
     assert_eq!(
         from_away, "BLOCKED",
         "a pod of another namespace must not reach the engine"
@@ -108,15 +127,15 @@ async fn only_the_tenants_namespace_and_the_operator_reach_an_engine_and_it_reac
                                         "command": ["sh", "-c", "mkdir -p /www && echo hi > /www/index.html && exec httpd -f -p 8081 -h /www"]}]}}),
     )
     .await?;
-    let web = format!("http://{}:8081/", pod_ip(c, n, "web").await?);
+    let web = format!("{} 8081", pod_ip(c, n, "web").await?);
     let engine_like = json!({"app.kubernetes.io/name": "tenantdb-engine",
                              "app.kubernetes.io/instance": "fort", "tenantdb.io/tenant": "fort"});
-    let control = probe(c, n, "unselected", plain, &reaches(&web)).await?;
+    let control = probe(c, n, "unselected", plain, &reaches(&web, "/")).await?;
     assert_eq!(
         control, "REACHED",
         "the web server answers pods the policy does not select"
     );
-    let out = probe(c, n, "egress", engine_like.clone(), &blocked(&web)).await?;
+    let out = probe(c, n, "egress", engine_like.clone(), &blocked(&web, "/")).await?;
     assert_eq!(
         out, "BLOCKED",
         "an engine's pod must not open connections beyond DNS and its store"

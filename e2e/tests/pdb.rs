@@ -43,6 +43,14 @@ async fn orders(c: &Client, n: &str, token: &str, name: &str, count: usize) -> a
     Ok(())
 }
 
+/// Delete the databases `dbs` (their finalizers run), then the namespace.
+async fn finish(c: &Client, ns: TestNamespace, dbs: &[&str]) -> anyhow::Result<()> {
+    for name in dbs {
+        delete_pdb(c, &ns.name, name).await?;
+    }
+    ns.delete(Duration::from_secs(120)).await
+}
+
 /// The archive `/v1/archives` lists for `database`.
 async fn archive_of(c: &Client, n: &str, token: &str, database: &str) -> anyhow::Result<String> {
     let (s, archives) = call(c, n, "main", "GET", "/v1/archives", token, None).await?;
@@ -166,10 +174,7 @@ async fn open_modes_follow_the_yaml_read_only_refuses_writes_mounted_serves_no_o
     )
     .await?;
 
-    for name in ["orders"] {
-        delete_pdb(c, n, name).await?;
-    }
-    ns.delete(Duration::from_secs(120)).await
+    finish(c, ns, &["orders"]).await
 }
 
 /// Clones: a full clone taken while a writer runs holds exactly a prefix of the acknowledged
@@ -298,10 +303,7 @@ async fn a_full_clone_under_writes_is_one_point_in_time_and_metadata_only_copies
         rows(c, n, "main", "shape", &token, "SELECT count(*) FROM o").await?[0][0],
         0
     );
-    for name in ["orders", "copy", "shape"] {
-        delete_pdb(c, n, name).await?;
-    }
-    ns.delete(Duration::from_secs(120)).await
+    finish(c, ns, &["orders", "copy", "shape"]).await
 }
 
 /// Archives: unplug on delete and plug as a new database gives the same rows and checksum;
@@ -423,10 +425,7 @@ async fn unplug_then_plug_keeps_every_byte_and_a_corrupted_archive_is_refused() 
     .await?;
     let (s, _) = call(c, n, "main", "GET", "/v1/databases/broken", &token, None).await?;
     assert_eq!(s, 404, "a corrupted archive registers nothing");
-    for name in ["restored", "broken"] {
-        delete_pdb(c, n, name).await?;
-    }
-    ns.delete(Duration::from_secs(120)).await
+    finish(c, ns, &["restored", "broken"]).await
 }
 
 /// Lockdown: disabling DROP TABLE binds a data token's session within seconds, the profile's
@@ -549,7 +548,7 @@ async fn a_lockdown_change_reaches_an_open_database_within_seconds_and_back() ->
     Api::<LockdownProfile>::all(client.clone())
         .delete("e2e-guard", &DeleteParams::default())
         .await?;
-    ns.delete(Duration::from_secs(120)).await
+    finish(c, ns, &[]).await
 }
 
 /// Bad specs: refused by the API server, or a condition with a reason and nothing created
@@ -609,10 +608,7 @@ async fn a_bad_spec_gets_a_reason_and_changes_nothing_in_the_engine() -> anyhow:
         .await?;
         assert_eq!(s, 404, "{name} changed nothing in the engine");
     }
-    for name in ["ghost", "lost", "strict"] {
-        delete_pdb(c, n, name).await?;
-    }
-    ns.delete(Duration::from_secs(120)).await
+    finish(c, ns, &["ghost", "lost", "strict"]).await
 }
 
 /// Deletion policies: Retain keeps the file, Delete removes it, the rest stays.
@@ -671,6 +667,5 @@ async fn deletion_policies_leave_exactly_what_they_promise() -> anyhow::Result<(
         .filter_map(|d| d["name"].as_str())
         .collect();
     assert_eq!(names, ["stays"], "only the database still declared is left");
-    delete_pdb(c, n, "stays").await?;
-    ns.delete(Duration::from_secs(120)).await
+    finish(c, ns, &["stays"]).await
 }

@@ -323,6 +323,9 @@ async fn backups_lists_recoverable_windows() -> anyhow::Result<()> {
     let (ok, _, err) = plugin(&n, &["backups", "plain"]);
     assert!(!ok && err.contains("no spec.backup"), "{err}");
     let (ok, _, err) = plugin(&n, &["backups", "vault", "a/b"]);
-    assert!(!ok && err.contains("invalid database name \"a/b\""), "{err}");
+    assert!(
+        !ok && err.contains("invalid database name \"a/b\""),
+        "{err}"
+    );
     ns.delete(Duration::from_secs(180)).await
 }
