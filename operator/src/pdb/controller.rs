@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::api::{Api, DynamicObject};
+use kube::core::error_boundary::InvalidObject;
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::finalizer::{finalizer, Error as FinalizerError, Event as Finalize};
@@ -154,10 +156,39 @@ fn refusal_reason(step: &Step, e: &EngineCallError) -> &'static str {
     }
 }
 
-async fn reconcile(pdb: Arc<PluggableDatabase>, ctx: Arc<Context>) -> Result<Action, Error> {
-    ctx.book
-        .observe(&reconciler::key(&*pdb), finalized(pdb.clone(), &ctx))
+/// Objects are watched through `DeserializeGuard`: one this version cannot read becomes
+/// an Invalid status with a reason instead of stopping the watch of every database.
+async fn reconcile(
+    guard: Arc<DeserializeGuard<PluggableDatabase>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let key = reconciler::key(&*guard);
+    match &guard.0 {
+        Ok(pdb) => {
+            let pdb = Arc::new(pdb.clone());
+            ctx.book.observe(&key, finalized(pdb, &ctx)).await
+        }
+        Err(invalid) => ctx.book.observe(&key, unreadable(invalid, &ctx)).await,
+    }
+}
+
+/// Say in status why the object cannot be read; wait for it to change.
+async fn unreadable(invalid: &InvalidObject, ctx: &Context) -> Result<Action, Error> {
+    let meta = &invalid.metadata;
+    let ns = meta.namespace.clone().ok_or(Error::NoNamespace)?;
+    let name = meta.name.clone().unwrap_or_default();
+    let s = status::unreadable(meta.generation, &invalid.error, &now());
+    let api: Api<PluggableDatabase> = Api::namespaced(ctx.client.clone(), &ns);
+    let (version, kind) = (
+        PluggableDatabase::api_version(&()),
+        PluggableDatabase::kind(&()),
+    );
+    crate::runtime::apply_status(&api, &version, &kind, &name, &s)
         .await
+        .map_err(kube_err(format!(
+            "writing status of PluggableDatabase {ns}/{name}"
+        )))?;
+    Ok(Action::await_change())
 }
 
 /// Apply or clean up, behind the finalizer that keeps the object until its data is dealt with.
@@ -350,8 +381,12 @@ async fn converge(
     Ok(Action::requeue(Duration::from_secs(1)))
 }
 
-fn error_policy(pdb: Arc<PluggableDatabase>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.book.retry(&reconciler::key(&*pdb), error)
+fn error_policy(
+    guard: Arc<DeserializeGuard<PluggableDatabase>>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    ctx.book.retry(&reconciler::key(&*guard), error)
 }
 
 /// Run the controller until `shutdown` resolves. PluggableDatabases are re-reconciled
@@ -361,7 +396,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let pdbs: Api<PluggableDatabase> = Api::all(client.clone());
+    let pdbs: Api<DeserializeGuard<PluggableDatabase>> = Api::all(client.clone());
     let controller = Controller::new(pdbs, watcher::Config::default());
     let store = controller.store();
     let by_tenant = store.clone();
@@ -376,10 +411,13 @@ pub async fn run(
                 by_tenant
                     .state()
                     .into_iter()
-                    .filter(|p| {
-                        p.namespace() == ns
-                            && (p.spec.tenant == name
-                                || p.status.as_ref().and_then(|s| s.tenant.as_ref()) == Some(&name))
+                    .filter(|g| {
+                        g.0.as_ref().is_ok_and(|p| {
+                            p.namespace() == ns
+                                && (p.spec.tenant == name
+                                    || p.status.as_ref().and_then(|s| s.tenant.as_ref())
+                                        == Some(&name))
+                        })
                     })
                     .map(|p| ObjectRef::from_obj(&*p))
                     .collect::<Vec<_>>()
@@ -393,7 +431,10 @@ pub async fn run(
                 store
                     .state()
                     .into_iter()
-                    .filter(|p| rules::profiles_of(p).contains(&name))
+                    .filter(|g| {
+                        g.0.as_ref()
+                            .is_ok_and(|p| rules::profiles_of(p).contains(&name))
+                    })
                     .map(|p| ObjectRef::from_obj(&*p))
                     .collect::<Vec<_>>()
             },
@@ -412,25 +453,20 @@ mod tests {
     use kube::runtime::events::Reporter;
     use serde_json::{json, Value};
 
-    fn pdb(finalizers: &[&str], deleting: bool) -> Arc<PluggableDatabase> {
+    fn pdb(finalizers: &[&str], deleting: bool) -> Value {
         let mut meta = json!({"name": "orders", "namespace": "shop", "uid": "u-1",
             "generation": 2, "finalizers": finalizers});
         if deleting {
             meta["deletionTimestamp"] = json!("2026-12-01T00:00:00Z");
         }
-        Arc::new(
-            serde_json::from_value(json!({
-                "apiVersion": "tenantdb.io/v1alpha1", "kind": "PluggableDatabase",
-                "metadata": meta, "spec": {"tenant": "acme"}
-            }))
-            .expect("a PluggableDatabase"),
-        )
+        json!({"apiVersion": "tenantdb.io/v1alpha1", "kind": "PluggableDatabase",
+               "metadata": meta, "spec": {"tenant": "acme"}})
     }
 
     /// Reconcile `obj` once against a server answering with `answer`; the result and
     /// every request made, in order.
     async fn reconcile_once(
-        obj: Arc<PluggableDatabase>,
+        obj: Value,
         answer: impl Fn(&str, &str, &Value) -> (u16, Value) + Send + 'static,
     ) -> (Result<Action, Error>, Vec<mock::Seen>) {
         let (client, server) = mock::client();
@@ -445,7 +481,8 @@ mod tests {
         let locator = EngineLocator::new("http://127.0.0.1:9").expect("locator");
         let metrics = Metrics::new().expect("metrics");
         let ctx = Arc::new(Context::new(client, locator, recorder, metrics));
-        let result = reconcile(obj, ctx).await;
+        let guard = serde_json::from_value(obj).expect("a guarded object");
+        let result = reconcile(Arc::new(guard), ctx).await;
         (result, serving.await.expect("server"))
     }
 
@@ -453,10 +490,7 @@ mod tests {
     /// status), the body itself for anything else (Events).
     fn echo(method: &str, path: &str, body: &Value) -> (u16, Value) {
         if method == "PATCH" && path.contains("/pluggabledatabases/orders") {
-            (
-                200,
-                serde_json::to_value(&*pdb(&[FINALIZER], false)).expect("json"),
-            )
+            (200, pdb(&[FINALIZER], false))
         } else {
             (200, body.clone())
         }
@@ -548,6 +582,32 @@ mod tests {
         assert!(
             !seen.iter().any(|(m, _, _)| m == "PATCH"),
             "nothing written on a failed read: {seen:?}"
+        );
+    }
+
+    /// Issue 17: a PluggableDatabase this version cannot read stopped the typed watch of
+    /// every database; through `DeserializeGuard` it gets an Invalid status with a reason
+    /// and nothing else is touched (no finalizer, no engine, no tenant read).
+    #[tokio::test]
+    async fn an_unreadable_database_gets_an_invalid_status_and_nothing_else() {
+        let mut obj = pdb(&[], false);
+        obj["spec"]["tenant"] = json!(7);
+        let (result, seen) = reconcile_once(obj, echo).await;
+        assert_eq!(result.expect("reconciled"), Action::await_change());
+        assert_eq!(seen.len(), 1, "only the status is written: {seen:?}");
+        let (method, path, body) = &seen[0];
+        assert_eq!(method, "PATCH");
+        assert!(
+            path.ends_with("/pluggabledatabases/orders/status"),
+            "{path}"
+        );
+        assert_eq!(body["status"]["phase"], "Invalid");
+        assert_eq!(body["status"]["conditions"][0]["reason"], "MalformedSpec");
+        assert!(
+            body["status"]["conditions"][0]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("integer `7`") && m.contains("fix the spec")),
+            "the message says what is wrong: {body}"
         );
     }
 }

@@ -270,6 +270,27 @@ pub fn blocked(
     s
 }
 
+/// Status of an object this version cannot read (its spec does not fit the types): the
+/// status it had is unknown, so only the phase and the reason are written.
+pub fn unreadable(generation: Option<i64>, error: &str, now: &Time) -> PluggableDatabaseStatus {
+    let mut s = PluggableDatabaseStatus {
+        phase: Some(phase::INVALID),
+        observed_generation: generation,
+        ..Default::default()
+    };
+    let m = format!("this operator cannot read the PluggableDatabase: {error}; fix the spec (nothing in the engine changes meanwhile)");
+    set(
+        &mut s.conditions,
+        "Ready",
+        false,
+        "MalformedSpec",
+        &m,
+        generation,
+        now,
+    );
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
