@@ -29,7 +29,8 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"SLA met","type":"boolean","jsonPath":".status.sla.compliant"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     validation = Rule::new("self.metadata.name.size() <= 45").message("Tenant names are at most 45 characters, so the names of the objects made from them stay within 63"),
-    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("Tenant names start with a letter and hold only lowercase letters, digits and '-'")
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("Tenant names start with a letter and hold only lowercase letters, digits and '-'"),
+    validation = Rule::new("!has(self.spec.enforceLockdownProfile) || !self.spec.enforceLockdownProfile || has(self.spec.lockdownProfile)").message("spec.enforceLockdownProfile needs spec.lockdownProfile: the profile to enforce")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TenantSpec {
@@ -56,6 +57,10 @@ pub struct TenantSpec {
     /// Default LockdownProfile for this tenant's databases.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lockdown_profile: Option<String>,
+    /// Enforce `lockdownProfile` on every database of this tenant: a database cannot opt
+    /// out or name another profile (it is then Invalid, reason LockdownProfileEnforced).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub enforce_lockdown_profile: bool,
     /// What happens to the data volume when the Tenant is deleted: `Retain` (default) keeps it.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,

@@ -367,6 +367,11 @@ async fn bad_input_is_refused_by_the_api_server_with_a_readable_message() -> any
             serde_json::json!({"tier": "gold"}),
             "at most 45 characters",
         ),
+        (
+            "enforces-nothing",
+            serde_json::json!({"tier": "gold", "enforceLockdownProfile": true}),
+            "spec.enforceLockdownProfile needs spec.lockdownProfile",
+        ),
     ];
     for (name, spec, want) in cases {
         let obj: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({

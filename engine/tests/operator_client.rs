@@ -95,14 +95,14 @@ async fn sql(engine: &EngineClient, q: &str) -> serde_json::Value {
 async fn the_planner_drives_an_engine_through_every_open_mode() {
     let (e, _dir) = engine().await;
     assert!(e.database("orders").await.unwrap().is_none(), "404 is None");
-    let want = plan::wanted(&pdb("  tenant: acme\n"), None).unwrap();
+    let want = plan::wanted(&pdb("  tenant: acme\n"), plan::TenantProfile::default()).unwrap();
     let steps = converge(&e, &want).await;
     assert!(matches!(steps.as_slice(), [Step::Create(_)]), "{steps:?}");
     sql(&e, "INSERT INTO t (v) VALUES ('a')").await;
 
     let ro = plan::wanted(
         &pdb("  tenant: acme\n  openMode: ReadOnly\n  closeMode: immediate\n"),
-        None,
+        plan::TenantProfile::default(),
     )
     .unwrap();
     let steps = converge(&e, &ro).await;
@@ -118,7 +118,11 @@ async fn the_planner_drives_an_engine_through_every_open_mode() {
     assert_eq!(refused.status(), Some(409), "{refused}");
     assert_eq!(sql(&e, "SELECT count(*) FROM t").await["rows"][0][0], 1);
 
-    let mounted = plan::wanted(&pdb("  tenant: acme\n  openMode: Mounted\n"), None).unwrap();
+    let mounted = plan::wanted(
+        &pdb("  tenant: acme\n  openMode: Mounted\n"),
+        plan::TenantProfile::default(),
+    )
+    .unwrap();
     converge(&e, &mounted).await;
     let d = e.database("orders").await.unwrap().unwrap();
     assert_eq!(d.open_mode, None);
@@ -126,7 +130,7 @@ async fn the_planner_drives_an_engine_through_every_open_mode() {
     // A profile must exist in the engine before a database can use it.
     let strict = plan::wanted(
         &pdb("  tenant: acme\n  lockdownProfile: strict\n  storageQuota: 2Mi\n"),
-        None,
+        plan::TenantProfile::default(),
     )
     .unwrap();
     let missing = e
@@ -164,7 +168,7 @@ async fn the_planner_drives_an_engine_through_every_open_mode() {
     // Clone from a missing source: a 404 the controller turns into CloneSourceNotFound.
     let clone = plan::wanted(
         &pdb("  tenant: acme\n  source: {clone: {from: nowhere}}\n"),
-        None,
+        plan::TenantProfile::default(),
     )
     .unwrap();
     let Step::Create(mut req) = plan::next_step(&clone, None) else {
@@ -178,7 +182,7 @@ async fn the_planner_drives_an_engine_through_every_open_mode() {
 async fn relocation_steps_move_every_row_and_leave_no_archive() {
     let (src, _a) = engine().await;
     let (dst, _b) = engine().await;
-    let want = plan::wanted(&pdb("  tenant: b\n"), None).unwrap();
+    let want = plan::wanted(&pdb("  tenant: b\n"), plan::TenantProfile::default()).unwrap();
     converge(&src, &want).await;
     for i in 0..200 {
         sql(&src, &format!("INSERT INTO t (v) VALUES ('row {i}')")).await;
@@ -244,7 +248,7 @@ async fn relocation_steps_move_every_row_and_leave_no_archive() {
 #[tokio::test]
 async fn a_connection_token_opens_its_database_alone_and_goes_with_it() {
     let (engine, _dir) = engine().await;
-    let want = plan::wanted(&pdb("  tenant: acme\n"), None).unwrap();
+    let want = plan::wanted(&pdb("  tenant: acme\n"), plan::TenantProfile::default()).unwrap();
     converge(&engine, &want).await;
     engine
         .create(&serde_json::from_value(json!({"name": "other"})).unwrap())

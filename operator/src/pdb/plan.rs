@@ -138,8 +138,27 @@ fn engine_source(name: &str, source: &PdbSource) -> Result<eng::Source, Invalid>
     Ok(out)
 }
 
-/// What `pdb` wants, with `tenant_profile` the Tenant's default lockdown profile.
-pub fn wanted(pdb: &PluggableDatabase, tenant_profile: Option<&str>) -> Result<Wanted, Invalid> {
+/// The Tenant's lockdown profile as its databases see it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TenantProfile<'a> {
+    /// The Tenant's `lockdownProfile`.
+    pub name: Option<&'a str>,
+    /// Its `enforceLockdownProfile`: the profile every database gets, whatever it asks.
+    pub enforced: bool,
+}
+
+impl<'a> TenantProfile<'a> {
+    /// A default that a database's own `lockdownProfile` replaces.
+    pub fn default_only(name: Option<&'a str>) -> Self {
+        TenantProfile {
+            name,
+            enforced: false,
+        }
+    }
+}
+
+/// What `pdb` wants, under its Tenant's lockdown profile.
+pub fn wanted(pdb: &PluggableDatabase, tenant: TenantProfile<'_>) -> Result<Wanted, Invalid> {
     let name = pdb.metadata.name.clone().unwrap_or_default();
     tenantdb_engine_api::names::validate("database", &name)
         .map_err(|e| invalid("InvalidName", e.to_string()))?;
@@ -166,11 +185,24 @@ pub fn wanted(pdb: &PluggableDatabase, tenant_profile: Option<&str>) -> Result<W
             tenantdb_crds::CloseMode::Abort => CloseMode::Abort,
         },
         storage_quota_bytes,
-        lockdown_profile: spec
-            .lockdown_profile
-            .clone()
-            .or_else(|| tenant_profile.map(str::to_string)),
+        lockdown_profile: lockdown_profile(spec.lockdown_profile.as_deref(), tenant)?,
     })
+}
+
+/// The profile a database runs under: the Tenant's when it is enforced (a database naming
+/// another is Invalid), else the database's own, else the Tenant's default.
+fn lockdown_profile(
+    own: Option<&str>,
+    tenant: TenantProfile<'_>,
+) -> Result<Option<String>, Invalid> {
+    match (tenant.enforced, tenant.name, own) {
+        (true, Some(t), Some(o)) if o != t => Err(invalid(
+            "LockdownProfileEnforced",
+            format!("the Tenant enforces LockdownProfile {t}; spec.lockdownProfile {o} cannot replace it (remove it, or name {t})"),
+        )),
+        (true, Some(t), _) => Ok(Some(t.to_string())),
+        _ => Ok(own.or(tenant.name).map(str::to_string)),
+    }
 }
 
 /// One call to the engine.
@@ -318,16 +350,42 @@ mod tests {
 
     #[test]
     fn wanted_fills_defaults_and_takes_the_tenant_profile() {
-        let w = wanted(&pdb(BASE), Some("strict")).unwrap();
+        let w = wanted(&pdb(BASE), TenantProfile::default_only(Some("strict"))).unwrap();
         assert_eq!(w.open_mode, Some(EngineOpenMode::ReadWrite));
         assert!(w.source.seed.is_some());
         assert_eq!(w.lockdown_profile.as_deref(), Some("strict"));
         let own = pdb(&format!(
             "{BASE}  lockdownProfile: mine\n  storageQuota: 1Mi\n"
         ));
-        let w = wanted(&own, Some("strict")).unwrap();
+        let w = wanted(&own, TenantProfile::default_only(Some("strict"))).unwrap();
         assert_eq!(w.lockdown_profile.as_deref(), Some("mine"));
         assert_eq!(w.storage_quota_bytes, Some(1 << 20));
+    }
+
+    /// Issue 16: a Tenant could not require a profile, since a database's own choice
+    /// overrode its default. An enforced profile applies to every database, and one that
+    /// names another is refused with a reason.
+    #[test]
+    fn an_enforced_tenant_profile_cannot_be_replaced_or_dropped() {
+        let enforced = TenantProfile {
+            name: Some("strict"),
+            enforced: true,
+        };
+        let none = wanted(&pdb(BASE), enforced).unwrap();
+        assert_eq!(none.lockdown_profile.as_deref(), Some("strict"));
+        let same = pdb(&format!("{BASE}  lockdownProfile: strict\n"));
+        assert_eq!(
+            wanted(&same, enforced).unwrap().lockdown_profile.as_deref(),
+            Some("strict")
+        );
+        let other = pdb(&format!("{BASE}  lockdownProfile: lax\n"));
+        let err = wanted(&other, enforced).unwrap_err();
+        assert_eq!(err.reason, "LockdownProfileEnforced");
+        assert!(
+            err.message.contains("strict") && err.message.contains("lax"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
@@ -335,14 +393,23 @@ mod tests {
         let two = pdb(&format!(
             "{BASE}  source: {{seed: {{}}, plug: {{archive: a}}}}\n"
         ));
-        assert_eq!(wanted(&two, None).unwrap_err().reason, "InvalidSource");
+        assert_eq!(
+            wanted(&two, TenantProfile::default()).unwrap_err().reason,
+            "InvalidSource"
+        );
         let own = pdb(&format!("{BASE}  source: {{clone: {{from: orders}}}}\n"));
-        assert_eq!(wanted(&own, None).unwrap_err().reason, "InvalidSource");
+        assert_eq!(
+            wanted(&own, TenantProfile::default()).unwrap_err().reason,
+            "InvalidSource"
+        );
         let path = pdb(&format!("{BASE}  source: {{plug: {{archive: ../x}}}}\n"));
-        assert_eq!(wanted(&path, None).unwrap_err().reason, "InvalidSource");
+        assert_eq!(
+            wanted(&path, TenantProfile::default()).unwrap_err().reason,
+            "InvalidSource"
+        );
         let quota = pdb(&format!("{BASE}  storageQuota: lots\n"));
         assert_eq!(
-            wanted(&quota, None).unwrap_err().reason,
+            wanted(&quota, TenantProfile::default()).unwrap_err().reason,
             "InvalidStorageQuota"
         );
     }
@@ -352,7 +419,7 @@ mod tests {
         let r = pdb(&format!(
             "{BASE}  source: {{restore: {{database: orders, tenant: old, pointInTime: '2026-12-01T05:40:42Z'}}}}\n"
         ));
-        let w = wanted(&r, None).unwrap();
+        let w = wanted(&r, TenantProfile::default()).unwrap();
         let got = w.source.restore.expect("restore");
         assert_eq!(
             (got.tenant.as_deref(), got.database.as_str()),
@@ -366,7 +433,7 @@ mod tests {
         ] {
             let p = pdb(&format!("{BASE}  source: {bad}\n"));
             assert_eq!(
-                wanted(&p, None).unwrap_err().reason,
+                wanted(&p, TenantProfile::default()).unwrap_err().reason,
                 "InvalidSource",
                 "{bad}"
             );
@@ -375,7 +442,7 @@ mod tests {
 
     #[test]
     fn steps_create_configure_close_then_open() {
-        let mut w = wanted(&pdb(BASE), None).unwrap();
+        let mut w = wanted(&pdb(BASE), TenantProfile::default()).unwrap();
         assert!(
             matches!(next_step(&w, None), Step::Create(r) if r.open_mode == Some(EngineOpenMode::ReadWrite))
         );

@@ -144,7 +144,11 @@ pub(super) async fn wanted_in(
     tenant: &Tenant,
     engine: &EngineClient,
 ) -> Result<Result<Wanted, Action>, Error> {
-    let want = match plan::wanted(pdb, tenant.spec.lockdown_profile.as_deref()) {
+    let profile = plan::TenantProfile {
+        name: tenant.spec.lockdown_profile.as_deref(),
+        enforced: tenant.spec.enforce_lockdown_profile,
+    };
+    let want = match plan::wanted(pdb, profile) {
         Ok(w) => w,
         Err(inv) => {
             let wait = Action::await_change();
