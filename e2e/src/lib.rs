@@ -21,6 +21,14 @@ pub fn busybox_image() -> String {
         .unwrap_or_else(|_| "localhost/busybox:e2e".to_string())
 }
 
+/// A shell condition for busybox pods: one HTTP GET of `path` at `addr` (nc's words, `IP
+/// PORT`) answers 200. busybox nc, since this image's wget crashes.
+pub fn http_ok(addr: &str, path: &str) -> String {
+    format!(
+        r"printf 'GET {path} HTTP/1.0\r\n\r\n' | nc -w 2 {addr} 2>/dev/null | grep -q '^HTTP/1.[01] 200'"
+    )
+}
+
 /// A client for the cluster `KUBECONFIG` points at.
 pub async fn client() -> Result<Client> {
     // ring, explicitly: the workspace compiles in two rustls providers.

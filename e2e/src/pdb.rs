@@ -14,10 +14,12 @@ use crate::*;
 /// Field manager of the tests' applies, as kubectl's would be.
 pub const MANAGER: &str = "e2e-test";
 
-/// Create or change a PluggableDatabase by server-side apply, as `kubectl apply` does.
-pub async fn apply_pdb(client: &Client, ns: &str, name: &str, spec: Value) -> anyhow::Result<()> {
-    let api: Api<PluggableDatabase> = Api::namespaced(client.clone(), ns);
-    let obj = json!({"apiVersion": "tenantdb.io/v1alpha1", "kind": "PluggableDatabase",
+/// Create or change `name` of kind `K` by server-side apply, as `kubectl apply` does.
+async fn apply<K>(api: Api<K>, name: &str, spec: Value) -> anyhow::Result<()>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let obj = json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()),
                      "metadata": {"name": name}, "spec": spec});
     api.patch(
         name,
@@ -28,18 +30,19 @@ pub async fn apply_pdb(client: &Client, ns: &str, name: &str, spec: Value) -> an
     Ok(())
 }
 
+/// Create or change a PluggableDatabase by server-side apply.
+pub async fn apply_pdb(client: &Client, ns: &str, name: &str, spec: Value) -> anyhow::Result<()> {
+    apply(
+        Api::<PluggableDatabase>::namespaced(client.clone(), ns),
+        name,
+        spec,
+    )
+    .await
+}
+
 /// Create or change a LockdownProfile by server-side apply.
 pub async fn apply_profile(client: &Client, name: &str, spec: Value) -> anyhow::Result<()> {
-    let api: Api<LockdownProfile> = Api::all(client.clone());
-    let obj = json!({"apiVersion": "tenantdb.io/v1alpha1", "kind": "LockdownProfile",
-                     "metadata": {"name": name}, "spec": spec});
-    api.patch(
-        name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&obj),
-    )
-    .await?;
-    Ok(())
+    apply(Api::<LockdownProfile>::all(client.clone()), name, spec).await
 }
 
 /// Wait until the PluggableDatabase's status satisfies `ok`; returns it.

@@ -45,15 +45,18 @@ async fn ready_database(
 /// `LIBSQL_URL` answers this pod: a NetworkPolicy enforcer that watches pods (kube-router
 /// here) admits a new pod's address a moment after it starts, and the apps under test do
 /// not retry a refused first connection. The init container shares the pod's address.
-const WAIT_FOR_ADMISSION: &str = r#"u="${LIBSQL_URL#*://}"; hp="${u%%/*}"; h="${hp%:*}"; p="${hp##*:}"
-ip="$(nslookup "$h" 2>/dev/null | awk '/^Address/ {a=$NF} END {print a}')"
+fn wait_for_admission() -> String {
+    let ok = http_ok(r#""${ip:-$h}" "$p""#, "/healthz");
+    format!(
+        r#"u="${{LIBSQL_URL#*://}}"; hp="${{u%%/*}}"; h="${{hp%:*}}"; p="${{hp##*:}}"
+ip="$(nslookup "$h" 2>/dev/null | awk '/^Address/ {{a=$NF}} END {{print a}}')"
 for i in $(seq 60); do
-  printf 'GET /healthz HTTP/1.0
-
-' | nc -w 2 "${ip:-$h}" "$p" 2>/dev/null | grep -q '^HTTP/1.[01] 200' && exit 0
+  {ok} && exit 0
   sleep 0.5
 done
-echo "the engine at $h:$p did not answer this pod"; exit 0"#;
+echo "the engine at $h:$p did not answer this pod"; exit 0"#
+    )
+}
 
 /// Run the application in `ns` with `env`; returns its log once it has ended.
 async fn run_app(
@@ -69,7 +72,7 @@ async fn run_app(
                "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 0,
                         "initContainers": [{"name": "network", "image": busybox_image(),
                                             "imagePullPolicy": "IfNotPresent", "env": env["env"], "envFrom": env["envFrom"],
-                                            "command": ["sh", "-c", WAIT_FOR_ADMISSION]}],
+                                            "command": ["sh", "-c", wait_for_admission()]}],
                         "containers": [{"name": "app", "image": node_client_image(),
                                         "imagePullPolicy": "IfNotPresent", "env": env["env"], "envFrom": env["envFrom"]}]}}),
     )

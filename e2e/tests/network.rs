@@ -35,25 +35,17 @@ async fn probe(
     Ok(logs.lines().last().unwrap_or_default().trim().to_string())
 }
 
-/// One HTTP GET of `path` at `addr` (`ip port`) with busybox nc (its wget crashes in this
-/// image), succeeding when an HTTP 200 status line comes back.
-fn get(addr: &str, path: &str) -> String {
-    format!(
-        r"printf 'GET {path} HTTP/1.0\r\n\r\n' | nc -w 3 {addr} 2>/dev/null | grep -q '^HTTP/1.[01] 200'"
-    )
-}
-
 /// A connection that the policy allows: retried for 30 s, since the enforcer learns a new
 /// pod's address a moment after it starts.
 fn reaches(addr: &str, path: &str) -> String {
-    let get = get(addr, path);
+    let get = http_ok(addr, path);
     format!("for i in $(seq 30); do if {get}; then echo REACHED; exit 0; fi; sleep 1; done; echo BLOCKED")
 }
 
 /// A connection that the policy refuses: tried once, after the enforcer had 10 s to
 /// learn the pod.
 fn blocked(addr: &str, path: &str) -> String {
-    let get = get(addr, path);
+    let get = http_ok(addr, path);
     format!("sleep 10; if {get}; then echo REACHED; else echo BLOCKED; fi")
 }
 

@@ -210,14 +210,8 @@ pub fn monitoring_peers(text: &str) -> Result<Vec<serde_json::Value>, String> {
     let peers: Vec<serde_json::Value> = serde_json::from_str(text)
         .map_err(|e| format!("monitoring peers: not a JSON array of NetworkPolicy peers: {e}"))?;
     for (i, p) in peers.iter().enumerate() {
-        let typed: NetworkPolicyPeer =
-            serde_json::from_value(p.clone()).map_err(|e| format!("monitoring peer {i}: {e}"))?;
-        let back = serde_json::to_value(&typed).map_err(|e| format!("monitoring peer {i}: {e}"))?;
-        if let Some(field) = dropped(p, &back, "") {
-            return Err(format!(
-                "monitoring peer {i}: {field} is not a field of a NetworkPolicy peer"
-            ));
-        }
+        typed::<NetworkPolicyPeer>("NetworkPolicy peer", p.clone())
+            .map_err(|e| format!("monitoring peer {i}: {e}"))?;
     }
     Ok(peers)
 }
