@@ -65,6 +65,19 @@ fn lock_err<T>(_: T) -> EngineError {
     EngineError::Internal("catalog lock poisoned".into())
 }
 
+/// A data token as the catalog keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// Its id.
+    pub id: String,
+    /// sha256 of the token (the token itself is never kept).
+    pub hash: String,
+    /// The databases it opens, as JSON.
+    pub databases_json: String,
+    /// When it stops opening anything (Unix seconds); never when `None`.
+    pub expires_at: Option<i64>,
+}
+
 impl Catalog {
     /// Open (or create) the catalog at `path`.
     pub fn open(path: &Path) -> Result<Self> {
@@ -77,7 +90,7 @@ impl Catalog {
                detail TEXT, at INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS profiles (name TEXT PRIMARY KEY, rules TEXT NOT NULL, updated_at INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS tokens (id TEXT PRIMARY KEY, hash TEXT UNIQUE NOT NULL, databases TEXT NOT NULL,
-               created_at INTEGER NOT NULL);
+               created_at INTEGER NOT NULL, expires_at INTEGER);
              CREATE TABLE IF NOT EXISTS archives (name TEXT PRIMARY KEY, pdb TEXT NOT NULL, sha256 TEXT NOT NULL,
                size_bytes INTEGER NOT NULL, created_at INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS usage (pdb TEXT NOT NULL, period TEXT NOT NULL, counters TEXT NOT NULL,
@@ -86,6 +99,15 @@ impl Catalog {
                updated_at INTEGER NOT NULL, PRIMARY KEY (pdb, period));
              CREATE TABLE IF NOT EXISTS uptime (started_at INTEGER PRIMARY KEY, last_seen INTEGER NOT NULL);",
         )?;
+        // A catalog from before token expiry gets the column (NULL: never expires).
+        let has_expiry: bool = conn.query_row(
+            "SELECT count(*) > 0 FROM pragma_table_info('tokens') WHERE name = 'expires_at'",
+            [],
+            |r| r.get(0),
+        )?;
+        if !has_expiry {
+            conn.execute_batch("ALTER TABLE tokens ADD COLUMN expires_at INTEGER")?;
+        }
         Ok(Catalog {
             conn: Mutex::new(conn),
         })
@@ -176,20 +198,33 @@ impl Catalog {
         Ok(conn.execute("DELETE FROM profiles WHERE name = ?1", [name])? > 0)
     }
 
-    /// Every data token: (id, sha256 of the token, databases JSON).
-    pub fn tokens(&self) -> Result<Vec<(String, String, String)>> {
+    /// Every data token.
+    pub fn tokens(&self) -> Result<Vec<TokenRecord>> {
         let conn = self.conn.lock().map_err(lock_err)?;
-        let mut stmt = conn.prepare("SELECT id, hash, databases FROM tokens")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        let mut stmt = conn.prepare("SELECT id, hash, databases, expires_at FROM tokens")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(TokenRecord {
+                id: r.get(0)?,
+                hash: r.get(1)?,
+                databases_json: r.get(2)?,
+                expires_at: r.get(3)?,
+            })
+        })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
-    /// Record a data token by its hash.
-    pub fn put_token(&self, id: &str, hash: &str, databases_json: &str) -> Result<()> {
+    /// Record a data token by its hash, with its expiry (Unix seconds; `None`: never).
+    pub fn put_token(
+        &self,
+        id: &str,
+        hash: &str,
+        databases_json: &str,
+        expires_at: Option<i64>,
+    ) -> Result<()> {
         let conn = self.conn.lock().map_err(lock_err)?;
         conn.execute(
-            "INSERT INTO tokens (id, hash, databases, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![id, hash, databases_json, now()],
+            "INSERT INTO tokens (id, hash, databases, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![id, hash, databases_json, now(), expires_at],
         )?;
         Ok(())
     }

@@ -3,6 +3,7 @@
 //! authorizer, and an HTTP API. What it is told and answers lives in
 //! `tenantdb-engine-api`, re-exported here under the same paths.
 
+pub mod admin_tokens;
 pub mod backup;
 pub mod catalog;
 pub mod cgroup;
@@ -23,4 +24,5 @@ pub mod ratelimit;
 pub mod reports;
 pub mod server;
 pub mod throttle;
+pub mod tls;
 pub mod workers;

@@ -28,8 +28,24 @@ enum Command {
         #[arg(long, env = "TENANTDB_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
         /// Token the admin plane requires (the operator's).
-        #[arg(long, env = "TENANTDB_ADMIN_TOKEN", hide_env_values = true)]
+        #[arg(
+            long,
+            env = "TENANTDB_ADMIN_TOKEN",
+            hide_env_values = true,
+            conflicts_with = "admin_token_file"
+        )]
         admin_token: Option<String>,
+        /// A file of admin tokens, one per line, read again when it changes: the
+        /// operator's mounted credentials Secret, so the token rotates without a restart.
+        #[arg(long, env = "TENANTDB_ADMIN_TOKEN_FILE")]
+        admin_token_file: Option<PathBuf>,
+        /// PEM certificate chain to serve HTTPS with (re-read when it changes). Without
+        /// it the engine serves plain HTTP, and only on a loopback address.
+        #[arg(long, env = "TENANTDB_TLS_CERT", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key of `--tls-cert`.
+        #[arg(long, env = "TENANTDB_TLS_KEY", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
         /// Engine configuration (YAML) written by the operator.
         #[arg(long, env = "TENANTDB_CONFIG")]
         config: Option<PathBuf>,
@@ -53,26 +69,45 @@ async fn main() -> std::process::ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let (data_dir, listen, admin_token, config, cgroup_parent) = match Cli::parse().command {
-        Command::Openapi => {
-            let doc = tenantdb_engine::openapi::document();
-            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
-            return std::process::ExitCode::SUCCESS;
-        }
-        Command::Serve {
-            data_dir,
-            listen,
-            admin_token,
-            config,
-            cgroup_parent,
-        } => (data_dir, listen, admin_token, config, cgroup_parent),
-    };
+    let (data_dir, listen, admin_token, admin_token_file, config, cgroup_parent, tls) =
+        match Cli::parse().command {
+            Command::Openapi => {
+                let doc = tenantdb_engine::openapi::document();
+                println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+                return std::process::ExitCode::SUCCESS;
+            }
+            Command::Serve {
+                data_dir,
+                listen,
+                admin_token,
+                admin_token_file,
+                config,
+                cgroup_parent,
+                tls_cert,
+                tls_key,
+            } => {
+                let tls = tls_cert
+                    .zip(tls_key)
+                    .map(|(cert, key)| tenantdb_engine::tls::TlsFiles { cert, key });
+                (
+                    data_dir,
+                    listen,
+                    admin_token,
+                    admin_token_file,
+                    config,
+                    cgroup_parent,
+                    tls,
+                )
+            }
+        };
     let opts = ServeOptions {
         data_dir,
         listen,
         admin_token,
+        admin_token_file,
         config,
         cgroup_parent,
+        tls,
     };
     match serve(opts, shutdown_signal()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

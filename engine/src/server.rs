@@ -4,10 +4,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::admin_tokens::AdminTokens;
 use crate::cgroup::CgroupReader;
 use crate::config::{ConfigError, EngineConfig};
 use crate::engine::{Engine, EngineOptions};
 use crate::http::{router, EngineState};
+use crate::tls::{CertResolver, TlsFiles, TlsListener};
 
 /// Why the engine could not start.
 #[derive(Debug, thiserror::Error)]
@@ -40,19 +42,41 @@ pub enum StartError {
     /// Beyond loopback without an admin token, every caller would be an admin.
     #[error("refusing to listen on {0} without an admin token: every caller would be an admin (give --admin-token, or listen on 127.0.0.1)")]
     NoAdminToken(SocketAddr),
+    /// Beyond loopback without TLS, tokens and statements would cross the network in clear.
+    #[error("refusing to listen on {0} without TLS: tokens and SQL would cross the network in clear (give --tls-cert and --tls-key, or listen on 127.0.0.1)")]
+    NoTls(SocketAddr),
+    /// The certificate or key cannot be used.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    /// The admin token file cannot be used.
+    #[error(transparent)]
+    AdminTokens(#[from] crate::admin_tokens::AdminTokenError),
 }
 
-/// The admin token to use (`None`: empty or absent), or why the engine must not start:
-/// no token is acceptable only on a loopback address.
-pub fn admin_token_for(
+/// Plain HTTP is for loopback only: refuse any other address without TLS.
+pub fn check_plain_http(listen: SocketAddr, tls: Option<&TlsFiles>) -> Result<(), StartError> {
+    if tls.is_none() && !listen.ip().is_loopback() {
+        return Err(StartError::NoTls(listen));
+    }
+    Ok(())
+}
+
+/// The admin tokens to accept, from `file` (one per line, read again when it changes)
+/// or `token`, or why the engine must not start: no token is acceptable only on a
+/// loopback address, and a token file must hold one.
+pub fn admin_tokens_for(
     listen: SocketAddr,
     token: Option<String>,
-) -> Result<Option<String>, StartError> {
-    let token = token.filter(|t| !t.trim().is_empty());
-    if token.is_none() && !listen.ip().is_loopback() {
+    file: Option<PathBuf>,
+) -> Result<AdminTokens, StartError> {
+    let tokens = match file {
+        Some(path) => AdminTokens::from_file(path)?,
+        None => AdminTokens::fixed(token),
+    };
+    if !tokens.required() && !listen.ip().is_loopback() {
         return Err(StartError::NoAdminToken(listen));
     }
-    Ok(token)
+    Ok(tokens)
 }
 
 /// How to run the engine.
@@ -62,10 +86,14 @@ pub struct ServeOptions {
     pub data_dir: PathBuf,
     /// HTTP listen address.
     pub listen: SocketAddr,
-    /// Admin token; `None` disables admin authentication.
+    /// Admin token; `None` (and no file) disables admin authentication.
     pub admin_token: Option<String>,
+    /// A file of admin tokens, one per line, read again when it changes (rotation).
+    pub admin_token_file: Option<PathBuf>,
     /// Configuration file, if any.
     pub config: Option<PathBuf>,
+    /// Certificate and key to serve HTTPS with; plain HTTP (loopback only) without.
+    pub tls: Option<TlsFiles>,
     /// Standalone as root: make `<this>/<tenant>` under the cgroup root with the tier's
     /// CPU, memory and IO limits and run the engine in it.
     pub cgroup_parent: Option<String>,
@@ -125,7 +153,18 @@ pub async fn serve(
     opts: ServeOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    let admin_token = admin_token_for(opts.listen, opts.admin_token.clone())?;
+    let admin_tokens = Arc::new(admin_tokens_for(
+        opts.listen,
+        opts.admin_token.clone(),
+        opts.admin_token_file.clone(),
+    )?);
+    check_plain_http(opts.listen, opts.tls.as_ref())?;
+    let tls = opts
+        .tls
+        .clone()
+        .map(CertResolver::load)
+        .transpose()?
+        .map(Arc::new);
     let config = match &opts.config {
         Some(path) => EngineConfig::load(path)?,
         None => EngineConfig::default(),
@@ -167,16 +206,18 @@ pub async fn serve(
     )
     .map_err(|e| StartError::Engine(e.to_string()))?;
     tracing::info!(cpu = ?cgroup.cpu(), memory = ?cgroup.memory(), tenant = ?config.tenant, tier = ?config.tier, %instance_id, "engine starting");
-    let mut state = EngineState::new(Arc::new(engine), config, cgroup, instance_id, admin_token)?;
+    let mut state = EngineState::new(Arc::new(engine), config, cgroup, instance_id, None)?;
     state.tenant_cgroup = tenant_cgroup;
+    state.admin_tokens = admin_tokens.clone();
     let state = Arc::new(state);
-    let listener = tokio::net::TcpListener::bind(opts.listen)
+    let listen = opts.listen;
+    let listen_error = move |source| StartError::Listen {
+        addr: listen,
+        source,
+    };
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(|source| StartError::Listen {
-            addr: opts.listen,
-            source,
-        })?;
-    tracing::info!(addr = %opts.listen, "serving HTTP");
+        .map_err(listen_error)?;
     // Metering reaches the catalog every few seconds, and once more on the way out.
     let engine = state.engine.clone();
     let flusher = tokio::spawn(async move {
@@ -192,10 +233,44 @@ pub async fn serve(
         }
     });
     let engine = state.engine.clone();
-    let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let token_reloader = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(crate::tls::RELOAD_EVERY);
+        loop {
+            tick.tick().await;
+            let tokens = admin_tokens.clone();
+            match tokio::task::spawn_blocking(move || tokens.reload()).await {
+                Ok(Ok(true)) => {
+                    tracing::info!("admin tokens changed on disk: the new set is in force")
+                }
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "admin tokens not reloaded: the previous set stays")
+                }
+                Err(e) => tracing::warn!(error = %e, "admin tokens not reloaded"),
+            }
+        }
+    });
+    let served = match tls {
+        Some(resolver) => {
+            tracing::info!(addr = %opts.listen, "serving HTTPS");
+            let config = Arc::new(crate::tls::server_config(resolver.clone())?);
+            let reloader = crate::tls::watch(resolver, crate::tls::RELOAD_EVERY);
+            let listener = TlsListener::new(listener, config).map_err(listen_error)?;
+            let served = axum::serve(listener, router(state))
+                .with_graceful_shutdown(shutdown)
+                .await;
+            reloader.abort();
+            served
+        }
+        None => {
+            tracing::info!(addr = %opts.listen, "serving plain HTTP on loopback");
+            axum::serve(listener, router(state))
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    };
     flusher.abort();
+    token_reloader.abort();
     if let Some(b) = engine.backup.clone() {
         b.shutdown(std::time::Duration::from_secs(10)).await;
     }
@@ -208,10 +283,7 @@ pub async fn serve(
             tracing::error!(error = %e, "flushing usage at shutdown: the last seconds of metering are lost")
         }
     }
-    served.map_err(|source| StartError::Listen {
-        addr: opts.listen,
-        source,
-    })
+    served.map_err(listen_error)
 }
 
 /// How often metered usage is written to the catalog: the most a crash can lose.
@@ -247,23 +319,50 @@ mod tests {
     }
 
     #[test]
+    fn plain_http_only_on_loopback() {
+        let any: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        let lo: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        assert!(matches!(
+            check_plain_http(any, None),
+            Err(StartError::NoTls(_))
+        ));
+        assert!(check_plain_http(lo, None).is_ok());
+        let files = TlsFiles {
+            cert: "c".into(),
+            key: "k".into(),
+        };
+        assert!(check_plain_http(any, Some(&files)).is_ok());
+    }
+
+    #[test]
     fn no_admin_token_only_on_loopback() {
         let any: SocketAddr = "0.0.0.0:8080".parse().unwrap();
         let lo: SocketAddr = "127.0.0.1:8080".parse().unwrap();
         let lo6: SocketAddr = "[::1]:8080".parse().unwrap();
         assert!(matches!(
-            admin_token_for(any, None),
+            admin_tokens_for(any, None, None),
             Err(StartError::NoAdminToken(_))
         ));
         assert!(matches!(
-            admin_token_for(any, Some("  ".into())),
+            admin_tokens_for(any, Some("  ".into()), None),
             Err(StartError::NoAdminToken(_))
         ));
-        assert_eq!(
-            admin_token_for(any, Some("t".into())).unwrap().as_deref(),
-            Some("t")
-        );
-        assert_eq!(admin_token_for(lo, None).unwrap(), None);
-        assert_eq!(admin_token_for(lo6, Some(String::new())).unwrap(), None);
+        assert!(admin_tokens_for(any, Some("t".into()), None)
+            .unwrap()
+            .accepts("t"));
+        assert!(!admin_tokens_for(lo, None, None).unwrap().required());
+        assert!(!admin_tokens_for(lo6, Some(String::new()), None)
+            .unwrap()
+            .required());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tokens");
+        std::fs::write(&file, "a\nb\n").unwrap();
+        let t = admin_tokens_for(any, None, Some(file.clone())).unwrap();
+        assert!(t.accepts("a") && t.accepts("b"));
+        std::fs::write(&file, "").unwrap();
+        assert!(matches!(
+            admin_tokens_for(any, None, Some(file)),
+            Err(StartError::AdminTokens(_))
+        ));
     }
 }

@@ -1013,3 +1013,42 @@ async fn select_star_sees_columns_another_connection_added() {
     assert_eq!(cols, ["k", "v", "extra"], "{r}");
     assert_eq!(r["rows"][0].as_array().unwrap().len(), 3, "{r}");
 }
+
+#[tokio::test]
+async fn an_expiring_token_opens_its_database_until_it_expires_and_says_so_after() {
+    let app = app();
+    app.create(json!({"name": "brief"})).await;
+    let (s, v) = app
+        .admin(
+            "POST",
+            "/v1/tokens",
+            Some(json!({"databases": ["brief"], "expiresInSeconds": 1})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (id, token) = (
+        v["id"].as_str().unwrap().to_string(),
+        v["token"].as_str().unwrap().to_string(),
+    );
+    let (_, info) = app.admin("GET", &format!("/v1/tokens/{id}"), None).await;
+    assert!(info["expiresAt"].is_i64(), "{info}");
+    let (s, _) = app
+        .pipeline_v(3, "brief", Some(&token), None, vec![hexec("SELECT 1")])
+        .await;
+    assert_eq!(s, StatusCode::OK, "valid before its expiry");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_err(
+        app.sql("brief", &token, "SELECT 1", json!([])).await,
+        StatusCode::UNAUTHORIZED,
+        "expired",
+    );
+    // A lifetime of zero is no lifetime.
+    let (s, v) = app
+        .admin(
+            "POST",
+            "/v1/tokens",
+            Some(json!({"databases": ["brief"], "expiresInSeconds": 0})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+}

@@ -27,7 +27,7 @@ fn sha256_hex_in<'b>(s: &str, buf: &'b mut [u8; 64]) -> &'b str {
     std::str::from_utf8(buf).unwrap_or_default()
 }
 
-/// What the engine tells of a token: its id and the databases it opens.
+/// What the engine tells of a token: its id, the databases it opens and its expiry.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TokenInfo {
@@ -35,11 +35,47 @@ pub struct TokenInfo {
     pub id: String,
     /// The databases it opens (`*`: all).
     pub databases: Vec<String>,
+    /// When it stops opening anything (Unix seconds); never when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+}
+
+/// A data token as the engine holds it, by the hash of its value.
+#[derive(Debug, Clone)]
+pub(super) struct TokenEntry {
+    pub(super) id: String,
+    pub(super) databases: Vec<String>,
+    /// Unix seconds after which it opens nothing.
+    pub(super) expires_at: Option<i64>,
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
 }
 
 impl Engine {
     /// Issue a data token for `databases` (`["*"]` = every database of this engine).
     pub fn issue_token(&self, databases: Vec<String>) -> Result<(String, String)> {
+        self.issue_token_expiring(databases, None)
+    }
+
+    /// Issue a data token for `databases` that opens nothing after `lifetime_seconds`
+    /// (never, with `None`).
+    pub fn issue_token_expiring(
+        &self,
+        databases: Vec<String>,
+        lifetime_seconds: Option<u64>,
+    ) -> Result<(String, String)> {
+        if lifetime_seconds == Some(0) {
+            return Err(EngineError::BadRequest(
+                "a token's lifetime is at least one second".into(),
+            ));
+        }
+        let expires_at = lifetime_seconds
+            .map(|s| unix_now().saturating_add(i64::try_from(s).unwrap_or(i64::MAX)));
         if databases.is_empty() {
             return Err(EngineError::BadRequest(
                 "a token names at least one database, or \"*\"".into(),
@@ -59,11 +95,16 @@ impl Engine {
             &id,
             &hash,
             &serde_json::to_string(&databases).map_err(EngineError::internal)?,
+            expires_at,
         )?;
-        self.tokens
-            .write()
-            .map_err(EngineError::internal)?
-            .insert(hash, (id.clone(), databases));
+        self.tokens.write().map_err(EngineError::internal)?.insert(
+            hash,
+            TokenEntry {
+                id: id.clone(),
+                databases,
+                expires_at,
+            },
+        );
         Ok((id, token))
     }
 
@@ -75,21 +116,30 @@ impl Engine {
         self.tokens
             .write()
             .map_err(EngineError::internal)?
-            .retain(|_, (tid, _)| tid != id);
+            .retain(|_, t| t.id != id);
         Ok(())
     }
 
     /// What tenant token `token` says about database `name`: `None` when it is no tenant
     /// token of this engine (revoked, another tenant's, or not a tenant token at all);
-    /// otherwise Ok, or 403 when it is valid only for other databases.
+    /// otherwise Ok, 401 when it has expired, or 403 when it is valid only for other
+    /// databases.
     pub fn token_grants(&self, token: &str, name: &str) -> Option<Result<()>> {
         let tokens = match self.tokens.read() {
             Ok(t) => t,
             Err(e) => return Some(Err(EngineError::internal(e))),
         };
         let mut buf = [0u8; 64];
-        let (_, dbs) = tokens.get(sha256_hex_in(token, &mut buf))?;
-        Some(if dbs.iter().any(|d| d == "*" || d == name) {
+        let entry = tokens.get(sha256_hex_in(token, &mut buf))?;
+        if let Some(at) = entry.expires_at.filter(|at| unix_now() >= *at) {
+            return Some(Err(EngineError::Unauthorized(format!(
+                "this token expired at {} (Unix seconds {at}): use the one in the database's connection Secret now",
+                chrono::DateTime::from_timestamp(at, 0)
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_default()
+            ))));
+        }
+        Some(if entry.databases.iter().any(|d| d == "*" || d == name) {
             Ok(())
         } else {
             Err(EngineError::Forbidden(format!(
@@ -103,10 +153,11 @@ impl Engine {
         let tokens = self.tokens.read().map_err(EngineError::internal)?;
         tokens
             .values()
-            .find(|(tid, _)| tid == id)
-            .map(|(tid, dbs)| TokenInfo {
-                id: tid.clone(),
-                databases: dbs.clone(),
+            .find(|t| t.id == id)
+            .map(|t| TokenInfo {
+                id: t.id.clone(),
+                databases: t.databases.clone(),
+                expires_at: t.expires_at,
             })
             .ok_or_else(|| EngineError::NotFound(format!("no token with id {id}")))
     }
@@ -118,11 +169,11 @@ impl Engine {
             .read()
             .map_err(EngineError::internal)?
             .values()
-            .filter(|(_, dbs)| dbs.iter().any(|d| d == name))
-            .map(|(id, dbs)| {
+            .filter(|t| t.databases.iter().any(|d| d == name))
+            .map(|t| {
                 (
-                    id.clone(),
-                    dbs.iter().filter(|d| *d != name).cloned().collect(),
+                    t.id.clone(),
+                    t.databases.iter().filter(|d| *d != name).cloned().collect(),
                 )
             })
             .collect();
@@ -137,9 +188,9 @@ impl Engine {
                     .write()
                     .map_err(EngineError::internal)?
                     .values_mut()
-                    .find(|(tid, _)| *tid == id)
+                    .find(|t| t.id == id)
                 {
-                    entry.1 = rest;
+                    entry.databases = rest;
                 }
             }
         }

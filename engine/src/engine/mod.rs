@@ -90,7 +90,7 @@ pub struct Engine {
     catalog: Catalog,
     pdbs: RwLock<HashMap<String, Arc<Pdb>>>,
     profiles: RwLock<HashMap<String, LockdownRules>>,
-    tokens: RwLock<HashMap<String, (String, Vec<String>)>>,
+    tokens: RwLock<HashMap<String, access::TokenEntry>>,
     opts: EngineOptions,
     started: Instant,
     /// Bytes used by every database, and when that was measured (refreshed at most once a second).
@@ -166,8 +166,16 @@ impl Engine {
         }
         *engine.profiles.write().map_err(EngineError::internal)? = profiles;
         let mut tokens = HashMap::new();
-        for (id, hash, dbs) in engine.catalog.tokens()? {
-            tokens.insert(hash, (id, serde_json::from_str(&dbs).unwrap_or_default()));
+        for t in engine.catalog.tokens()? {
+            let databases = serde_json::from_str(&t.databases_json).unwrap_or_default();
+            tokens.insert(
+                t.hash,
+                access::TokenEntry {
+                    id: t.id,
+                    databases,
+                    expires_at: t.expires_at,
+                },
+            );
         }
         *engine.tokens.write().map_err(EngineError::internal)? = tokens;
         let mut map = HashMap::new();

@@ -372,8 +372,12 @@ async fn delete_profile(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 struct TokenBody {
     databases: Vec<String>,
+    /// Seconds the token lives; forever when absent.
+    #[serde(default)]
+    expires_in_seconds: Option<u64>,
 }
 
 async fn issue_token(
@@ -381,7 +385,10 @@ async fn issue_token(
     body: std::result::Result<ApiJson<TokenBody>, EngineError>,
 ) -> Result<Response> {
     let ApiJson(b) = body?;
-    let (id, token) = blocking(&s, move |e| e.issue_token(b.databases)).await?;
+    let (id, token) = blocking(&s, move |e| {
+        e.issue_token_expiring(b.databases, b.expires_in_seconds)
+    })
+    .await?;
     Ok((StatusCode::CREATED, Json(json!({"id": id, "token": token}))).into_response())
 }
 

@@ -29,15 +29,17 @@ pub fn request_token(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-/// Ok when `token` is the admin token (or none is configured).
+/// Ok when `token` is an admin token in force (or none is configured).
 pub fn check_admin(state: &EngineState, token: Option<&str>) -> Result<()> {
-    match (&state.admin_token, token) {
-        (None, _) => Ok(()),
-        (Some(want), Some(got)) if constant_time_eq(want.as_bytes(), got.as_bytes()) => Ok(()),
-        (Some(_), Some(_)) => Err(EngineError::Forbidden(
+    if !state.admin_tokens.required() {
+        return Ok(());
+    }
+    match token {
+        Some(got) if state.admin_tokens.accepts(got) => Ok(()),
+        Some(_) => Err(EngineError::Forbidden(
             "the token presented is not this engine's admin token".into(),
         )),
-        (Some(_), None) => Err(EngineError::Unauthorized(
+        None => Err(EngineError::Unauthorized(
             "an admin token is required (Authorization: Bearer …)".into(),
         )),
     }
@@ -58,10 +60,6 @@ pub async fn admin_only(
         Ok(()) => next.run(req).await,
         Err(e) => e.into_response(),
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Who bearing `token` is calling the data plane for database `pdb`.

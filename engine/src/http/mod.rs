@@ -50,8 +50,9 @@ pub struct EngineState {
     pub started: Instant,
     /// Prometheus metrics.
     pub metrics: Metrics,
-    /// Token the operator presents on the admin plane; `None` disables the check (standalone use).
-    pub admin_token: Option<String>,
+    /// Tokens the operator may present on the admin plane; none disables the check
+    /// (standalone use, on loopback only).
+    pub admin_tokens: Arc<crate::admin_tokens::AdminTokens>,
     /// The tier's request rate on the data plane; `None` is unlimited.
     pub rate: Option<crate::ratelimit::RateLimiter>,
     /// The tier's concurrent sessions on the data plane.
@@ -90,7 +91,7 @@ impl EngineState {
             instance_id,
             started: Instant::now(),
             metrics: Metrics::new()?,
-            admin_token: admin_token.filter(|t| !t.is_empty()),
+            admin_tokens: Arc::new(crate::admin_tokens::AdminTokens::fixed(admin_token)),
             tenant_cgroup: None,
             batons: hrana::baton::Batons::new(),
             owner_hasher: Default::default(),

@@ -368,7 +368,7 @@ pub const ROUTES: &[Route] = &[
     (
         "post",
         "/v1/tokens",
-        "Issue a data token: {\"databases\": [names or \"*\"]}",
+        "Issue a data token: {\"databases\": [names or \"*\"], \"expiresInSeconds\": N (optional; forever without)}; an expired token gets 401",
         None,
         None,
         Auth::Admin,
@@ -376,7 +376,7 @@ pub const ROUTES: &[Route] = &[
     (
         "get",
         "/v1/tokens/{id}",
-        "A data token's id and the databases it opens (404 once revoked; dropping or unplugging the last database a token names revokes it)",
+        "A data token's id, the databases it opens and its expiry (`expiresAt`, Unix seconds; 404 once revoked; dropping or unplugging the last database a token names revokes it)",
         None,
         Some("TokenInfo"),
         Auth::Admin,
