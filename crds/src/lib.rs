@@ -13,9 +13,8 @@ pub use pdb::{
     RestoreSource, SeedSource,
 };
 pub use tenant::{
-    AdminSpec, BackupSpec, DeletionPolicy, EffectiveLimits, ObjectStoreSpec, Priority,
-    QuotaOverrides, SecretKeyRef, SlaSummary, Tenant, TenantPhase, TenantSpec, TenantStatus, Tier,
-    UsageSummary,
+    BackupSpec, DeletionPolicy, EffectiveLimits, ObjectStoreSpec, Priority, QuotaOverrides,
+    SlaSummary, Tenant, TenantPhase, TenantSpec, TenantStatus, Tier, UsageSummary,
 };
 
 /// The API group of every TenantDB resource.

@@ -57,6 +57,13 @@ pub struct PluggableDatabaseSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9_-]{0,62}$"))]
     pub unplug_archive: Option<String>,
+    /// How long the token in the connection Secret lives (`30m`, `24h`, `7d`); forever
+    /// when absent. The operator writes a new one after two thirds of it; the old one
+    /// works until it expires, so applications have a third of the lifetime to reload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]+(s|m|h|d)$') && !self.matches('^0+[smhd]$')").message("tokenLifetime is a positive number and a unit: s, m, h or d (24h)"))]
+    #[schemars(length(max = 16))]
+    pub token_lifetime: Option<String>,
 }
 
 /// Where a database's first content comes from.

@@ -48,9 +48,6 @@ pub struct TenantSpec {
     /// Free-form tags copied to the engine's labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
-    /// The tenant's administrator; the password comes from a Secret or is generated into one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub admin: Option<AdminSpec>,
     /// Per-field overrides of the tier's limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota: Option<QuotaOverrides>,
@@ -212,37 +209,6 @@ pub enum DeletionPolicy {
     Retain,
 }
 
-/// The tenant's administrator account.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct AdminSpec {
-    /// Administrator user name.
-    #[serde(default = "default_admin_user")]
-    #[x_kube(validation = Rule::new("self.matches('^[a-z_][a-z0-9_]{0,31}$')").message("admin.user is 1 to 32 characters: lowercase letters, digits and '_'"))]
-    pub user: String,
-    /// A Secret (in the Tenant's namespace) holding the password under `key`; generated when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password_secret_ref: Option<SecretKeyRef>,
-}
-
-fn default_admin_user() -> String {
-    "admin".to_string()
-}
-
-/// A key of a Secret in the same namespace.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct SecretKeyRef {
-    /// Secret name.
-    pub name: String,
-    /// Key inside the Secret.
-    #[serde(default = "default_password_key")]
-    pub key: String,
-}
-
-fn default_password_key() -> String {
-    "password".to_string()
-}
-
 /// Overrides of single tier limits; an unset field keeps the tier's value.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
@@ -307,7 +273,7 @@ pub struct TenantStatus {
     /// In-cluster address of the engine's HTTP API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
-    /// Secret holding the admin and data credentials.
+    /// Secret holding the operator's admin token for the engine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<String>,
     /// Pluggable databases in the engine.

@@ -40,7 +40,7 @@ async fn engine() -> (EngineClient, tempfile::TempDir) {
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move { axum::serve(listener, router(state)).await });
     let locator = EngineLocator::new(&format!("http://127.0.0.1:{port}")).unwrap();
-    (locator.client("ns", "tenant", TOKEN), dir)
+    (locator.client("ns", "tenant", TOKEN, None).unwrap(), dir)
 }
 
 fn pdb(yaml: &str) -> PluggableDatabase {

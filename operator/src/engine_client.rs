@@ -2,6 +2,8 @@
 //! LockdownProfile controllers use it. Every call carries the engine's admin token in
 //! `X-Tenantdb-Token` (the API server's service proxy would drop `Authorization`).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -184,27 +186,67 @@ pub struct ContainerSummary {
     pub storage_bytes: u64,
 }
 
-/// Where the engines are: a URL template with `{tenant}` and `{namespace}`.
+/// Where the engines are: a URL template with `{tenant}` and `{namespace}`, and one
+/// HTTPS client per tenant CA, each trusting that CA alone.
 #[derive(Debug, Clone)]
 pub struct EngineLocator {
     template: String,
-    http: reqwest::Client,
+    plain: reqwest::Client,
+    by_ca: Arc<Mutex<HashMap<String, reqwest::Client>>>,
 }
 
 /// The default template: the tenant's engine Service, by cluster DNS.
-pub const DEFAULT_ENGINE_URL: &str = "http://{tenant}-engine.{namespace}.svc:8080";
+pub const DEFAULT_ENGINE_URL: &str = "https://{tenant}-engine.{namespace}.svc:8080";
+
+/// How many tenant CAs' clients are kept before the cache starts again.
+const CLIENTS_KEPT: usize = 1024;
+
+fn builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(120))
+}
+
+/// Why no client of an engine can be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The engine is reached by HTTPS and its tenant has no CA yet.
+    #[error("no CA certificate for the engine at {0}: it would not be verified")]
+    NoCa(String),
+    /// The CA certificate cannot be used.
+    #[error("the engine's CA certificate: {0}")]
+    BadCa(reqwest::Error),
+}
 
 impl EngineLocator {
     /// A locator from a URL template such as [`DEFAULT_ENGINE_URL`].
     pub fn new(template: &str) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(120))
-            .build()?;
         Ok(EngineLocator {
             template: template.to_string(),
-            http,
+            plain: builder().build()?,
+            by_ca: Default::default(),
         })
+    }
+
+    /// A client that trusts `ca_pem` alone (no public roots), made once per CA.
+    fn https(&self, ca_pem: &str) -> Result<reqwest::Client, ClientError> {
+        let mut cache = self.by_ca.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = cache.get(ca_pem) {
+            return Ok(c.clone());
+        }
+        let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes()).map_err(ClientError::BadCa)?;
+        let client = builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(ca)
+            .https_only(true)
+            .build()
+            .map_err(ClientError::BadCa)?;
+        if cache.len() >= CLIENTS_KEPT {
+            cache.clear();
+        }
+        cache.insert(ca_pem.to_string(), client.clone());
+        Ok(client)
     }
 
     /// The base URL of a tenant's engine.
@@ -216,13 +258,28 @@ impl EngineLocator {
             .to_string()
     }
 
-    /// A client of a tenant's engine with its admin token.
-    pub fn client(&self, namespace: &str, tenant: &str, admin_token: &str) -> EngineClient {
-        EngineClient {
-            http: self.http.clone(),
-            base: self.url(namespace, tenant),
+    /// A client of a tenant's engine with its admin token. An `https://` engine is
+    /// verified against `ca_pem`, its tenant's CA, and nothing else; plain `http://` is
+    /// for an engine on loopback (an operator run beside it, tests).
+    pub fn client(
+        &self,
+        namespace: &str,
+        tenant: &str,
+        admin_token: &str,
+        ca_pem: Option<&str>,
+    ) -> Result<EngineClient, ClientError> {
+        let base = self.url(namespace, tenant);
+        let http = if base.starts_with("https://") {
+            self.https(ca_pem.ok_or_else(|| ClientError::NoCa(base.clone()))?)?
+        } else {
+            self.plain.clone()
+        };
+        Ok(EngineClient {
+            http,
+            base,
             token: admin_token.to_string(),
-        }
+            ca: ca_pem.map(String::from),
+        })
     }
 }
 
@@ -232,6 +289,7 @@ pub struct EngineClient {
     http: reqwest::Client,
     base: String,
     token: String,
+    ca: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -248,6 +306,19 @@ impl EngineClient {
     /// The engine's base URL.
     pub fn url(&self) -> &str {
         &self.base
+    }
+
+    /// The same engine, presenting `token` instead (to try a rotated admin token).
+    pub fn with_token(&self, token: &str) -> EngineClient {
+        EngineClient {
+            token: token.to_string(),
+            ..self.clone()
+        }
+    }
+
+    /// The CA certificate (PEM) the engine is verified against, when it serves HTTPS.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca.as_deref()
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
@@ -432,14 +503,27 @@ impl EngineClient {
 
     /// Issue a data token for `databases`: its id and the token.
     pub async fn issue_token(&self, databases: &[&str]) -> CallResult<(String, String)> {
+        self.issue_token_expiring(databases, None).await
+    }
+
+    /// Issue a data token for `databases` that opens nothing after `lifetime_seconds`.
+    pub async fn issue_token_expiring(
+        &self,
+        databases: &[&str],
+        lifetime_seconds: Option<u64>,
+    ) -> CallResult<(String, String)> {
         #[derive(Deserialize)]
         struct Issued {
             id: String,
             token: String,
         }
+        let mut body = json!({ "databases": databases });
+        if let Some(s) = lifetime_seconds {
+            body["expiresInSeconds"] = json!(s);
+        }
         let req = self
             .request(reqwest::Method::POST, "/v1/tokens")
-            .json(&json!({ "databases": databases }));
+            .json(&body);
         let issued: Issued = self.json(req).await?;
         Ok((issued.id, issued.token))
     }

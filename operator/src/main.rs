@@ -53,11 +53,14 @@ struct Args {
     /// Elect a leader through a Lease (needed when more than one replica runs).
     #[arg(long, env = "TENANTDB_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
     leader_election: bool,
-    /// Namespace the operator runs in (Lease, NetworkPolicy peer).
     /// NetworkPolicy peers (a JSON array) that may reach every engine's port besides the
     /// tenant's namespace and the operator: where Prometheus runs.
     #[arg(long, env = "TENANTDB_MONITORING_PEERS", default_value = "[]")]
     monitoring_peers: String,
+    /// Hours an engine's TLS certificate is valid; it is renewed after two thirds of them.
+    #[arg(long, env = "TENANTDB_ENGINE_CERT_HOURS", default_value_t = 90 * 24)]
+    engine_cert_hours: u32,
+    /// Namespace the operator runs in (Lease, NetworkPolicy peer).
     #[arg(long, env = "POD_NAMESPACE", default_value = "tenantdb-system")]
     namespace: String,
     /// This replica's identity in the Lease.
@@ -163,6 +166,10 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         operator_namespace: args.namespace,
         monitoring_peers,
         storage_class: Some(args.storage_class).filter(|s| !s.is_empty()),
+        certificates: tenantdb_operator::tenant::tls::Validity {
+            server: chrono::Duration::hours(i64::from(args.engine_cert_hours.max(1))),
+            ..Default::default()
+        },
     };
     let recorder = Recorder::new(
         client.clone(),

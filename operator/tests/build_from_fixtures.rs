@@ -17,6 +17,7 @@ fn ctx() -> BuildContext {
     BuildContext {
         currency: "USD".into(),
         prices: Default::default(),
+        certificates: Default::default(),
         tiers: TierTable::default(),
         engine_image: "localhost/tenantdb-engine:test".into(),
         image_pull_policy: "IfNotPresent".into(),
@@ -386,7 +387,7 @@ fn backup_reaches_the_engine_config_and_its_credentials_come_from_the_secret() {
 fn only_the_operators_own_credentials_secret_is_trusted() {
     use tenantdb_operator::tenant::build::{credentials_secret, foreign_credentials};
     let t = fixture("silver-with-backup.yaml");
-    let ours = credentials_secret(&t, "a-token", "pw").unwrap();
+    let ours = credentials_secret(&t, "a-token").unwrap();
     // stringData becomes data on the server; the check reads data.
     let mut ours: k8s_openapi::api::core::v1::Secret =
         serde_json::from_value(serde_json::to_value(&ours).unwrap()).unwrap();
@@ -397,6 +398,12 @@ fn only_the_operators_own_credentials_secret_is_trusted() {
             .collect(),
     );
     assert_eq!(foreign_credentials(&ours, &t), None);
+    let keys: Vec<&String> = ours.data.as_ref().unwrap().keys().collect();
+    assert_eq!(
+        keys,
+        ["admin-token", "admin-tokens", "endpoint"],
+        "the token, the engine's file of tokens, and no password nobody uses"
+    );
 
     let mut planted = ours.clone();
     planted.metadata.labels = None;
@@ -477,4 +484,76 @@ fn engines_reach_only_dns_and_their_backup_store_and_monitoring_peers_reach_them
     let typo = monitoring_peers(r#"[{"namespaceSelectr": {}}]"#).expect_err("a typo");
     assert!(typo.contains("namespaceSelectr"), "{typo}");
     assert!(monitoring_peers("{}").is_err(), "an object, not an array");
+}
+
+#[test]
+fn the_engine_serves_https_with_the_tls_secret_mounted_as_a_volume() {
+    let t = fixture("gold-with-overrides.yaml");
+    let d = desired(&t, &ctx(), None).unwrap();
+    let pod = d.stateful_set.spec.unwrap().template.spec.unwrap();
+    let c = &pod.containers[0];
+    let args = c.args.clone().unwrap().join(" ");
+    assert!(
+        args.contains("--tls-cert /etc/tenantdb-tls/tls.crt --tls-key /etc/tenantdb-tls/tls.key"),
+        "{args}"
+    );
+    for probe in [&c.readiness_probe, &c.liveness_probe] {
+        let get = probe.as_ref().unwrap().http_get.as_ref().unwrap();
+        assert_eq!(get.scheme.as_deref(), Some("HTTPS"));
+    }
+    let tls = pod
+        .volumes
+        .unwrap()
+        .into_iter()
+        .find(|v| v.name == "tls")
+        .expect("a tls volume");
+    let secret = tls.secret.unwrap();
+    let tenant = t.metadata.name.clone().unwrap();
+    assert_eq!(secret.secret_name, Some(format!("{tenant}-engine-tls")));
+    // Whole keys, never subPath: the kubelet updates a mounted Secret only then.
+    assert!(c
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .any(|m| m.name == "tls" && m.sub_path.is_none() && m.read_only == Some(true)));
+    assert!(tenantdb_operator::tenant::build::endpoint(&tenant, "ns").starts_with("https://"));
+}
+
+#[test]
+fn the_admin_tokens_reach_the_engine_as_a_file_it_rereads_not_as_an_environment_variable() {
+    let t = fixture("gold-with-overrides.yaml");
+    let d = desired(&t, &ctx(), None).unwrap();
+    let pod = d.stateful_set.spec.unwrap().template.spec.unwrap();
+    let c = &pod.containers[0];
+    let env = c.env.clone().unwrap_or_default();
+    assert!(env.iter().all(|e| e.name != "TENANTDB_ADMIN_TOKEN"));
+    let file = env
+        .iter()
+        .find(|e| e.name == "TENANTDB_ADMIN_TOKEN_FILE")
+        .and_then(|e| e.value.clone());
+    assert_eq!(
+        file.as_deref(),
+        Some("/etc/tenantdb-credentials/admin-tokens")
+    );
+    let vol = pod
+        .volumes
+        .unwrap()
+        .into_iter()
+        .find(|v| v.name == "credentials")
+        .expect("a credentials volume");
+    let secret = vol.secret.unwrap();
+    let tenant = t.metadata.name.clone().unwrap();
+    assert_eq!(
+        secret.secret_name,
+        Some(format!("{tenant}-engine-credentials"))
+    );
+    let items: Vec<String> = secret.items.unwrap().into_iter().map(|i| i.key).collect();
+    assert_eq!(items, ["admin-tokens"], "the accepted tokens alone");
+    assert!(c
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .any(|m| m.name == "credentials" && m.sub_path.is_none()));
 }

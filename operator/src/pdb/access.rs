@@ -21,16 +21,26 @@ pub(super) async fn connection(
     engine: &EngineClient,
     tenant: &str,
 ) -> Result<Option<String>, Error> {
-    use super::connection::{judge, secret, secret_name, Existing};
+    use super::connection::{judge, secret, secret_name, token_expiry, Existing, Expected};
     let ns = pdb.namespace().ok_or(Error::NoNamespace)?;
     let db = pdb.name_any();
     let name = secret_name(&db);
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let ca = engine.ca_pem().unwrap_or_default();
     let existing = secrets
         .get_opt(&name)
         .await
         .map_err(kube_err(format!("reading Secret {ns}/{name}")))?;
-    let stale = match existing.as_ref().map(|s| judge(s, tenant, &ns, &db)) {
+    let now = chrono::Utc::now();
+    let want = Expected {
+        tenant,
+        namespace: &ns,
+        db: &db,
+        ca_pem: ca,
+        lifetime: pdb.spec.token_lifetime.as_deref(),
+        now,
+    };
+    let stale = match existing.as_ref().map(|s| judge(s, &want)) {
         Some(Existing::Foreign) => {
             let m = format!("Secret {name} exists and is not the operator's: no connection details are written for {db}");
             publish(
@@ -49,14 +59,18 @@ pub(super) async fn connection(
             }
             None
         }
+        // Renewed ahead of its expiry: the old token keeps working until then, so
+        // applications have that long to pick up the new one.
+        Some(Existing::Due(_)) => None,
         Some(Existing::Stale(id)) => id,
         None => None,
     };
+    let expiry = token_expiry(pdb, now);
     let (id, token) = engine
-        .issue_token(&[db.as_str()])
+        .issue_token_expiring(&[db.as_str()], expiry.as_ref().map(|e| e.seconds))
         .await
         .map_err(engine_err(tenant))?;
-    let Some(desired) = secret(pdb, tenant, &id, &token) else {
+    let Some(desired) = secret(pdb, tenant, &id, &token, ca, expiry.as_ref()) else {
         return Ok(None);
     };
     let applied = secrets
@@ -81,9 +95,15 @@ pub(super) async fn connection(
         &pdb.object_ref(&()),
         EventType::Normal,
         "ConnectionSecret",
-        format!(
-            "Secret {name} holds {db}'s URL in tenant {tenant}'s engine and a token for it alone"
-        ),
+        match &expiry {
+            None => format!(
+                "Secret {name} holds {db}'s URL in tenant {tenant}'s engine and a token for it alone"
+            ),
+            Some(e) => format!(
+                "Secret {name} holds {db}'s URL in tenant {tenant}'s engine and a token for it alone, valid until {}",
+                e.expires_at.to_rfc3339()
+            ),
+        },
     )
     .await;
     Ok(Some(name))

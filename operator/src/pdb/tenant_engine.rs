@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::ResourceExt;
@@ -16,7 +15,6 @@ use super::report::block;
 use super::status::phase;
 use crate::engine_client::EngineClient;
 use crate::lockdown::rules;
-use crate::tenant::build::{names, ADMIN_TOKEN_KEY};
 
 /// A tenant as the PDB controller needs it.
 pub(super) enum TenantAccess {
@@ -55,21 +53,15 @@ pub(super) async fn tenant_access(
         let phase = status.phase.map(|p| p.as_str()).unwrap_or("not ready yet");
         return Ok(TenantAccess::NotReady(phase.to_string()));
     }
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let secret_name = names(name).credentials;
-    let token = secrets
-        .get_opt(&secret_name)
+    let access = crate::tenant::engine_access::admin_client(&ctx.client, &ctx.locator, ns, name)
         .await
-        .map_err(kube_err(format!("reading Secret {ns}/{secret_name}")))?
-        .and_then(|s| s.data)
-        .and_then(|d| d.get(ADMIN_TOKEN_KEY).cloned())
-        .and_then(|v| String::from_utf8(v.0).ok());
-    let Some(token) = token else {
-        return Ok(TenantAccess::NotReady(format!(
-            "without its credentials Secret {secret_name}"
-        )));
+        .map_err(kube_err(format!(
+            "reading the Secrets of Tenant {ns}/{name}"
+        )))?;
+    let client = match access {
+        Ok(c) => c,
+        Err(why) => return Ok(TenantAccess::NotReady(why)),
     };
-    let client = ctx.locator.client(ns, name, &token);
     Ok(TenantAccess::Ready(Box::new(tenant), client))
 }
 

@@ -17,6 +17,7 @@ use tenantdb_engine_api::config::{
     BillingConfig, EngineConfig, EngineLimits, PriceList, Priority as EnginePriority, SlaTargets,
 };
 
+use super::tls;
 use crate::quantity;
 use crate::tiers::{effective_limits, TierError, TierSpec, TierTable};
 
@@ -24,6 +25,10 @@ use crate::tiers::{effective_limits, TierError, TierSpec, TierTable};
 pub const ENGINE_PORT: u16 = 8080;
 /// Key of the admin token in the credentials Secret.
 pub const ADMIN_TOKEN_KEY: &str = "admin-token";
+/// Where the engine pod mounts the accepted admin tokens of its credentials Secret.
+pub const CREDENTIALS_DIR: &str = "/etc/tenantdb-credentials";
+/// Where the engine pod mounts its TLS Secret.
+pub const TLS_DIR: &str = "/etc/tenantdb-tls";
 /// Key of the engine configuration in the ConfigMap.
 pub const CONFIG_KEY: &str = "engine.yaml";
 /// Label holding the tenant's name on every child.
@@ -49,6 +54,8 @@ pub struct BuildContext {
     pub currency: String,
     /// Prices of metered usage.
     pub prices: PriceList,
+    /// Lifetimes of tenant CAs and engine certificates.
+    pub certificates: tls::Validity,
 }
 
 /// Why no objects can be built for a Tenant.
@@ -60,6 +67,9 @@ pub enum BuildError {
     /// A limit is invalid.
     #[error(transparent)]
     Limits(#[from] TierError),
+    /// A certificate could not be issued.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// `spec.backup` cannot be turned into the engine's settings.
     #[error("spec.backup: {0}")]
     Backup(String),
@@ -111,6 +121,10 @@ pub struct Names {
     pub config: String,
     /// Credentials Secret.
     pub credentials: String,
+    /// The tenant's certificate authority (certificate and key; the operator's alone).
+    pub ca: String,
+    /// The engine's server certificate, its key and the CA's certificate (mounted).
+    pub tls: String,
 }
 
 /// Names of a tenant's children.
@@ -120,13 +134,15 @@ pub fn names(tenant: &str) -> Names {
         headless: format!("{tenant}-engine-headless"),
         config: format!("{tenant}-engine-config"),
         credentials: format!("{tenant}-engine-credentials"),
+        ca: format!("{tenant}-engine-ca"),
+        tls: format!("{tenant}-engine-tls"),
     }
 }
 
-/// In-cluster URL of a tenant's engine.
+/// In-cluster URL of a tenant's engine (HTTPS, under the tenant's own CA).
 pub fn endpoint(tenant: &str, namespace: &str) -> String {
     format!(
-        "http://{}.{namespace}.svc:{ENGINE_PORT}",
+        "https://{}.{namespace}.svc:{ENGINE_PORT}",
         names(tenant).engine
     )
 }
@@ -361,11 +377,13 @@ pub fn backup_config(b: &BackupSpec) -> Result<BackupConfig, BuildError> {
     })
 }
 
-/// The engine container's environment: its admin token, and with backup on, the store's
-/// credentials from the Secret `spec.backup.store.credentialsSecret` names.
-fn engine_env(tenant: &Tenant, credentials: &str) -> serde_json::Value {
+/// The engine container's environment: where its admin tokens are (a file, so they
+/// rotate without a restart), and with backup on, the store's credentials from the Secret
+/// `spec.backup.store.credentialsSecret` names.
+fn engine_env(tenant: &Tenant) -> serde_json::Value {
     let from = |name: &str, secret: &str, key: &str| json!({"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}});
-    let mut env = vec![from("TENANTDB_ADMIN_TOKEN", credentials, ADMIN_TOKEN_KEY)];
+    let mut env = vec![json!({"name": "TENANTDB_ADMIN_TOKEN_FILE",
+                              "value": format!("{CREDENTIALS_DIR}/{}", super::admin_token::ACCEPTED_KEY)})];
     if let Some(b) = &tenant.spec.backup {
         let s = &b.store.credentials_secret;
         env.push(from("TENANTDB_BACKUP_ACCESS_KEY_ID", s, BACKUP_ACCESS_KEY));
@@ -416,7 +434,7 @@ pub fn desired(
         json!({
             "apiVersion": "v1", "kind": "Service", "metadata": meta(&n.headless),
             "spec": {"clusterIP": "None", "publishNotReadyAddresses": true, "selector": selector,
-                     "ports": [{"name": "http", "port": ENGINE_PORT, "targetPort": "http"}]}
+                     "ports": [{"name": "https", "port": ENGINE_PORT, "targetPort": "https"}]}
         }),
     )?;
     let service = typed(
@@ -424,7 +442,7 @@ pub fn desired(
         json!({
             "apiVersion": "v1", "kind": "Service", "metadata": meta(&n.engine),
             "spec": {"type": "ClusterIP", "selector": selector,
-                     "ports": [{"name": "http", "port": ENGINE_PORT, "targetPort": "http"}]}
+                     "ports": [{"name": "https", "port": ENGINE_PORT, "targetPort": "https"}]}
         }),
     )?;
 
@@ -460,18 +478,30 @@ pub fn desired(
             "image": ctx.engine_image,
             "imagePullPolicy": ctx.image_pull_policy,
             "args": ["serve", "--data-dir", "/data", "--listen", format!("0.0.0.0:{ENGINE_PORT}"),
-                     "--config", format!("/etc/tenantdb/{CONFIG_KEY}")],
-            "env": engine_env(tenant, &n.credentials),
-            "ports": [{"name": "http", "containerPort": ENGINE_PORT}],
+                     "--config", format!("/etc/tenantdb/{CONFIG_KEY}"),
+                     "--tls-cert", format!("{TLS_DIR}/{}", tls::TLS_CERT_KEY),
+                     "--tls-key", format!("{TLS_DIR}/{}", tls::TLS_KEY_KEY)],
+            "env": engine_env(tenant),
+            "ports": [{"name": "https", "containerPort": ENGINE_PORT}],
             "resources": {"requests": requests, "limits": resources},
-            "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 2, "failureThreshold": 3},
-            "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10, "failureThreshold": 6},
+            "readinessProbe": {"httpGet": {"path": "/readyz", "port": "https", "scheme": "HTTPS"}, "periodSeconds": 2, "failureThreshold": 3},
+            "livenessProbe": {"httpGet": {"path": "/healthz", "port": "https", "scheme": "HTTPS"}, "periodSeconds": 10, "failureThreshold": 6},
             "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
                                 "capabilities": {"drop": ["ALL"]}},
             "volumeMounts": [{"name": "data", "mountPath": "/data"},
-                             {"name": "config", "mountPath": "/etc/tenantdb", "readOnly": true}]
+                             {"name": "config", "mountPath": "/etc/tenantdb", "readOnly": true},
+                             {"name": "tls", "mountPath": TLS_DIR, "readOnly": true},
+                             {"name": "credentials", "mountPath": CREDENTIALS_DIR, "readOnly": true}]
         }],
-        "volumes": [{"name": "config", "configMap": {"name": n.config}}]
+        // The TLS Secret as a volume (not subPath): the kubelet brings a renewed
+        // certificate into the running pod and the engine picks it up.
+        "volumes": [{"name": "config", "configMap": {"name": n.config}},
+                    {"name": "tls", "secret": {"secretName": n.tls, "defaultMode": 0o440,
+                                               "items": [{"key": tls::TLS_CERT_KEY, "path": tls::TLS_CERT_KEY},
+                                                         {"key": tls::TLS_KEY_KEY, "path": tls::TLS_KEY_KEY}]}},
+                    {"name": "credentials", "secret": {"secretName": n.credentials, "defaultMode": 0o440,
+                                                       "items": [{"key": super::admin_token::ACCEPTED_KEY,
+                                                                  "path": super::admin_token::ACCEPTED_KEY}]}}]
     });
     if let Some(sel) = &tenant.spec.node_selector {
         pod_spec["nodeSelector"] = json!(sel);
@@ -543,20 +573,11 @@ pub fn wanted_storage(limits: &EffectiveLimits, current: &str) -> Option<String>
     (want > have).then(|| limits.storage.clone())
 }
 
-/// The credentials Secret, created once and never overwritten: an admin token for the
-/// operator, and the admin user with its password (generated unless `password` is given).
-pub fn credentials_secret(
-    tenant: &Tenant,
-    admin_token: &str,
-    password: &str,
-) -> Result<Secret, BuildError> {
+/// The credentials Secret, created once and never overwritten: the admin token the
+/// operator presents to the engine, and the engine's endpoint. (No password: nothing in
+/// the engine takes one; tenants' applications use their databases' tokens.)
+pub fn credentials_secret(tenant: &Tenant, admin_token: &str) -> Result<Secret, BuildError> {
     let name = tenant.name_any();
-    let user = tenant
-        .spec
-        .admin
-        .as_ref()
-        .map(|a| a.user.clone())
-        .unwrap_or_else(|| "admin".into());
     typed(
         "Secret",
         json!({
@@ -564,16 +585,16 @@ pub fn credentials_secret(
             "metadata": {"name": names(&name).credentials, "namespace": tenant.namespace(), "labels": labels(tenant),
                          "ownerReferences": [owner(tenant)?]},
             "type": "Opaque",
-            "stringData": {ADMIN_TOKEN_KEY: admin_token, "admin-user": user, "admin-password": password,
+            "stringData": {ADMIN_TOKEN_KEY: admin_token,
+                           super::admin_token::ACCEPTED_KEY: format!("{admin_token}\n"),
                            "endpoint": endpoint(&name, &tenant.namespace().unwrap_or_default())}
         }),
     )
 }
 
-/// Why an existing Secret named like `tenant`'s credentials is not one this operator
-/// made for it (so its token must not be trusted): labels that do not say so, or an
-/// empty admin token. `None` when it is its own.
-pub fn foreign_credentials(secret: &Secret, tenant: &Tenant) -> Option<String> {
+/// Why an existing Secret named like one of `tenant`'s is not one this operator made
+/// for it (its labels do not say so); `None` when it is.
+pub fn foreign_secret(secret: &Secret, tenant: &Tenant) -> Option<String> {
     let name = tenant.name_any();
     let labels = secret.metadata.labels.clone().unwrap_or_default();
     let ours = labels
@@ -581,11 +602,26 @@ pub fn foreign_credentials(secret: &Secret, tenant: &Tenant) -> Option<String> {
         .map(String::as_str)
         == Some("tenantdb-operator")
         && labels.get(TENANT_LABEL) == Some(&name);
-    if !ours {
-        return Some(format!(
-            "Secret {} exists and was not made by the operator for tenant {name} (labels app.kubernetes.io/managed-by=tenantdb-operator, {TENANT_LABEL}={name}); delete or rename it",
-            names(&name).credentials
-        ));
+    (!ours).then(|| format!(
+        "Secret {} exists and was not made by the operator for tenant {name} (labels app.kubernetes.io/managed-by=tenantdb-operator, {TENANT_LABEL}={name}); delete or rename it",
+        secret.name_any()
+    ))
+}
+
+/// Metadata of a child `name` of `tenant`: its namespace, labels and owner.
+pub fn child_meta(tenant: &Tenant, name: &str) -> Result<serde_json::Value, BuildError> {
+    Ok(
+        json!({"name": name, "namespace": tenant.namespace(), "labels": labels(tenant),
+              "ownerReferences": [owner(tenant)?]}),
+    )
+}
+
+/// Why an existing Secret named like `tenant`'s credentials is not one this operator
+/// made for it (so its token must not be trusted): labels that do not say so, or an
+/// empty admin token. `None` when it is its own.
+pub fn foreign_credentials(secret: &Secret, tenant: &Tenant) -> Option<String> {
+    if let Some(why) = foreign_secret(secret, tenant) {
+        return Some(why);
     }
     let token = secret
         .data
@@ -596,7 +632,7 @@ pub fn foreign_credentials(secret: &Secret, tenant: &Tenant) -> Option<String> {
     if String::from_utf8_lossy(&token).trim().is_empty() {
         return Some(format!(
             "Secret {} has an empty {ADMIN_TOKEN_KEY}: an engine without an admin token would take anyone as admin; delete the Secret and the operator makes a new one",
-            names(&name).credentials
+            secret.name_any()
         ));
     }
     None

@@ -22,6 +22,7 @@ use serde::Serialize;
 use tenantdb_crds::{Tenant, TenantStatus};
 
 use super::build::{self, BuildContext, BuildError};
+use super::certificates;
 use super::status::{self, engine_state, EngineState};
 use crate::engine_client::EngineLocator;
 use crate::metrics::Metrics;
@@ -200,36 +201,7 @@ async fn ensure_credentials(
             Some(why) => Err(("CredentialsSecretNotOurs", why)),
         });
     }
-    let password = match tenant
-        .spec
-        .admin
-        .as_ref()
-        .and_then(|a| a.password_secret_ref.as_ref())
-    {
-        None => build::random_secret(32),
-        Some(r) => {
-            let found = secrets
-                .get_opt(&r.name)
-                .await
-                .map_err(kube_err(format!("reading Secret {ns}/{}", r.name)))?;
-            let value = found
-                .and_then(|s| s.data)
-                .and_then(|d| d.get(&r.key).cloned());
-            match value.and_then(|v| String::from_utf8(v.0).ok()) {
-                Some(p) if !p.is_empty() => p,
-                _ => {
-                    return Ok(Err((
-                        "PasswordSecretMissing",
-                        format!(
-                            "spec.admin.passwordSecretRef: Secret {ns}/{} has no key {:?}",
-                            r.name, r.key
-                        ),
-                    )))
-                }
-            }
-        }
-    };
-    let secret = build::credentials_secret(tenant, &build::random_secret(40), &password)?;
+    let secret = build::credentials_secret(tenant, &build::random_secret(40))?;
     match secrets
         .create(
             &PostParams {
@@ -298,6 +270,16 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action, E
             return Ok(Action::requeue(Duration::from_secs(30)));
         }
     };
+    let rotating =
+        super::credentials::rotate(&ctx.client, ctx.engines.as_ref(), &tenant, &ns).await?;
+    let certificates =
+        match certificates::ensure(&ctx.client, &tenant, &ns, ctx.build.certificates).await? {
+            Ok(c) => c,
+            Err((reason, message)) => {
+                invalid(ctx, obj, &tenant, reason, &message).await?;
+                return Ok(Action::requeue(Duration::from_secs(30)));
+            }
+        };
     let sts = match apply_all(ctx, &ns, &desired).await {
         Ok(sts) => sts,
         Err(e) => {
@@ -330,7 +312,7 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action, E
         &now(),
     );
     if matches!(state, EngineState::Ready | EngineState::Rolling) {
-        if let Some(summary) = engine_summary(ctx, &ns, &name, &credentials).await {
+        if let Some(summary) = engine_summary(ctx, &ns, &name).await {
             status.databases = Some(summary.container.databases);
             status.storage_used = Some(crate::quantity::format_bytes(
                 summary.container.storage_bytes,
@@ -398,12 +380,23 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action, E
     if tenant.status.as_ref() != Some(&status) {
         write_status(&ctx.client, obj, &status).await?;
     }
-    Ok(match state {
+    let again = match state {
         // Ready engines are looked at again for their database count and storage use.
-        EngineState::Ready => Action::requeue(Duration::from_secs(30)),
-        EngineState::Suspended => Action::requeue(Duration::from_secs(300)),
-        _ => Action::requeue(Duration::from_secs(5)),
-    })
+        EngineState::Ready => Duration::from_secs(30),
+        EngineState::Suspended => Duration::from_secs(300),
+        _ => Duration::from_secs(5),
+    };
+    // And every engine when its certificate is due for renewal.
+    let renewal = (certificates.renew_after - chrono::Utc::now())
+        .to_std()
+        .unwrap_or_default()
+        .max(Duration::from_secs(1));
+    let again = if rotating {
+        again.min(Duration::from_secs(3))
+    } else {
+        again
+    };
+    Ok(Action::requeue(again.min(renewal)))
 }
 
 /// The engine's container status, or `None` when it cannot be read now (the next
@@ -412,18 +405,13 @@ async fn engine_summary(
     ctx: &Context,
     ns: &str,
     tenant: &str,
-    secret: &str,
 ) -> Option<crate::engine_client::EngineSummary> {
     let locator = ctx.engines.as_ref()?;
-    let token = Api::<Secret>::namespaced(ctx.client.clone(), ns)
-        .get_opt(secret)
+    let client = super::engine_access::admin_client(&ctx.client, locator, ns, tenant)
         .await
-        .ok()??
-        .data?
-        .get(build::ADMIN_TOKEN_KEY)
-        .cloned()
-        .and_then(|v| String::from_utf8(v.0).ok())?;
-    match locator.client(ns, tenant, &token).summary().await {
+        .ok()?
+        .ok()?;
+    match client.summary().await {
         Ok(s) => Some(s),
         Err(e) => {
             tracing::debug!(tenant = %format!("{ns}/{tenant}"), error = %e, "engine status not read");
