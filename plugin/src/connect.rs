@@ -1,19 +1,19 @@
 //! `kubectl tenantdb connect`: a database's connection details from its connection
 //! Secret, printed as environment lines; with `--port-forward`, a local port forwarded
 //! to the tenant's engine pod (through the API server, as `kubectl port-forward`), and a
-//! local URL the libSQL drivers take as it is.
+//! local URL the libSQL drivers take as it is. The forward ends TLS here, verifying the
+//! engine against the tenant's CA; the plain leg is this machine's loopback alone.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::{Client, ResourceExt};
 use tenantdb_crds::{PluggableDatabase, Tenant};
 
 use crate::{PluginError, Result};
 
-/// The engine's port in its pod.
-const ENGINE_PORT: u16 = 8080;
+use crate::tunnel::{Tunnel, ENGINE_PORT};
 
 /// What the Secret holds, by key.
 pub struct Details(BTreeMap<String, String>);
@@ -92,14 +92,8 @@ pub async fn forward(
     details: &Details,
     port: u16,
 ) -> Result<String> {
-    let pod = format!("{}-engine-0", tenant.name_any());
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    if pods.get_opt(&pod).await?.is_none() {
-        return Err(PluginError::NotServing(
-            tenant.name_any(),
-            crate::render::phase(tenant),
-        ));
-    }
+    let tunnel = Tunnel::to(client, tenant).await?;
+    let pod = tunnel.pod.clone();
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .map_err(|e| PluginError::Usage(format!("listening on 127.0.0.1:{port}: {e}")))?;
@@ -108,7 +102,7 @@ pub async fn forward(
         .map_err(|e| PluginError::Usage(e.to_string()))?;
     print!("{}", details.env_lines(Some(&format!("http://{local}"))));
     eprintln!(
-        "forwarding {local} to {ns}/{pod}:{ENGINE_PORT} for database {database}; Ctrl-C to stop"
+        "forwarding {local} to {ns}/{pod}:{ENGINE_PORT} over TLS, verified against the tenant's CA, for database {database}; Ctrl-C to stop"
     );
     use std::io::Write;
     let _ = std::io::stdout().flush();
@@ -117,19 +111,14 @@ pub async fn forward(
             accepted = listener.accept() => accepted.map_err(|e| PluginError::Usage(e.to_string()))?,
             _ = tokio::signal::ctrl_c() => return Ok(String::new()),
         };
-        let (pods, pod) = (pods.clone(), pod.clone());
+        let tunnel = tunnel.clone();
         tokio::spawn(async move {
-            let mut forwarder = match pods.portforward(&pod, &[ENGINE_PORT]).await {
-                Ok(f) => f,
-                Err(e) => {
-                    eprintln!("port-forward to {pod}: {e}");
-                    return;
+            match tunnel.open().await {
+                Ok(mut upstream) => {
+                    let _ = tokio::io::copy_bidirectional(&mut conn, &mut upstream.stream).await;
                 }
-            };
-            if let Some(mut upstream) = forwarder.take_stream(ENGINE_PORT) {
-                let _ = tokio::io::copy_bidirectional(&mut conn, &mut upstream).await;
+                Err(e) => eprintln!("{e}"),
             }
-            drop(forwarder);
         });
     }
 }

@@ -1,5 +1,5 @@
-//! Calls to a tenant's engine through the API server's service proxy, with the
-//! tenant's admin token in `X-Tenantdb-Token` (the proxy drops `Authorization`).
+//! Calls to a tenant's engine over TLS through a port-forward ([`crate::tunnel`]),
+//! verified against the tenant's CA, with the tenant's admin token.
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
@@ -7,6 +7,7 @@ use kube::{Client, ResourceExt};
 use serde_json::{json, Value};
 use tenantdb_crds::Tenant;
 
+use crate::tunnel::Tunnel;
 use crate::{render, PluginError, Result};
 
 async fn admin_token(client: &Client, tenant: &Tenant) -> Result<String> {
@@ -37,24 +38,35 @@ async fn call(
         ));
     }
     let token = admin_token(client, tenant).await?;
-    let ns = tenant.namespace().unwrap_or_default();
-    let uri = format!(
-        "/api/v1/namespaces/{ns}/services/{}-engine:http/proxy{path}",
-        tenant.name_any()
-    );
+    let tunnel = Tunnel::to(client, tenant).await?;
+    let host = match &tunnel.server_name {
+        rustls::pki_types::ServerName::DnsName(d) => d.as_ref().to_string(),
+        other => format!("{other:?}"),
+    };
     let req = http::Request::builder()
         .method(method)
-        .uri(uri)
-        .header("X-Tenantdb-Token", token)
+        .uri(path)
+        .header("Host", host)
+        .header("Authorization", format!("Bearer {token}"))
         .header("Content-Type", "application/json")
-        .body(body.map(|b| b.to_string().into_bytes()).unwrap_or_default())
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.map(|b| b.to_string().into_bytes()).unwrap_or_default(),
+        )))
         .map_err(|e| PluginError::Usage(e.to_string()))?;
-    let resp = client.send(req.map(kube::client::Body::from)).await?;
+    let conn = tunnel.open().await?;
+    let transport = |e: hyper::Error| PluginError::Engine(format!("engine {}: {e}", tunnel.pod));
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(conn.stream))
+            .await
+            .map_err(transport)?;
+    let driver = tokio::spawn(connection);
+    let resp = sender.send_request(req).await.map_err(transport)?;
     let status = resp.status();
     let bytes = http_body_util::BodyExt::collect(resp.into_body())
         .await
-        .map_err(|e| PluginError::Engine(e.to_string()))?
+        .map_err(transport)?
         .to_bytes();
+    driver.abort();
     let value: Value = serde_json::from_slice(&bytes)
         .unwrap_or_else(|_| json!({"message": String::from_utf8_lossy(&bytes).trim().to_string()}));
     if status.is_success() {

@@ -1,11 +1,12 @@
 //! `kubectl tenantdb`: operate TenantDB tenants the way `kubectl cnpg` operates
-//! clusters. Talks to the API server with your kubeconfig, and to a tenant's engine
-//! through the API server's service proxy with the tenant's admin token (read from its
-//! credentials Secret, so your RBAC decides who may use it).
+//! clusters. Talks to the API server with your kubeconfig, and to a tenant's engine over
+//! TLS through a port-forward, verified against the tenant's CA, with the tenant's admin
+//! token (read from its credentials Secret, so your RBAC decides who may use it).
 
 mod connect;
 mod engine;
 mod render;
+mod tunnel;
 
 use clap::{Parser, Subcommand};
 use k8s_openapi::api::core::v1::Pod;
