@@ -29,6 +29,15 @@ pub fn http_ok(addr: &str, path: &str) -> String {
     )
 }
 
+/// A busybox shell condition: a TLS server answers at `addr` (`"IP PORT"`). It is sent
+/// plain HTTP and must send back a TLS alert record (content type 0x15), which is what
+/// an engine does to a client that does not speak TLS.
+pub fn tls_answers(addr: &str) -> String {
+    format!(
+        r"printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 2 {addr} 2>/dev/null | od -An -tx1 | grep -q '^ *15 03'"
+    )
+}
+
 /// A client for the cluster `KUBECONFIG` points at.
 pub async fn client() -> Result<Client> {
     // ring, explicitly: the workspace compiles in two rustls providers.
@@ -150,8 +159,10 @@ pub fn field<'a>(logs: &'a str, key: &str) -> Option<&'a str> {
         .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
 }
 
-/// GET `path` from a Service through the API server's service proxy, with the
-/// engine token in `X-Tenantdb-Token` (the proxy drops `Authorization`).
+/// GET `path` from a tenant's engine Service through the API server's service proxy
+/// (HTTPS to the engine, which the proxy does not verify: the harness looks, it is not
+/// a client), with the engine token in `X-Tenantdb-Token` (the proxy drops
+/// `Authorization`).
 pub async fn service_get(
     client: &Client,
     ns: &str,
@@ -159,7 +170,7 @@ pub async fn service_get(
     path: &str,
     token: Option<&str>,
 ) -> Result<String> {
-    let uri = format!("/api/v1/namespaces/{ns}/services/{service}:http/proxy{path}");
+    let uri = format!("/api/v1/namespaces/{ns}/services/https:{service}:https/proxy{path}");
     let mut req = http::Request::get(uri);
     if let Some(t) = token {
         req = req.header("X-Tenantdb-Token", t);
@@ -167,8 +178,9 @@ pub async fn service_get(
     Ok(client.request_text(req.body(Vec::new())?).await?)
 }
 
-/// Call a tenant's engine through the API server's service proxy with `token` in
-/// `X-Tenantdb-Token`; returns the status and the JSON body (`null` when not JSON).
+/// Call a tenant's engine through the API server's service proxy (HTTPS, unverified as in
+/// [`service_get`]) with `token` in `X-Tenantdb-Token`; returns the status and the JSON
+/// body (`null` when not JSON).
 pub async fn call(
     client: &Client,
     ns: &str,
@@ -178,7 +190,7 @@ pub async fn call(
     token: &str,
     body: Option<serde_json::Value>,
 ) -> Result<(u16, serde_json::Value)> {
-    let uri = format!("/api/v1/namespaces/{ns}/services/{tenant}-engine:http/proxy{path}");
+    let uri = format!("/api/v1/namespaces/{ns}/services/https:{tenant}-engine:https/proxy{path}");
     let req = http::Request::builder()
         .method(method)
         .uri(uri)
@@ -280,4 +292,45 @@ where
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// The certificate (DER) an engine pod presents to a TLS client that trusts `ca_pem`
+/// alone and asks for `server_name`, through a port-forward; an error when the handshake
+/// fails (the certificate is not of that CA or not for that name).
+pub async fn served_certificate(
+    client: &Client,
+    ns: &str,
+    pod: &str,
+    server_name: &str,
+    ca_pem: &[u8],
+) -> Result<Vec<u8>> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(cert?)?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), ns);
+    let mut forwarder = pods.portforward(pod, &[8080]).await?;
+    let stream = forwarder
+        .take_stream(8080)
+        .context("port-forward gave no stream")?;
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_string())?;
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, stream)
+        .await?;
+    let (_, session) = tls.get_ref();
+    let der = session
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.to_vec())
+        .context("no peer certificate")?;
+    drop(tls);
+    forwarder.abort();
+    Ok(der)
 }

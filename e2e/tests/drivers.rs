@@ -1,6 +1,7 @@
 //! Applications on the real cluster: a pod with a PluggableDatabase's connection Secret
-//! as its environment runs a Drizzle ORM program over `@libsql/client` through the
-//! engine's Service; a pod of another tenant holding that token is refused.
+//! as its environment (and its CA as Node's extra CA) runs a Drizzle ORM program over
+//! `@libsql/client` through the engine's Service over HTTPS; a pod of another tenant
+//! holding that token is refused, and so are plain HTTP and a client trusting another CA.
 #![cfg(feature = "e2e")]
 
 use std::time::Duration;
@@ -46,7 +47,7 @@ async fn ready_database(
 /// here) admits a new pod's address a moment after it starts, and the apps under test do
 /// not retry a refused first connection. The init container shares the pod's address.
 fn wait_for_admission() -> String {
-    let ok = http_ok(r#""${ip:-$h}" "$p""#, "/healthz");
+    let ok = tls_answers(r#""${ip:-$h}" "$p""#);
     format!(
         r#"u="${{LIBSQL_URL#*://}}"; hp="${{u%%/*}}"; h="${{hp%:*}}"; p="${{hp##*:}}"
 ip="$(nslookup "$h" 2>/dev/null | awk '/^Address/ {{a=$NF}} END {{print a}}')"
@@ -58,14 +59,22 @@ echo "the engine at $h:$p did not answer this pod"; exit 0"#
     )
 }
 
-/// Run the application in `ns` with `env`; returns its log once it has ended.
+/// Where the app pods mount the CA they trust.
+const CA_FILE: &str = "/etc/tenantdb-ca/ca.crt";
+
+/// Run the application in `ns` with `env`, trusting the `ca.crt` of Secret `ca_secret`
+/// (Node reads `NODE_EXTRA_CA_CERTS` at start); returns its log once it has ended.
 async fn run_app(
     client: &kube::Client,
     ns: &str,
     name: &str,
-    env: serde_json::Value,
+    mut env: serde_json::Value,
+    ca_secret: &str,
 ) -> anyhow::Result<String> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    if let Some(list) = env["env"].as_array_mut() {
+        list.push(json!({"name": "NODE_EXTRA_CA_CERTS", "value": CA_FILE}));
+    }
     create_pod(
         &pods,
         json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
@@ -74,7 +83,10 @@ async fn run_app(
                                             "imagePullPolicy": "IfNotPresent", "env": env["env"], "envFrom": env["envFrom"],
                                             "command": ["sh", "-c", wait_for_admission()]}],
                         "containers": [{"name": "app", "image": node_client_image(),
-                                        "imagePullPolicy": "IfNotPresent", "env": env["env"], "envFrom": env["envFrom"]}]}}),
+                                        "imagePullPolicy": "IfNotPresent", "env": env["env"], "envFrom": env["envFrom"],
+                                        "volumeMounts": [{"name": "ca", "mountPath": "/etc/tenantdb-ca", "readOnly": true}]}],
+                        "volumes": [{"name": "ca", "secret": {"secretName": ca_secret,
+                                                              "items": [{"key": "ca.crt", "path": "ca.crt"}]}}]}}),
     )
     .await?;
     wait_pod_phase(
@@ -106,6 +118,7 @@ async fn a_drizzle_app_uses_its_database_through_the_secret_and_a_stranger_is_re
         &ns.name,
         "drizzle",
         json!({"envFrom": [{"secretRef": {"name": secret}}], "env": []}),
+        &secret,
     )
     .await?;
     assert_eq!(field(&logs, "result"), Some("ok"), "{logs}");
@@ -136,18 +149,75 @@ async fn a_drizzle_app_uses_its_database_through_the_secret_and_a_stranger_is_re
         .data
         .unwrap_or_default();
     let token = String::from_utf8(data["LIBSQL_AUTH_TOKEN"].0.clone())?;
-    let url = format!("http://rival-engine.{}.svc:8080/db/ledger/", other.name);
+    let url = String::from_utf8(data["LIBSQL_URL"].0.clone())?;
+    assert!(url.starts_with("https://"), "{url}");
+    let rival = format!("https://rival-engine.{}.svc:8080/db/ledger/", other.name);
     let logs = run_app(
         &client,
         &other.name,
         "stranger",
-        json!({"envFrom": [], "env": [{"name": "LIBSQL_URL", "value": url}, {"name": "LIBSQL_AUTH_TOKEN", "value": token}]}),
+        json!({"envFrom": [], "env": [{"name": "LIBSQL_URL", "value": rival}, {"name": "LIBSQL_AUTH_TOKEN", "value": token}]}),
+        "rival-engine-tls",
     )
     .await?;
     assert_eq!(field(&logs, "result"), Some("error"), "{logs}");
     assert!(
         field(&logs, "error").is_some_and(|e| e.contains("FORBIDDEN")),
         "{logs}"
+    );
+
+    // TLS only, and only under the tenant's CA: plain HTTP to the engine gets no answer,
+    // and a client that trusts another tenant's CA refuses the engine's certificate.
+    let plain = url.replacen("https://", "http://", 1);
+    let logs = run_app(
+        &client,
+        &ns.name,
+        "plain",
+        json!({"envFrom": [], "env": [{"name": "LIBSQL_URL", "value": plain}, {"name": "LIBSQL_AUTH_TOKEN", "value": token}]}),
+        &secret,
+    )
+    .await?;
+    assert_eq!(field(&logs, "result"), Some("error"), "plain HTTP: {logs}");
+    assert_eq!(field(&logs, "migrated"), None, "plain HTTP: {logs}");
+    let rival_ca = Api::<Secret>::namespaced(client.clone(), &other.name)
+        .get("rival-engine-tls")
+        .await?
+        .data
+        .unwrap_or_default()["ca.crt"]
+        .clone();
+    let wrong: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "wrong-ca"},
+        "data": {"ca.crt": rival_ca}
+    }))?;
+    Api::<Secret>::namespaced(client.clone(), &ns.name)
+        .create(&Default::default(), &wrong)
+        .await?;
+    let logs = run_app(
+        &client,
+        &ns.name,
+        "wrong-ca",
+        json!({"envFrom": [{"secretRef": {"name": secret}}], "env": []}),
+        "wrong-ca",
+    )
+    .await?;
+    assert_eq!(field(&logs, "result"), Some("error"), "another CA: {logs}");
+    assert!(
+        field(&logs, "error").is_some_and(|e| e.contains("certificate")),
+        "another CA: {logs}"
+    );
+    let (_, rows) = sql(
+        &client,
+        &ns.name,
+        "shop",
+        "orders",
+        &admin,
+        "SELECT count(*) FROM orders",
+    )
+    .await?;
+    assert_eq!(
+        rows["rows"][0][0],
+        json!(3),
+        "nothing more was written: {rows}"
     );
 
     // Deleting the database revokes the token: the same app, with the same Secret values, is refused.
@@ -160,12 +230,12 @@ async fn a_drizzle_app_uses_its_database_through_the_secret_and_a_stranger_is_re
     })
     .await?;
     ready_database(&client, &ns.name, "shop", "orders").await?;
-    let url = format!("http://shop-engine.{}.svc:8080/db/orders/", ns.name);
     let logs = run_app(
         &client,
         &ns.name,
         "revoked",
         json!({"envFrom": [], "env": [{"name": "LIBSQL_URL", "value": url}, {"name": "LIBSQL_AUTH_TOKEN", "value": token}]}),
+        &secret,
     )
     .await?;
     assert!(

@@ -37,16 +37,14 @@ async fn probe(
 
 /// A connection that the policy allows: retried for 30 s, since the enforcer learns a new
 /// pod's address a moment after it starts.
-fn reaches(addr: &str, path: &str) -> String {
-    let get = http_ok(addr, path);
-    format!("for i in $(seq 30); do if {get}; then echo REACHED; exit 0; fi; sleep 1; done; echo BLOCKED")
+fn reaches(check: &str) -> String {
+    format!("for i in $(seq 30); do if {check}; then echo REACHED; exit 0; fi; sleep 1; done; echo BLOCKED")
 }
 
 /// A connection that the policy refuses: tried once, after the enforcer had 10 s to
 /// learn the pod.
-fn blocked(addr: &str, path: &str) -> String {
-    let get = http_ok(addr, path);
-    format!("sleep 10; if {get}; then echo REACHED; else echo BLOCKED; fi")
+fn blocked(check: &str) -> String {
+    format!("sleep 10; if {check}; then echo REACHED; else echo BLOCKED; fi")
 }
 
 async fn pod_ip(client: &Client, ns: &str, name: &str) -> anyhow::Result<String> {
@@ -75,7 +73,7 @@ async fn only_the_tenants_namespace_and_the_operator_reach_an_engine_and_it_reac
         n,
         "neighbour",
         plain.clone(),
-        &reaches(&engine, "/healthz"),
+        &reaches(&tls_answers(&engine)),
     )
     .await?;
     assert_eq!(
@@ -87,7 +85,7 @@ async fn only_the_tenants_namespace_and_the_operator_reach_an_engine_and_it_reac
         o,
         "stranger",
         plain.clone(),
-        &blocked(&engine, "/healthz"),
+        &blocked(&tls_answers(&engine)),
     )
     .await?;
     assert_eq!(
@@ -122,12 +120,19 @@ async fn only_the_tenants_namespace_and_the_operator_reach_an_engine_and_it_reac
     let web = format!("{} 8081", pod_ip(c, n, "web").await?);
     let engine_like = json!({"app.kubernetes.io/name": "tenantdb-engine",
                              "app.kubernetes.io/instance": "fort", "tenantdb.io/tenant": "fort"});
-    let control = probe(c, n, "unselected", plain, &reaches(&web, "/")).await?;
+    let control = probe(c, n, "unselected", plain, &reaches(&http_ok(&web, "/"))).await?;
     assert_eq!(
         control, "REACHED",
         "the web server answers pods the policy does not select"
     );
-    let out = probe(c, n, "egress", engine_like.clone(), &blocked(&web, "/")).await?;
+    let out = probe(
+        c,
+        n,
+        "egress",
+        engine_like.clone(),
+        &blocked(&http_ok(&web, "/")),
+    )
+    .await?;
     assert_eq!(
         out, "BLOCKED",
         "an engine's pod must not open connections beyond DNS and its store"

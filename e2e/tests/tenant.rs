@@ -392,14 +392,27 @@ async fn bad_input_is_refused_by_the_api_server_with_a_readable_message() -> any
         "nothing was created"
     );
     // A spec the schema accepts but the operator cannot serve becomes a condition, not a crash loop.
-    api.create(&PostParams::default(), &tenant("nopass", serde_json::json!({"tier": "bronze", "admin": {"user": "dba", "passwordSecretRef": {"name": "missing"}}}))?).await?;
-    let t = wait_phase(&api, "nopass", TenantPhase::Invalid).await?;
+    // Here: a Secret named like the tenant's CA that the operator did not make, whose
+    // key must not sign the engine's certificate.
+    let squatter: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "squat-engine-ca"},
+        "stringData": {"ca.crt": "x", "ca.key": "y"}
+    }))?;
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &ns.name)
+        .create(&PostParams::default(), &squatter)
+        .await?;
+    api.create(
+        &PostParams::default(),
+        &tenant("squat", serde_json::json!({"tier": "bronze"}))?,
+    )
+    .await?;
+    let t = wait_phase(&api, "squat", TenantPhase::Invalid).await?;
     assert_eq!(
         condition(&t, "Ready"),
-        Some(("False".into(), "PasswordSecretMissing".into()))
+        Some(("False".into(), "CASecretNotOurs".into()))
     );
     assert!(Api::<StatefulSet>::namespaced(client.clone(), &ns.name)
-        .get_opt("nopass-engine")
+        .get_opt("squat-engine")
         .await?
         .is_none());
     ns.delete(Duration::from_secs(120)).await
@@ -441,13 +454,25 @@ async fn a_killed_operator_converges_without_duplicates() -> anyhow::Result<()> 
     tokio::time::sleep(Duration::from_millis(300)).await;
     let t0 = Instant::now();
     kill_operator().await?;
+    // Each tenant's Secrets (credentials, CA, engine certificate) by name.
+    let secrets_of = |n: &'static str| {
+        let api = Api::<Secret>::namespaced(client.clone(), &ns.name);
+        async move {
+            let lp = ListParams::default().labels(&format!("tenantdb.io/tenant={n}"));
+            anyhow::Ok(
+                api.list(&lp)
+                    .await?
+                    .items
+                    .into_iter()
+                    .map(|s| (s.name_any(), (s.uid(), s.data)))
+                    .collect::<BTreeMap<_, _>>(),
+            )
+        }
+    };
     let mut secrets_before = BTreeMap::new();
     for n in names {
         wait_phase(&api, n, TenantPhase::Ready).await?;
-        let s = Api::<Secret>::namespaced(client.clone(), &ns.name)
-            .get(&format!("{n}-engine-credentials"))
-            .await?;
-        secrets_before.insert(n, (s.uid(), s.data));
+        secrets_before.insert(n, secrets_of(n).await?);
     }
     println!(
         "three tenants Ready {:.1}s after the operator was killed",
@@ -487,15 +512,19 @@ async fn a_killed_operator_converges_without_duplicates() -> anyhow::Result<()> 
             1,
             "{n}: one ConfigMap"
         );
-        let secrets = Api::<Secret>::namespaced(client.clone(), &ns.name)
-            .list(&lp)
-            .await?
-            .items;
-        assert_eq!(secrets.len(), 1, "{n}: one credentials Secret");
+        let secrets = secrets_of(n).await?;
         assert_eq!(
-            (secrets[0].uid(), secrets[0].data.clone()),
-            secrets_before[n].clone(),
-            "{n}: credentials never regenerated"
+            secrets.keys().cloned().collect::<Vec<_>>(),
+            [
+                format!("{n}-engine-ca"),
+                format!("{n}-engine-credentials"),
+                format!("{n}-engine-tls")
+            ],
+            "{n}: one credentials Secret, one CA, one engine certificate"
+        );
+        assert_eq!(
+            secrets, secrets_before[n],
+            "{n}: credentials, CA and certificate never regenerated"
         );
         assert_eq!(
             Api::<Pod>::namespaced(client.clone(), &ns.name)
