@@ -72,6 +72,9 @@ if [ "$TENANTDB_E2E_CLUSTER" != existing ]; then
   helm uninstall tenantdb -n tenantdb-system >/dev/null
   kubectl -n tenantdb-samples get statefulset/sample-gold-engine pldb/orders secret/sample-gold-engine-credentials >/dev/null
   kubectl -n tenantdb-samples wait pod/sample-gold-engine-0 --for=condition=Ready --timeout=30s >/dev/null
+  # With no cluster-wide operator left, a namespaced one (clusterWide: false).
+  step "a namespaced install: one namespace served, nothing read elsewhere"
+  e2e/namespaced.sh
 fi
 step "all tests passed"
 if [ "$TENANTDB_E2E_CLUSTER" != existing ] && [ "${TENANTDB_E2E_KEEP:-0}" != 1 ]; then

@@ -31,8 +31,9 @@ log "prometheus-operator $PROMETHEUS_OPERATOR_VERSION CRDs installed"
 chart="$root/charts/tenantdb"
 kubectl get ns tenantdb-system >/dev/null 2>&1 || kubectl create ns tenantdb-system >/dev/null
 helm lint --strict "$chart" -f "$here/values-all-optional.yaml" >/dev/null
-for values in "" "$here/values-all-optional.yaml"; do
+for values in "" "$here/values-all-optional.yaml" namespaced; do
   args=(); [ -n "$values" ] && args=(-f "$values")
+  [ "$values" = namespaced ] && args=(--set clusterWide=false --set userRoles.create=false)
   out="$(helm template tenantdb "$chart" -n tenantdb-system "${args[@]}" | kubectl apply --server-side --force-conflicts --field-manager=chart-check --dry-run=server -f -)"
   kinds="$(echo "$out" | awk '{print $1}' | cut -d/ -f1 | sort -u | tr '\n' ' ')"
   log "dry-run=server ${values:+with $(basename "$values") }passed: $kinds"

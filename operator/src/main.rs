@@ -60,6 +60,9 @@ struct Args {
     /// Hours an engine's TLS certificate is valid; it is renewed after two thirds of them.
     #[arg(long, env = "TENANTDB_ENGINE_CERT_HOURS", default_value_t = 90 * 24)]
     engine_cert_hours: u32,
+    /// Watch this namespace alone (a namespaced install); every namespace when empty.
+    #[arg(long, env = "TENANTDB_WATCH_NAMESPACE", default_value = "")]
+    watch_namespace: String,
     /// Namespace the operator runs in (Lease, NetworkPolicy peer).
     #[arg(long, env = "POD_NAMESPACE", default_value = "tenantdb-system")]
     namespace: String,
@@ -179,6 +182,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         },
     );
     let locator = EngineLocator::new(&args.engine_url)?;
+    let scope = tenantdb_operator::runtime::Scope::new(&args.watch_namespace);
+    let args_namespace = args.watch_namespace.clone();
     let stopped = |rx: &watch::Receiver<bool>| {
         let mut stop = rx.clone();
         async move {
@@ -197,9 +202,25 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     ));
     let ctx = Arc::new(Context::new(client, build, recorder, metrics).with_engines(locator));
     let (store_tx, store_rx) = tokio::sync::oneshot::channel();
-    let tenants = tokio::spawn(controller::run(ctx, store_tx, stopped(&stop_rx)));
-    let databases = tokio::spawn(pdb::controller::run(pdb_ctx, stopped(&stop_rx)));
-    let profiles = tokio::spawn(lockdown::controller::run(ldp_ctx, stopped(&stop_rx)));
+    let tenants = tokio::spawn(controller::run(
+        ctx,
+        scope.clone(),
+        store_tx,
+        stopped(&stop_rx),
+    ));
+    let databases = tokio::spawn(pdb::controller::run(
+        pdb_ctx,
+        scope.clone(),
+        stopped(&stop_rx),
+    ));
+    // LockdownProfiles are cluster-wide: only a cluster-wide operator sees every
+    // database using one, so only it reports where each is applied.
+    let profiles = if scope.cluster_wide() {
+        tokio::spawn(lockdown::controller::run(ldp_ctx, stopped(&stop_rx)))
+    } else {
+        tracing::info!(namespace = %args_namespace, "namespaced: watching one namespace; LockdownProfile status is left to a cluster-wide operator");
+        tokio::spawn(async {})
+    };
     if let Ok(store) = store_rx.await {
         let _ = probe.tenants.set(store);
     }

@@ -170,3 +170,56 @@ pub mod mock {
         (404, status)
     }
 }
+
+/// Where the operator works: every namespace (the default), or one namespace alone (a
+/// namespaced install, like CloudNativePG's `clusterWide: false`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope(Option<String>);
+
+impl Scope {
+    /// Every namespace when `namespace` is empty, else that one alone.
+    pub fn new(namespace: &str) -> Self {
+        Scope(Some(namespace.trim().to_string()).filter(|n| !n.is_empty()))
+    }
+
+    /// Whether the operator watches every namespace.
+    pub fn cluster_wide(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// The API of a namespaced kind within this scope.
+    pub fn api<K>(&self, client: &kube::Client) -> Api<K>
+    where
+        K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
+    {
+        match &self.0 {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+
+    /// The API of a namespaced dynamic kind within this scope.
+    pub fn api_with(
+        &self,
+        client: &kube::Client,
+        ar: &kube::api::ApiResource,
+    ) -> Api<kube::api::DynamicObject> {
+        match &self.0 {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, ar),
+            None => Api::all_with(client.clone(), ar),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Scope;
+
+    #[test]
+    fn an_empty_namespace_is_every_namespace() {
+        assert!(Scope::new("").cluster_wide());
+        assert!(Scope::new("  ").cluster_wide());
+        assert!(!Scope::new("team").cluster_wide());
+        assert_eq!(Scope::new(" team "), Scope::new("team"));
+    }
+}

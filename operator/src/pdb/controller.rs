@@ -389,21 +389,22 @@ fn error_policy(
     ctx.book.retry(&reconciler::key(&*guard), error)
 }
 
-/// Run the controller until `shutdown` resolves. PluggableDatabases are re-reconciled
-/// when their Tenant or a LockdownProfile they use changes.
+/// Run the controller over the PluggableDatabases of `scope` until `shutdown` resolves.
+/// They are re-reconciled when their Tenant or a LockdownProfile they use changes.
 pub async fn run(
     ctx: Arc<Context>,
+    scope: crate::runtime::Scope,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let pdbs: Api<DeserializeGuard<PluggableDatabase>> = Api::all(client.clone());
+    let pdbs: Api<DeserializeGuard<PluggableDatabase>> = scope.api(&client);
     let controller = Controller::new(pdbs, watcher::Config::default());
     let store = controller.store();
     let by_tenant = store.clone();
     let ar = tenant_resource();
     let controller = controller
         .watches_with(
-            Api::<DynamicObject>::all_with(client.clone(), &ar),
+            scope.api_with(&client, &ar),
             ar,
             watcher::Config::default(),
             move |t: DynamicObject| {

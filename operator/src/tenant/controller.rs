@@ -533,25 +533,27 @@ fn error_policy(obj: Arc<DynamicObject>, error: &Error, ctx: Arc<Context>) -> Ac
     ctx.book.retry(&reconciler::key(&*obj), error)
 }
 
-/// Run the controller until `shutdown` resolves. Returns the store of watched Tenants.
+/// Run the controller over the Tenants of `scope` until `shutdown` resolves. Returns the
+/// store of watched Tenants.
 pub async fn run(
     ctx: Arc<Context>,
+    scope: crate::runtime::Scope,
     store_out: tokio::sync::oneshot::Sender<Store<DynamicObject>>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
     let ar = tenant_resource();
-    let tenants: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+    let tenants = scope.api_with(&client, &ar);
     let wc = watcher::Config::default().labels("app.kubernetes.io/managed-by=tenantdb-operator");
     let holder = ar.clone();
     let controller = Controller::new_with(tenants, watcher::Config::default(), ar)
-        .owns(Api::<StatefulSet>::all(client.clone()), wc.clone())
-        .owns(Api::<Service>::all(client.clone()), wc.clone())
-        .owns(Api::<ConfigMap>::all(client.clone()), wc.clone())
-        .owns(Api::<Secret>::all(client.clone()), wc)
+        .owns(scope.api::<StatefulSet>(&client), wc.clone())
+        .owns(scope.api::<Service>(&client), wc.clone())
+        .owns(scope.api::<ConfigMap>(&client), wc.clone())
+        .owns(scope.api::<Secret>(&client), wc)
         // A database created, moved or dropped changes its tenant's count and storage.
         .watches(
-            Api::<tenantdb_crds::PluggableDatabase>::all(client),
+            scope.api::<tenantdb_crds::PluggableDatabase>(&client),
             watcher::Config::default(),
             move |p: tenantdb_crds::PluggableDatabase| {
                 let ns = p.namespace().unwrap_or_default();
