@@ -334,3 +334,12 @@ pub async fn served_certificate(
     forwarder.abort();
     Ok(der)
 }
+
+/// How often the containers of `pod` have restarted, all together.
+pub fn restarts(pod: &Pod) -> i32 {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .map(|cs| cs.iter().map(|c| c.restart_count).sum())
+        .unwrap_or_default()
+}

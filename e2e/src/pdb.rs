@@ -151,3 +151,22 @@ pub async fn corrupt_on_volume(
     );
     Ok(())
 }
+
+/// Apply PluggableDatabase `name` with `spec` and wait (60 s) until it is open ReadWrite.
+pub async fn open_database(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    spec: Value,
+) -> anyhow::Result<PluggableDatabase> {
+    apply_pdb(client, ns, name, spec).await?;
+    wait_pdb(
+        client,
+        ns,
+        name,
+        "open",
+        Duration::from_secs(60),
+        open_in("ReadWrite"),
+    )
+    .await
+}

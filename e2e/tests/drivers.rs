@@ -127,15 +127,18 @@ async fn a_drizzle_app_uses_its_database_through_the_secret_and_a_stranger_is_re
     assert_eq!(field(&logs, "open_in_tx"), Some("1"), "{logs}");
     assert_eq!(field(&logs, "rolled_back"), Some("true"), "{logs}");
     assert_eq!(field(&logs, "total_cents"), Some("6449"), "{logs}");
-    let (status, rows) = sql(
-        &client,
-        &ns.name,
-        "shop",
-        "orders",
-        &admin,
-        "SELECT count(*) FROM orders",
-    )
-    .await?;
+    let count = || async {
+        sql(
+            &client,
+            &ns.name,
+            "shop",
+            "orders",
+            &admin,
+            "SELECT count(*) FROM orders",
+        )
+        .await
+    };
+    let (status, rows) = count().await?;
     assert_eq!(
         (status, rows["rows"][0][0].clone()),
         (200, json!(3)),
@@ -205,15 +208,7 @@ async fn a_drizzle_app_uses_its_database_through_the_secret_and_a_stranger_is_re
         field(&logs, "error").is_some_and(|e| e.contains("certificate")),
         "another CA: {logs}"
     );
-    let (_, rows) = sql(
-        &client,
-        &ns.name,
-        "shop",
-        "orders",
-        &admin,
-        "SELECT count(*) FROM orders",
-    )
-    .await?;
+    let (_, rows) = count().await?;
     assert_eq!(
         rows["rows"][0][0],
         json!(3),

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::Client;
 use serde_json::{json, Value};
-use tenantdb_e2e::pdb::{apply_pdb, open_in, wait_pdb};
+use tenantdb_e2e::pdb::open_database;
 use tenantdb_e2e::*;
 
 /// Run `script` in a pod `name` of `ns` with `labels`; its last log line.
@@ -94,16 +94,7 @@ async fn only_the_tenants_namespace_and_the_operator_reach_an_engine_and_it_reac
     );
 
     // The operator: a PluggableDatabase becomes open only through the engine's admin API.
-    apply_pdb(c, n, "vault", json!({"tenant": "fort"})).await?;
-    wait_pdb(
-        c,
-        n,
-        "vault",
-        "open",
-        Duration::from_secs(60),
-        open_in("ReadWrite"),
-    )
-    .await?;
+    open_database(c, n, "vault", json!({"tenant": "fort"})).await?;
 
     // Out: a pod the tenant's policy selects (the engine's labels) resolves names and
     // reaches nothing else, not even a server in its own namespace, which an unselected

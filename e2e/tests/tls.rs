@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, Patch, PatchParams};
 use rustls::pki_types::pem::PemObject;
 use serde_json::json;
-use tenantdb_e2e::pdb::*;
+use tenantdb_e2e::pdb::open_database;
 use tenantdb_e2e::*;
 
 fn key(secret: &Secret, k: &str) -> Vec<u8> {
@@ -76,13 +76,6 @@ async fn engines_serve_their_tenants_certificate_and_renew_it_without_a_restart(
     // is moved instead of waiting 60 days.
     let pods: Api<Pod> = Api::namespaced(c.clone(), n);
     let before = pods.get("vault-engine-0").await?;
-    let restarts = |p: &Pod| {
-        p.status
-            .as_ref()
-            .and_then(|s| s.container_statuses.as_ref())
-            .map(|cs| cs.iter().map(|c| c.restart_count).sum::<i32>())
-            .unwrap_or_default()
-    };
     let past =
         json!({"metadata": {"annotations": {"tenantdb.io/renew-after": "2000-01-01T00:00:00Z"}}});
     secrets
@@ -127,15 +120,6 @@ async fn engines_serve_their_tenants_certificate_and_renew_it_without_a_restart(
         "the engine did not restart"
     );
     // And the operator still drives it, over TLS under the same CA.
-    apply_pdb(&c, n, "ledger", json!({"tenant": "vault"})).await?;
-    wait_pdb(
-        &c,
-        n,
-        "ledger",
-        "open",
-        Duration::from_secs(60),
-        open_in("ReadWrite"),
-    )
-    .await?;
+    open_database(&c, n, "ledger", json!({"tenant": "vault"})).await?;
     ns.delete(Duration::from_secs(120)).await
 }

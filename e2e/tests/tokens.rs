@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 use tenantdb_crds::Tenant;
-use tenantdb_e2e::pdb::{apply_pdb, open_in, wait_pdb};
+use tenantdb_e2e::pdb::open_database;
 use tenantdb_e2e::*;
 
 #[tokio::test]
@@ -62,29 +62,13 @@ async fn the_admin_token_rotates_without_a_restart_and_the_old_one_stops_working
         before.metadata.uid, after.metadata.uid,
         "the pod was not replaced"
     );
-    let restarts = |p: &Pod| {
-        p.status
-            .as_ref()
-            .and_then(|s| s.container_statuses.as_ref())
-            .map(|cs| cs.iter().map(|c| c.restart_count).sum::<i32>())
-            .unwrap_or_default()
-    };
     assert_eq!(
         restarts(&before),
         restarts(&after),
         "the engine did not restart"
     );
     // The operator drives the engine with the new token.
-    apply_pdb(&c, n, "after", json!({"tenant": "keys"})).await?;
-    wait_pdb(
-        &c,
-        n,
-        "after",
-        "open",
-        Duration::from_secs(60),
-        open_in("ReadWrite"),
-    )
-    .await?;
+    open_database(&c, n, "after", json!({"tenant": "keys"})).await?;
     ns.delete(Duration::from_secs(120)).await
 }
 
@@ -103,20 +87,11 @@ async fn a_data_token_with_a_lifetime_is_renewed_before_it_expires_and_refused_a
     let ns = TestNamespace::create(&c, "e2e-expiry").await?;
     let n = ns.name.as_str();
     ready_tenant(&c, n, "short", "bronze").await?;
-    apply_pdb(
+    open_database(
         &c,
         n,
         "brief",
         json!({"tenant": "short", "tokenLifetime": "45s"}),
-    )
-    .await?;
-    wait_pdb(
-        &c,
-        n,
-        "brief",
-        "open",
-        Duration::from_secs(60),
-        open_in("ReadWrite"),
     )
     .await?;
     let secrets: Api<Secret> = Api::namespaced(c.clone(), n);

@@ -21,6 +21,7 @@ pub use tenantdb_engine_api::names;
 pub mod pdb;
 pub mod query;
 pub mod ratelimit;
+pub mod reload;
 pub mod reports;
 pub mod server;
 pub mod throttle;

@@ -69,45 +69,32 @@ async fn main() -> std::process::ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let (data_dir, listen, admin_token, admin_token_file, config, cgroup_parent, tls) =
-        match Cli::parse().command {
-            Command::Openapi => {
-                let doc = tenantdb_engine::openapi::document();
-                println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
-                return std::process::ExitCode::SUCCESS;
-            }
-            Command::Serve {
-                data_dir,
-                listen,
-                admin_token,
-                admin_token_file,
-                config,
-                cgroup_parent,
-                tls_cert,
-                tls_key,
-            } => {
-                let tls = tls_cert
-                    .zip(tls_key)
-                    .map(|(cert, key)| tenantdb_engine::tls::TlsFiles { cert, key });
-                (
-                    data_dir,
-                    listen,
-                    admin_token,
-                    admin_token_file,
-                    config,
-                    cgroup_parent,
-                    tls,
-                )
-            }
-        };
-    let opts = ServeOptions {
-        data_dir,
-        listen,
-        admin_token,
-        admin_token_file,
-        config,
-        cgroup_parent,
-        tls,
+    let opts = match Cli::parse().command {
+        Command::Openapi => {
+            let doc = tenantdb_engine::openapi::document();
+            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+            return std::process::ExitCode::SUCCESS;
+        }
+        Command::Serve {
+            data_dir,
+            listen,
+            admin_token,
+            admin_token_file,
+            config,
+            cgroup_parent,
+            tls_cert,
+            tls_key,
+        } => ServeOptions {
+            data_dir,
+            listen,
+            admin_token,
+            admin_token_file,
+            config,
+            cgroup_parent,
+            tls: tls_cert
+                .zip(tls_key)
+                .map(|(cert, key)| tenantdb_engine::tls::TlsFiles { cert, key }),
+        },
     };
     match serve(opts, shutdown_signal()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -233,28 +233,22 @@ pub async fn serve(
         }
     });
     let engine = state.engine.clone();
-    let token_reloader = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(crate::tls::RELOAD_EVERY);
-        loop {
-            tick.tick().await;
-            let tokens = admin_tokens.clone();
-            match tokio::task::spawn_blocking(move || tokens.reload()).await {
-                Ok(Ok(true)) => {
-                    tracing::info!("admin tokens changed on disk: the new set is in force")
-                }
-                Ok(Ok(false)) => {}
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "admin tokens not reloaded: the previous set stays")
-                }
-                Err(e) => tracing::warn!(error = %e, "admin tokens not reloaded"),
-            }
-        }
-    });
+    let token_reloader = crate::reload::every(
+        crate::reload::EVERY,
+        "admin tokens changed on disk: the new set is in force",
+        "admin tokens not reloaded: the previous set stays",
+        move || admin_tokens.reload(),
+    );
     let served = match tls {
         Some(resolver) => {
             tracing::info!(addr = %opts.listen, "serving HTTPS");
             let config = Arc::new(crate::tls::server_config(resolver.clone())?);
-            let reloader = crate::tls::watch(resolver, crate::tls::RELOAD_EVERY);
+            let reloader = crate::reload::every(
+                crate::reload::EVERY,
+                "TLS certificate changed on disk: serving the new one",
+                "TLS certificate not reloaded: still serving the previous one",
+                move || resolver.reload(),
+            );
             let listener = TlsListener::new(listener, config).map_err(listen_error)?;
             let served = axum::serve(listener, router(state))
                 .with_graceful_shutdown(shutdown)

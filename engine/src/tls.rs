@@ -133,32 +133,6 @@ impl ResolvesServerCert for CertResolver {
     }
 }
 
-/// How often the certificate files are looked at. The kubelet takes up to a minute or so
-/// to bring a changed Secret into the pod, so this adds little to a renewal.
-pub const RELOAD_EVERY: Duration = Duration::from_secs(10);
-
-/// Re-read the files every `every` for as long as the returned task runs.
-pub fn watch(resolver: Arc<CertResolver>, every: Duration) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            let r = resolver.clone();
-            match tokio::task::spawn_blocking(move || r.reload()).await {
-                Ok(Ok(true)) => {
-                    tracing::info!("TLS certificate changed on disk: serving the new one")
-                }
-                Ok(Ok(false)) => {}
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "TLS certificate not reloaded: still serving the previous one")
-                }
-                Err(e) => tracing::warn!(error = %e, "TLS certificate not reloaded"),
-            }
-        }
-    })
-}
-
 /// The server side of TLS 1.2 and 1.3 with the resolver's certificate; HTTP/1.1 only
 /// (the Hrana WebSocket upgrade is an HTTP/1.1 mechanism).
 pub fn server_config(resolver: Arc<CertResolver>) -> Result<rustls::ServerConfig, TlsError> {

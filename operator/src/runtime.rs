@@ -171,6 +171,23 @@ pub mod mock {
     }
 }
 
+/// Create `obj` unless it exists, under the operator's field manager; `Ok(false)` when
+/// another writer made it first (409), which callers take as "someone else's is there".
+pub async fn create_once<K>(api: &Api<K>, obj: &K) -> Result<bool, kube::Error>
+where
+    K: kube::Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+{
+    let params = kube::api::PostParams {
+        field_manager: Some(crate::FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    match api.create(&params, obj).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Where the operator works: every namespace (the default), or one namespace alone (a
 /// namespaced install, like CloudNativePG's `clusterWide: false`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use kube::{Client, ResourceExt};
 use std::collections::BTreeMap;
 use tenantdb_crds::Tenant;
@@ -84,26 +84,17 @@ pub async fn ensure(
                 ]),
                 BTreeMap::from([(tls::NOT_AFTER_ANNOTATION, issued.not_after.to_rfc3339())]),
             )?;
-            match secrets
-                .create(
-                    &PostParams {
-                        field_manager: Some(FIELD_MANAGER.into()),
-                        ..Default::default()
-                    },
-                    &secret,
-                )
+            let created = crate::runtime::create_once(&secrets, &secret)
                 .await
-            {
-                Ok(_) => (issued.cert_pem, issued.key_pem),
+                .map_err(kube_err(format!("creating Secret {ns}/{}", names.ca)))?;
+            if !created {
                 // Another reconcile made it first: use theirs next time round.
-                Err(kube::Error::Api(s)) if s.code == 409 => {
-                    return Err(Error::Build(BuildError::Tls(format!(
-                        "Secret {ns}/{} was created meanwhile; retrying",
-                        names.ca
-                    ))))
-                }
-                Err(e) => return Err(kube_err(format!("creating Secret {ns}/{}", names.ca))(e)),
+                return Err(Error::Build(BuildError::Tls(format!(
+                    "Secret {ns}/{} was created meanwhile; retrying",
+                    names.ca
+                ))));
             }
+            (issued.cert_pem, issued.key_pem)
         }
     };
     let (ca_cert, ca_key) = ca;

@@ -11,7 +11,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -202,21 +202,11 @@ async fn ensure_credentials(
         });
     }
     let secret = build::credentials_secret(tenant, &build::random_secret(40))?;
-    match secrets
-        .create(
-            &PostParams {
-                field_manager: Some(FIELD_MANAGER.into()),
-                ..Default::default()
-            },
-            &secret,
-        )
+    // Made by another reconcile (or a previous operator) first: theirs is kept.
+    crate::runtime::create_once(&secrets, &secret)
         .await
-    {
-        Ok(_) => Ok(Ok(name)),
-        // Another reconcile (or a previous operator) created it first: keep theirs.
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(Ok(name)),
-        Err(e) => Err(kube_err(format!("creating Secret {ns}/{name}"))(e)),
-    }
+        .map_err(kube_err(format!("creating Secret {ns}/{name}")))?;
+    Ok(Ok(name))
 }
 
 async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, Error> {
