@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::api::{Api, ListParams};
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -104,10 +105,65 @@ pub fn profile_status(
     status
 }
 
-async fn reconcile(profile: Arc<LockdownProfile>, ctx: Arc<Context>) -> Result<Action, Error> {
-    ctx.book
-        .observe(&profile.name_any(), report(&profile, &ctx))
-        .await
+/// Pure: the status of a profile this operator version cannot read (`error` says why).
+pub fn unreadable_status(
+    generation: Option<i64>,
+    error: &str,
+    now: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+) -> LockdownProfileStatus {
+    let mut status = LockdownProfileStatus {
+        observed_generation: generation,
+        ..Default::default()
+    };
+    set(
+        &mut status.conditions,
+        "Ready",
+        false,
+        "MalformedSpec",
+        format!("this operator cannot read the LockdownProfile: {error}; databases naming it are not opened under it"),
+        generation,
+        now,
+    );
+    status
+}
+
+/// Profiles are watched through `DeserializeGuard`: one this version cannot read gets a
+/// status saying so, and the others are reported as usual.
+async fn reconcile(
+    guard: Arc<DeserializeGuard<LockdownProfile>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let name = guard.name_any();
+    match &guard.0 {
+        Ok(profile) => ctx.book.observe(&name, report(profile, &ctx)).await,
+        Err(invalid) => {
+            let status = unreadable_status(invalid.metadata.generation, &invalid.error, &now());
+            let write = async {
+                write_status(&ctx, &name, &status).await?;
+                Ok(Action::await_change())
+            };
+            ctx.book.observe(&name, write).await
+        }
+    }
+}
+
+async fn write_status(
+    ctx: &Context,
+    name: &str,
+    status: &LockdownProfileStatus,
+) -> Result<(), Error> {
+    crate::runtime::apply_status(
+        &Api::<LockdownProfile>::all(ctx.client.clone()),
+        &LockdownProfile::api_version(&()),
+        &LockdownProfile::kind(&()),
+        name,
+        status,
+    )
+    .await
+    .map_err(|source| Error::Kube {
+        action: format!("writing status of LockdownProfile {name}"),
+        source,
+    })
 }
 
 /// Read every PluggableDatabase, build the profile's status from them, write it when it
@@ -136,23 +192,16 @@ async fn report(profile: &LockdownProfile, ctx: &Context) -> Result<Action, Erro
                     .map(|c| (&c.status, &c.reason, &c.message)))
     });
     if !same {
-        crate::runtime::apply_status(
-            &Api::<LockdownProfile>::all(ctx.client.clone()),
-            &LockdownProfile::api_version(&()),
-            &LockdownProfile::kind(&()),
-            &profile.name_any(),
-            &status,
-        )
-        .await
-        .map_err(|source| Error::Kube {
-            action: format!("writing status of LockdownProfile {}", profile.name_any()),
-            source,
-        })?;
+        write_status(ctx, &profile.name_any(), &status).await?;
     }
     Ok(Action::requeue(Duration::from_secs(300)))
 }
 
-fn error_policy(profile: Arc<LockdownProfile>, error: &Error, ctx: Arc<Context>) -> Action {
+fn error_policy(
+    profile: Arc<DeserializeGuard<LockdownProfile>>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
     ctx.book.retry(&profile.name_any(), error)
 }
 
@@ -164,7 +213,7 @@ pub async fn run(
 ) {
     let client = ctx.client.clone();
     let controller = Controller::new(
-        Api::<LockdownProfile>::all(client.clone()),
+        Api::<DeserializeGuard<LockdownProfile>>::all(client.clone()),
         watcher::Config::default(),
     )
     .watches(
@@ -173,7 +222,7 @@ pub async fn run(
         |p: PluggableDatabase| {
             rules::profiles_of(&p)
                 .into_iter()
-                .map(|n| ObjectRef::<LockdownProfile>::new(&n))
+                .map(|n| ObjectRef::<DeserializeGuard<LockdownProfile>>::new(&n))
                 .collect::<Vec<_>>()
         },
     )
@@ -190,6 +239,21 @@ mod tests {
             "apiVersion: tenantdb.io/v1alpha1\nkind: PluggableDatabase\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{tenant: t}}\nstatus:\n  lockdownProfile: {profile}\n  conditions: [{{type: Ready, status: 'True', reason: InSync, message: '', lastTransitionTime: '2026-01-01T00:00:00Z'}}]\n"
         ))
         .unwrap()
+    }
+
+    #[test]
+    fn an_unreadable_profile_says_why_and_counts_nothing() {
+        let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            "2026-01-01T00:00:00Z".parse().unwrap(),
+        );
+        let s = unreadable_status(Some(4), "unknown variant `NUKE`", &now);
+        let ready = s.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "MalformedSpec")
+        );
+        assert!(ready.message.contains("unknown variant `NUKE`"));
+        assert_eq!((s.applied_count, s.observed_generation), (None, Some(4)));
     }
 
     #[test]

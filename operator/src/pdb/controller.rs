@@ -425,9 +425,10 @@ pub async fn run(
             },
         )
         .watches(
-            Api::<LockdownProfile>::all(client),
+            // Guarded: one profile this version cannot read must not stop the watch.
+            Api::<DeserializeGuard<LockdownProfile>>::all(client),
             watcher::Config::default(),
-            move |l: LockdownProfile| {
+            move |l: DeserializeGuard<LockdownProfile>| {
                 let name = l.name_any();
                 store
                     .state()

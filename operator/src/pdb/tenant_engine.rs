@@ -110,12 +110,15 @@ pub(super) async fn push_profile(
         return Ok(Err(e));
     }
     let api: Api<LockdownProfile> = Api::all(ctx.client.clone());
-    let Some(profile) = api
-        .get_opt(name)
-        .await
-        .map_err(kube_err(format!("reading LockdownProfile {name}")))?
-    else {
-        return Ok(Err(format!("LockdownProfile {name} does not exist")));
+    let profile = match api.get_opt(name).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return Ok(Err(format!("LockdownProfile {name} does not exist"))),
+        Err(kube::Error::SerdeError(e)) => {
+            return Ok(Err(format!(
+                "LockdownProfile {name} cannot be read by this operator version: {e}"
+            )))
+        }
+        Err(e) => return Err(kube_err(format!("reading LockdownProfile {name}"))(e)),
     };
     let rules = match rules::engine_rules(&profile.spec) {
         Ok(r) => r,
