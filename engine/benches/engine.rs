@@ -747,6 +747,8 @@ fn http_figures(rt: &tokio::runtime::Runtime, engine: &Arc<Engine>, quick: bool)
             format!("{:.2} (target ≥ 0.90)", h / j.max(1.0)),
         ));
     }
+    out.lines
+        .extend(tls_figures(rt, &state, &base, &token, secs));
     create(engine, "tpcb", json!({"empty": {}}));
     let batch: Vec<serde_json::Value> = load::TPCB_SCHEMA
         .split(";\n")
@@ -770,6 +772,77 @@ fn http_figures(rt: &tokio::runtime::Runtime, engine: &Arc<Engine>, quick: bool)
     }
 
     out
+}
+
+/// The cost of TLS: JSON API point selects over plain HTTP and over HTTPS (a certificate
+/// the operator's issuer makes, verified against its CA), the same in-process client,
+/// alternating, at 1 and 16 connections.
+fn tls_figures(
+    rt: &tokio::runtime::Runtime,
+    state: &Arc<EngineState>,
+    plain: &str,
+    token: &str,
+    secs: f64,
+) -> Vec<(String, String)> {
+    use tenantdb_engine::tls::{server_config, CertResolver, TlsFiles, TlsListener};
+    use tenantdb_operator::tenant::tls::{new_ca, server_cert, Validity};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = chrono::Utc::now();
+    let ca = new_ca("bench", "bench", now, Validity::default()).expect("CA");
+    let cert = server_cert("bench", "bench", &ca.key_pem, now, Validity::default()).expect("cert");
+    let files = TlsFiles {
+        cert: dir.path().join("tls.crt"),
+        key: dir.path().join("tls.key"),
+    };
+    std::fs::write(&files.cert, &cert.cert_pem).expect("write");
+    std::fs::write(&files.key, &cert.key_pem).expect("write");
+    let resolver = Arc::new(CertResolver::load(files).expect("pair"));
+    let config = Arc::new(server_config(resolver).expect("config"));
+    let tcp = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let addr = tcp.local_addr().expect("addr");
+    let app = router(state.clone());
+    let listener = {
+        let _guard = rt.enter();
+        TlsListener::new(tcp, config).expect("listener")
+    };
+    rt.spawn(async move { axum::serve(listener, app).await });
+    let name = "bench-engine.bench.svc".to_string();
+    let tls = load::Tls {
+        name: name.clone(),
+        addr,
+        ca_pem: ca.cert_pem.clone(),
+    };
+    let https = format!("https://{name}:{}", addr.port());
+    let mut lines = Vec::new();
+    for conns in [1, 16] {
+        let run = |base: &str, tls: Option<load::Tls>| {
+            rt.block_on(load::point_selects_over(
+                base,
+                token,
+                Protocol::Json,
+                conns,
+                secs,
+                tls,
+            ))
+        };
+        let (p, pp50, pp99) = run(plain, None);
+        let (t, tp50, tp99) = run(&https, Some(tls.clone()));
+        lines.push((
+            format!("JSON API point select, {conns} conns (in-process client): plain HTTP / HTTPS req/s, p50, p99"),
+            format!(
+                "{p:.0}, {}, {} / {t:.0}, {}, {}  (HTTPS {:.2}x)",
+                ms(pp50),
+                ms(pp99),
+                ms(tp50),
+                ms(tp99),
+                t / p.max(1.0)
+            ),
+        ));
+    }
+    lines
 }
 
 /// pgbench beside the HTTP figures, same machine, same run: `-S` at 1, 16 and 64

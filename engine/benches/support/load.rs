@@ -73,15 +73,44 @@ pub async fn point_selects(
     conns: usize,
     secs: f64,
 ) -> (f64, Duration, Duration) {
+    point_selects_over(base, token, protocol, conns, secs, None).await
+}
+
+/// How a client reaches an HTTPS engine: the name its certificate carries, the address
+/// that name stands for here, and the CA (PEM) to trust alone.
+#[derive(Clone)]
+pub struct Tls {
+    pub name: String,
+    pub addr: std::net::SocketAddr,
+    pub ca_pem: String,
+}
+
+/// [`point_selects`], over HTTPS when `tls` says how.
+pub async fn point_selects_over(
+    base: &str,
+    token: &str,
+    protocol: Protocol,
+    conns: usize,
+    secs: f64,
+    tls: Option<Tls>,
+) -> (f64, Duration, Duration) {
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let mut tasks = Vec::new();
     for c in 0..conns {
         let (url, token) = (format!("{base}{}", protocol.path()), token.to_string());
+        let tls = tls.clone();
         tasks.push(tokio::spawn(async move {
-            let client = reqwest::Client::builder()
-                .pool_max_idle_per_host(1)
-                .build()
-                .expect("client");
+            let mut builder = reqwest::Client::builder().pool_max_idle_per_host(1);
+            if let Some(t) = tls {
+                builder = builder
+                    .use_rustls_tls()
+                    .resolve(&t.name, t.addr)
+                    .tls_built_in_root_certs(false)
+                    .add_root_certificate(
+                        reqwest::Certificate::from_pem(t.ca_pem.as_bytes()).expect("CA"),
+                    );
+            }
+            let client = builder.build().expect("client");
             let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (c as u64 + 1));
             let mut lat = Vec::new();
             while Instant::now() < deadline {
