@@ -343,3 +343,16 @@ pub fn restarts(pod: &Pod) -> i32 {
         .map(|cs| cs.iter().map(|c| c.restart_count).sum())
         .unwrap_or_default()
 }
+
+/// Assert `after` is the pod `before` was, not replaced and not restarted.
+pub fn assert_same_pod(before: &Pod, after: &Pod) {
+    assert_eq!(
+        before.metadata.uid, after.metadata.uid,
+        "the pod was not replaced"
+    );
+    assert_eq!(
+        restarts(before),
+        restarts(after),
+        "the engine did not restart"
+    );
+}

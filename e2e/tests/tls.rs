@@ -110,15 +110,7 @@ async fn engines_serve_their_tenants_certificate_and_renew_it_without_a_restart(
         started.elapsed().as_secs_f64()
     );
     let after = pods.get("vault-engine-0").await?;
-    assert_eq!(
-        before.metadata.uid, after.metadata.uid,
-        "the pod was not replaced"
-    );
-    assert_eq!(
-        restarts(&before),
-        restarts(&after),
-        "the engine did not restart"
-    );
+    assert_same_pod(&before, &after);
     // And the operator still drives it, over TLS under the same CA.
     open_database(&c, n, "ledger", json!({"tenant": "vault"})).await?;
     ns.delete(Duration::from_secs(120)).await

@@ -58,15 +58,7 @@ async fn the_admin_token_rotates_without_a_restart_and_the_old_one_stops_working
     .await?;
     println!("rotation done in {:.0} s", started.elapsed().as_secs_f64());
     let after = pods.get("keys-engine-0").await?;
-    assert_eq!(
-        before.metadata.uid, after.metadata.uid,
-        "the pod was not replaced"
-    );
-    assert_eq!(
-        restarts(&before),
-        restarts(&after),
-        "the engine did not restart"
-    );
+    assert_same_pod(&before, &after);
     // The operator drives the engine with the new token.
     open_database(&c, n, "after", json!({"tenant": "keys"})).await?;
     ns.delete(Duration::from_secs(120)).await

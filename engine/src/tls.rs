@@ -115,16 +115,6 @@ impl CertResolver {
         *loaded = (cert, key);
         Ok(true)
     }
-
-    /// The DER of the certificate served now.
-    pub fn served(&self) -> Vec<u8> {
-        self.current
-            .load()
-            .cert
-            .first()
-            .map(|c| c.to_vec())
-            .unwrap_or_default()
-    }
 }
 
 impl ResolvesServerCert for CertResolver {

@@ -39,14 +39,10 @@ async fn call(
     }
     let token = admin_token(client, tenant).await?;
     let tunnel = Tunnel::to(client, tenant).await?;
-    let host = match &tunnel.server_name {
-        rustls::pki_types::ServerName::DnsName(d) => d.as_ref().to_string(),
-        other => format!("{other:?}"),
-    };
     let req = http::Request::builder()
         .method(method)
         .uri(path)
-        .header("Host", host)
+        .header("Host", &tunnel.host)
         .header("Authorization", format!("Bearer {token}"))
         .header("Content-Type", "application/json")
         .body(http_body_util::Full::new(bytes::Bytes::from(

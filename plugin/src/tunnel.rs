@@ -24,8 +24,9 @@ pub struct Tunnel {
     pods: Api<Pod>,
     /// The engine pod.
     pub pod: String,
-    /// The name the engine's certificate must carry.
-    pub server_name: ServerName<'static>,
+    /// The name the engine's certificate must carry (its Service's), also the `Host`.
+    pub host: String,
+    server_name: ServerName<'static>,
     tls: tokio_rustls::TlsConnector,
 }
 
@@ -83,11 +84,13 @@ impl Tunnel {
         if pods.get_opt(&pod).await?.is_none() {
             return Err(not_serving());
         }
-        let server_name = ServerName::try_from(format!("{name}-engine.{ns}.svc"))
-            .map_err(|e| PluginError::Usage(e.to_string()))?;
+        let host = format!("{name}-engine.{ns}.svc");
+        let server_name =
+            ServerName::try_from(host.clone()).map_err(|e| PluginError::Usage(e.to_string()))?;
         Ok(Tunnel {
             pods,
             pod,
+            host,
             server_name,
             tls: tokio_rustls::TlsConnector::from(Arc::new(client_config(&ca)?)),
         })
@@ -106,8 +109,8 @@ impl Tunnel {
             .await
             .map_err(|e| {
                 PluginError::Engine(format!(
-                    "TLS to {} ({:?}) failed: {e}; the engine must present a certificate of the tenant's CA",
-                    self.pod, self.server_name
+                    "TLS to {} ({}) failed: {e}; the engine must present a certificate of the tenant's CA",
+                    self.pod, self.host
                 ))
             })?;
         Ok(Connection {

@@ -238,7 +238,7 @@ pub fn store_port(endpoint: &str) -> Option<u16> {
 }
 
 /// `value` as the Kubernetes type `T`, refused when the type would drop any field of it.
-fn typed<T: serde::de::DeserializeOwned + serde::Serialize>(
+pub(crate) fn typed<T: serde::de::DeserializeOwned + serde::Serialize>(
     kind: &'static str,
     value: serde_json::Value,
 ) -> Result<T, BuildError> {

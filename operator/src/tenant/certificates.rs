@@ -11,36 +11,22 @@ use std::collections::BTreeMap;
 use tenantdb_crds::Tenant;
 
 use super::build::{self, BuildError};
-use super::controller::Error;
+use super::controller::{apply, kube_err, Error};
 use super::tls::{self, Validity};
-use crate::FIELD_MANAGER;
-
-/// The tenant's CA certificate (what clients trust) and when the engine's certificate
-/// is next renewed.
-#[derive(Debug, Clone)]
-pub struct Certificates {
-    /// PEM of the tenant's CA.
-    pub ca_cert_pem: String,
-    /// When the engine's certificate must be issued again.
-    pub renew_after: DateTime<Utc>,
-}
-
-fn kube_err(action: String) -> impl FnOnce(kube::Error) -> Error {
-    move |source| Error::Kube { action, source }
-}
 
 fn issue_err(e: tls::TlsError) -> Error {
     Error::Build(BuildError::Tls(e.to_string()))
 }
 
-/// Make sure `tenant` has its CA and a current engine certificate; `Err((reason, message))`
-/// inside when a Secret of those names exists and is not the operator's.
+/// Make sure `tenant` has its CA and a current engine certificate, and say when that
+/// certificate is to be renewed; `Err((reason, message))` inside when a Secret of those
+/// names exists and is not the operator's (or the CA's lacks a key).
 pub async fn ensure(
     client: &Client,
     tenant: &Tenant,
     ns: &str,
     validity: Validity,
-) -> Result<Result<Certificates, (&'static str, String)>, Error> {
+) -> Result<Result<DateTime<Utc>, (&'static str, String)>, Error> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     let name = tenant.name_any();
     let names = build::names(&name);
@@ -107,11 +93,7 @@ pub async fn ensure(
             return Ok(Err(("TLSSecretNotOurs", why)));
         }
         if !tls::needs_renewal(existing, &ca_cert, now) {
-            let renew_after = tls::renew_after(existing).unwrap_or(now);
-            return Ok(Ok(Certificates {
-                ca_cert_pem: ca_cert,
-                renew_after,
-            }));
+            return Ok(Ok(tls::renew_after(existing).unwrap_or(now)));
         }
     }
     let issued = tls::server_cert(ns, &name, &ca_key, now, validity).map_err(issue_err)?;
@@ -126,19 +108,9 @@ pub async fn ensure(
         ]),
         tls::dates(&issued),
     )?;
-    secrets
-        .patch(
-            &names.tls,
-            &kube::api::PatchParams::apply(FIELD_MANAGER).force(),
-            &kube::api::Patch::Apply(&secret),
-        )
-        .await
-        .map_err(kube_err(format!("applying Secret {ns}/{}", names.tls)))?;
+    apply(client, ns, &secret).await?;
     tracing::info!(tenant = %format!("{ns}/{name}"), not_after = %issued.not_after, renewed = current.is_some(), "engine certificate issued");
-    Ok(Ok(Certificates {
-        ca_cert_pem: ca_cert,
-        renew_after: issued.renew_after,
-    }))
+    Ok(Ok(issued.renew_after))
 }
 
 fn secret(
@@ -149,10 +121,8 @@ fn secret(
     annotations: BTreeMap<&str, String>,
 ) -> Result<Secret, Error> {
     let meta = build::child_meta(tenant, name)?;
-    serde_json::from_value(tls::secret(meta, type_, data, annotations)).map_err(|source| {
-        Error::Build(BuildError::Shape {
-            kind: "Secret",
-            source,
-        })
-    })
+    Ok(build::typed(
+        "Secret",
+        tls::secret(meta, type_, data, annotations),
+    )?)
 }

@@ -61,7 +61,7 @@ impl ErrorLabel for Error {
     }
 }
 
-fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+pub(super) fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
     let action = action.into();
     move |source| Error::Kube { action, source }
 }
@@ -103,7 +103,7 @@ pub fn tenant_resource() -> ApiResource {
     ApiResource::erase::<Tenant>(&())
 }
 
-async fn apply<K>(client: &Client, ns: &str, obj: &K) -> Result<K, Error>
+pub(super) async fn apply<K>(client: &Client, ns: &str, obj: &K) -> Result<K, Error>
 where
     K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
         + Clone
@@ -184,11 +184,13 @@ async fn backup_credentials_missing(
 
 /// Create the credentials Secret unless it exists; never overwrite it. An existing one
 /// must be this operator's, for this tenant, with a token (`Err((reason, message))`).
+/// Returns its name, and the Secret when it was there already (a new one needs nothing
+/// more this time round).
 async fn ensure_credentials(
     ctx: &Context,
     tenant: &Tenant,
     ns: &str,
-) -> Result<Result<String, (&'static str, String)>, Error> {
+) -> Result<Result<(String, Option<Secret>), (&'static str, String)>, Error> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let name = build::names(&tenant.name_any()).credentials;
     if let Some(existing) = secrets
@@ -197,7 +199,7 @@ async fn ensure_credentials(
         .map_err(kube_err(format!("reading Secret {ns}/{name}")))?
     {
         return Ok(match build::foreign_credentials(&existing, tenant) {
-            None => Ok(name),
+            None => Ok((name, Some(existing))),
             Some(why) => Err(("CredentialsSecretNotOurs", why)),
         });
     }
@@ -206,7 +208,7 @@ async fn ensure_credentials(
     crate::runtime::create_once(&secrets, &secret)
         .await
         .map_err(kube_err(format!("creating Secret {ns}/{name}")))?;
-    Ok(Ok(name))
+    Ok(Ok((name, None)))
 }
 
 async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -253,16 +255,20 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action, E
         invalid(ctx, obj, &tenant, "BackupCredentialsMissing", &message).await?;
         return Ok(Action::requeue(Duration::from_secs(30)));
     }
-    let credentials = match ensure_credentials(ctx, &tenant, &ns).await? {
-        Ok(name) => name,
+    let (credentials, existing_credentials) = match ensure_credentials(ctx, &tenant, &ns).await? {
+        Ok(found) => found,
         Err((reason, message)) => {
             invalid(ctx, obj, &tenant, reason, &message).await?;
             return Ok(Action::requeue(Duration::from_secs(30)));
         }
     };
-    let rotating =
-        super::credentials::rotate(&ctx.client, ctx.engines.as_ref(), &tenant, &ns).await?;
-    let certificates =
+    let rotating = match &existing_credentials {
+        Some(secret) => {
+            super::credentials::rotate(&ctx.client, ctx.engines.as_ref(), &tenant, secret).await?
+        }
+        None => false,
+    };
+    let renew_after =
         match certificates::ensure(&ctx.client, &tenant, &ns, ctx.build.certificates).await? {
             Ok(c) => c,
             Err((reason, message)) => {
@@ -377,7 +383,7 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action, E
         _ => Duration::from_secs(5),
     };
     // And every engine when its certificate is due for renewal.
-    let renewal = (certificates.renew_after - chrono::Utc::now())
+    let renewal = (renew_after - chrono::Utc::now())
         .to_std()
         .unwrap_or_default()
         .max(Duration::from_secs(1));

@@ -12,28 +12,22 @@ use tenantdb_crds::Tenant;
 
 use super::admin_token::{self, TokenStep, ROTATED_ANNOTATION, ROTATE_ANNOTATION};
 use super::build;
-use super::controller::Error;
+use super::controller::{kube_err, Error};
 use crate::engine_client::EngineLocator;
 
-/// Take the credentials Secret one step towards the token the Tenant asks for; `true`
-/// while a rotation is under way (look again soon).
+/// Take the credentials Secret (`secret`, as just read) one step towards the token the
+/// Tenant asks for; `true` while a rotation is under way (look again soon).
 pub async fn rotate(
     client: &Client,
     locator: Option<&EngineLocator>,
     tenant: &Tenant,
-    ns: &str,
+    secret: &Secret,
 ) -> Result<bool, Error> {
     let name = tenant.name_any();
-    let secret_name = build::names(&name).credentials;
+    let ns = tenant.namespace().unwrap_or_default();
+    let ns = ns.as_str();
+    let secret_name = secret.name_any();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let kube_err = |action: String| move |source| Error::Kube { action, source };
-    let Some(secret) = secrets
-        .get_opt(&secret_name)
-        .await
-        .map_err(kube_err(format!("reading Secret {ns}/{secret_name}")))?
-    else {
-        return Ok(false);
-    };
     let data: BTreeMap<String, String> = secret
         .data
         .clone()
