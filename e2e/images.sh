@@ -20,11 +20,12 @@ log "building release binaries"
 (cd "$REPO_DIR" && cargo build --release --locked -p tenantdb-engine -p tenantdb-operator 2>&1 | tail -3) >&2
 TARGET="${CARGO_TARGET_DIR:-$REPO_DIR/target}/release"
 
-make_image() { # name binary
-  local name="$1" bin="$2" root; root="$(mktemp -d)"
+make_image() { # name binary [more binaries]
+  local name="$1" bin="$2" root extra; root="$(mktemp -d)"
   rootfs_base "$root"
   mkdir -p "$root/data"
   rootfs_add_binary "$root" "$TARGET/$bin" "/usr/local/bin/$bin"
+  for extra in "${@:3}"; do rootfs_add_binary "$root" "$TARGET/$extra" "/usr/local/bin/$extra"; done
   # CA roots (the engine's backups go to S3-compatible stores over HTTPS).
   mkdir -p "$root/etc/ssl/certs"; cp -L /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/"
   image_archive "localhost/$name:$TAG" "$root" "$OUT/$name.tar" "[\"/usr/local/bin/$bin\"]"
@@ -32,7 +33,8 @@ make_image() { # name binary
   log "image localhost/$name:$TAG -> $OUT/$name.tar"
 }
 make_image tenantdb-engine tenantdb-engine
-make_image tenantdb-operator tenantdb-operator
+# The operator's image also holds the member agent run beside replicated engines.
+make_image tenantdb-operator tenantdb-operator tenantdb-member
 
 # An application image for the e2e tests: the host's Node.js with the pinned
 # @libsql/client and Drizzle ORM (drivers/node) and the program drivers/node/app/main.mjs,

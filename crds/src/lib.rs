@@ -13,8 +13,9 @@ pub use pdb::{
     RestoreSource, SeedSource,
 };
 pub use tenant::{
-    BackupSpec, DeletionPolicy, EffectiveLimits, ObjectStoreSpec, Priority, QuotaOverrides,
-    SlaSummary, Tenant, TenantPhase, TenantSpec, TenantStatus, Tier, UsageSummary,
+    BackupSpec, DeletionPolicy, Durability, EffectiveLimits, FailoverStatus, MemberStatus,
+    ObjectStoreSpec, Priority, QuotaOverrides, SlaSummary, Tenant, TenantPhase, TenantSpec,
+    TenantStatus, Tier, UsageSummary,
 };
 
 /// The API group of every TenantDB resource.

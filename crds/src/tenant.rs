@@ -74,6 +74,67 @@ pub struct TenantSpec {
     /// point-in-time restore (`PluggableDatabase.spec.source.restore`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupSpec>,
+    /// Engine members: 1, or 2 or 3 for a primary with hot standbys elected through a
+    /// Lease (`docs/ha.md`).
+    #[serde(default = "default_replicas")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 3").message("replicas is 1, 2 or 3"))]
+    pub replicas: i32,
+    /// With standbys, when a commit is acknowledged: `required` once a standby has it
+    /// durably, `preferred` (the default) as `required` while a standby is connected and
+    /// at once while none is, `async` at once.
+    #[serde(default)]
+    pub durability: Durability,
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+
+/// When a primary with standbys acknowledges a commit.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum Durability {
+    /// At once; standbys follow.
+    Async,
+    /// Once a standby has written it durably; an error when none does in time.
+    Required,
+    /// As `required` while a standby is connected, as `async` while none is.
+    #[default]
+    Preferred,
+}
+
+/// One engine member as the operator last saw it.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberStatus {
+    /// Pod name.
+    pub name: String,
+    /// `primary`, `standby`, or `unknown` before its agent labelled it.
+    pub role: String,
+    /// Lease epoch the member last reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+    /// Standby: transactions it has not applied yet, as its primary last reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_transactions: Option<u64>,
+    /// The same in bytes of WAL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_bytes: Option<u64>,
+    /// Standby: streaming from the primary now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub streaming: Option<bool>,
+}
+
+/// The last change of primary.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverStatus {
+    /// When (RFC 3339).
+    pub time: String,
+    /// The member that took over.
+    pub to: String,
+    /// Lease epoch after it.
+    pub epoch: u64,
 }
 
 /// Continuous backup: where to, how long to keep, how often to snapshot.
@@ -288,6 +349,12 @@ pub struct TenantStatus {
     /// Usage statistics this billing period.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<UsageSummary>,
+    /// Engine members with their role and lag (with `replicas` above 1).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberStatus>,
+    /// The last change of primary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failover: Option<FailoverStatus>,
 }
 
 /// A tenant's service level this period.

@@ -61,6 +61,9 @@ pub struct EngineConfig {
     /// Continuous backup to an S3-compatible store (`docs/backup.md`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<crate::backup::BackupConfig>,
+    /// Hot standbys (`docs/ha.md`): present when the tenant has more than one member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<crate::replication::ReplicationConfig>,
 }
 
 /// How long an idle stream lives by default: 10 s, as libSQL's own server.

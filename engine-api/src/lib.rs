@@ -8,4 +8,5 @@ pub mod config;
 pub mod headers;
 pub mod lockdown;
 pub mod names;
+pub mod replication;
 pub mod requests;

@@ -75,6 +75,12 @@ impl AdminTokens {
         })
     }
 
+    /// The tokens in force (a standby presents one to its primary, which mounts the same
+    /// Secret).
+    pub fn tokens(&self) -> Vec<String> {
+        self.tokens.load().as_ref().clone()
+    }
+
     /// Whether the admin plane asks for a token at all.
     pub fn required(&self) -> bool {
         !self.tokens.load().is_empty()

@@ -113,6 +113,19 @@ impl Catalog {
         })
     }
 
+    /// Run `hook` after every commit of the catalog (replication's capture); its error
+    /// reaches the caller of the write.
+    pub fn on_commit(
+        &self,
+        hook: impl Fn() -> rusqlite::Result<()> + Send + 'static,
+    ) -> Result<()> {
+        let mut conn = self.conn.lock().map_err(lock_err)?;
+        conn.wal_hook(Some(
+            move |_: &mut rusqlite::hooks::Wal, _: std::ffi::c_int| hook(),
+        ))?;
+        Ok(())
+    }
+
     /// Every registered database.
     pub fn pdbs(&self) -> Result<Vec<PdbRecord>> {
         let conn = self.conn.lock().map_err(lock_err)?;

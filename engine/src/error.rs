@@ -57,6 +57,13 @@ pub enum EngineError {
     /// run again.
     #[error("{0}")]
     Busy(String),
+    /// The commit happened on this member and was not acknowledged: it is not known to
+    /// be on a standby, or this member is no longer the primary (503).
+    #[error("{0}")]
+    NotAcknowledged(String),
+    /// This member does not serve that now (a standby, a member waiting for its role): 503.
+    #[error("{0}")]
+    Unavailable(String),
     /// A fault of the engine itself (500).
     #[error("{0}")]
     Internal(String),
@@ -80,6 +87,9 @@ impl EngineError {
             EngineError::Forbidden(_) | EngineError::Lockdown(_) => StatusCode::FORBIDDEN,
             EngineError::NotFound(_) => StatusCode::NOT_FOUND,
             EngineError::Conflict(_) | EngineError::Busy(_) => StatusCode::CONFLICT,
+            EngineError::NotAcknowledged(_) | EngineError::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             EngineError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             EngineError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             EngineError::RateLimited(_) | EngineError::TooManySessions(_) => {
@@ -104,6 +114,8 @@ impl EngineError {
             EngineError::NotFound(_) => "not_found",
             EngineError::Conflict(_) => "conflict",
             EngineError::Busy(_) => "busy",
+            EngineError::NotAcknowledged(_) => "not_acknowledged",
+            EngineError::Unavailable(_) => "unavailable",
             EngineError::TooLarge(_) => "too_large",
             EngineError::UnsupportedMediaType(_) => "unsupported_media_type",
             EngineError::RateLimited(_) => "rate_limited",
@@ -132,7 +144,16 @@ impl From<std::io::Error> for EngineError {
 impl From<rusqlite::Error> for EngineError {
     fn from(e: rusqlite::Error) -> Self {
         use rusqlite::ffi::ErrorCode;
+        let mut not_acked: Option<String> = None;
         match &e {
+            rusqlite::Error::SqliteFailure(f, _)
+                if f.code == ErrorCode::Unknown
+                    && crate::replication::take_not_acknowledged()
+                        .map(|why| not_acked = Some(why))
+                        .is_some() =>
+            {
+                EngineError::NotAcknowledged(not_acked.take().unwrap_or_default())
+            }
             rusqlite::Error::SqliteFailure(f, msg) => match f.code {
                 ErrorCode::AuthorizationForStatementDenied => EngineError::Lockdown(format!(
                     "not allowed: {}",

@@ -28,6 +28,11 @@ pub fn leave_checkpoints_to_the_shipper() {
     ENGINE_CHECKPOINTS_ONLY.store(true, std::sync::atomic::Ordering::SeqCst);
 }
 
+/// No automatic checkpoint on `conn`, and none when it closes.
+pub fn configure_no_checkpoint(conn: &Connection) -> rusqlite::Result<()> {
+    crate::backup::shipper::configure(conn)
+}
+
 /// Open the database file at `path` with the engine's [`VFS`].
 pub fn open_db(path: &Path, flags: OpenFlags) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags_and_vfs(path, flags, VFS)?;

@@ -22,6 +22,7 @@ pub mod pdb;
 pub mod query;
 pub mod ratelimit;
 pub mod reload;
+pub mod replication;
 pub mod reports;
 pub mod server;
 pub mod throttle;

@@ -17,6 +17,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start: the size of the `Serve` variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Serve the HTTP API.
@@ -46,6 +48,9 @@ enum Command {
         /// PEM private key of `--tls-cert`.
         #[arg(long, env = "TENANTDB_TLS_KEY", requires = "tls_cert")]
         tls_key: Option<PathBuf>,
+        /// The tenant's CA (PEM) a standby checks its primary's certificate against.
+        #[arg(long, env = "TENANTDB_PEER_CA")]
+        peer_ca: Option<PathBuf>,
         /// Engine configuration (YAML) written by the operator.
         #[arg(long, env = "TENANTDB_CONFIG")]
         config: Option<PathBuf>,
@@ -84,7 +89,9 @@ async fn main() -> std::process::ExitCode {
             cgroup_parent,
             tls_cert,
             tls_key,
+            peer_ca,
         } => ServeOptions {
+            peer_ca,
             data_dir,
             listen,
             admin_token,

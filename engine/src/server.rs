@@ -9,7 +9,9 @@ use crate::cgroup::CgroupReader;
 use crate::config::{ConfigError, EngineConfig};
 use crate::engine::{Engine, EngineOptions};
 use crate::http::{router, EngineState};
+use crate::replication::Member;
 use crate::tls::{CertResolver, TlsFiles, TlsListener};
+use arc_swap::ArcSwap;
 
 /// Why the engine could not start.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +96,8 @@ pub struct ServeOptions {
     pub config: Option<PathBuf>,
     /// Certificate and key to serve HTTPS with; plain HTTP (loopback only) without.
     pub tls: Option<TlsFiles>,
+    /// The tenant's CA (PEM): a standby checks its primary's certificate against it.
+    pub peer_ca: Option<PathBuf>,
     /// Standalone as root: make `<this>/<tenant>` under the cgroup root with the tier's
     /// CPU, memory and IO limits and run the engine in it.
     pub cgroup_parent: Option<String>,
@@ -186,30 +190,67 @@ pub async fn serve(
     };
     let memory_limit = cgroup.memory().limit_bytes;
     crate::isolation::apply_sqlite_heap_budget(crate::isolation::sqlite_heap_budget(memory_limit));
-    let engine = Engine::open(
-        &opts.data_dir,
-        EngineOptions {
-            seed_sql: config.seed_sql.clone(),
-            storage_bytes: config.limits.storage_bytes,
-            iops: config.limits.iops,
-            io_bytes_per_second: config.limits.io_bytes_per_second,
-            cache_kib_per_connection: crate::isolation::cache_kib_per_connection(memory_limit),
-            stream_idle_timeout: config.stream_idle_timeout(),
-            backup: config.backup.clone().map(|b| {
-                (
-                    b,
-                    config.tenant.clone().unwrap_or_else(|| "standalone".into()),
+    let opening = Arc::new(Opening {
+        data_dir: opts.data_dir.clone(),
+        config: config.clone(),
+        cgroup,
+        instance_id,
+        tenant_cgroup: std::sync::Mutex::new(tenant_cgroup),
+        admin_tokens: admin_tokens.clone(),
+        state: std::sync::OnceLock::new(),
+        tasks: std::sync::Mutex::new(Vec::new()),
+    });
+    let app: Arc<ArcSwap<axum::Router>> = Arc::new(ArcSwap::from_pointee(axum::Router::new()));
+    match config.replication.clone() {
+        None => {
+            let state = opening.open(None)?;
+            app.store(Arc::new(router(state)));
+        }
+        Some(cfg) => {
+            let peer_ca = opts
+                .peer_ca
+                .as_ref()
+                .map(|p| {
+                    std::fs::read(p).map_err(|source| StartError::DataDir {
+                        path: p.display().to_string(),
+                        source,
+                    })
+                })
+                .transpose()?;
+            let member_cell: Arc<std::sync::OnceLock<Arc<Member>>> = Arc::default();
+            let promote: crate::replication::Promote = {
+                let (opening, app, cell) = (opening.clone(), app.clone(), member_cell.clone());
+                Box::new(move |source: Arc<crate::replication::Source>| {
+                    let (opening, app, cell) = (opening.clone(), app.clone(), cell.clone());
+                    Box::pin(async move {
+                        let state = tokio::task::spawn_blocking(move || opening.open(Some(source)))
+                            .await
+                            .map_err(crate::error::EngineError::internal)?
+                            .map_err(|e| crate::error::EngineError::internal(e.to_string()))?;
+                        let mut routes = router(state);
+                        if let Some(member) = cell.get() {
+                            routes = crate::http::replication::routes(member.clone()).merge(routes);
+                        }
+                        app.store(Arc::new(routes));
+                        Ok(())
+                    })
+                })
+            };
+            let member = Arc::new(
+                Member::new(
+                    cfg,
+                    &opts.data_dir,
+                    admin_tokens.clone(),
+                    peer_ca.as_deref(),
+                    promote,
                 )
-            }),
-            ..Default::default()
-        },
-    )
-    .map_err(|e| StartError::Engine(e.to_string()))?;
-    tracing::info!(cpu = ?cgroup.cpu(), memory = ?cgroup.memory(), tenant = ?config.tenant, tier = ?config.tier, %instance_id, "engine starting");
-    let mut state = EngineState::new(Arc::new(engine), config, cgroup, instance_id, None)?;
-    state.tenant_cgroup = tenant_cgroup;
-    state.admin_tokens = admin_tokens.clone();
-    let state = Arc::new(state);
+                .map_err(|e| StartError::Engine(e.to_string()))?,
+            );
+            let _ = member_cell.set(member.clone());
+            tracing::info!("replicated tenant: waiting as a standby for the member agent to give this member its role");
+            app.store(Arc::new(crate::http::replication::standby_router(member)));
+        }
+    }
     let listen = opts.listen;
     let listen_error = move |source| StartError::Listen {
         addr: listen,
@@ -218,27 +259,22 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(listen_error)?;
-    // Metering reaches the catalog every few seconds, and once more on the way out.
-    let engine = state.engine.clone();
-    let flusher = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(USAGE_FLUSH_EVERY);
-        loop {
-            tick.tick().await;
-            let e = engine.clone();
-            match tokio::task::spawn_blocking(move || e.flush_usage()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "flushing usage"),
-                Err(e) => tracing::warn!(error = %e, "flushing usage"),
-            }
-        }
-    });
-    let engine = state.engine.clone();
     let token_reloader = crate::reload::every(
         crate::reload::EVERY,
         "admin tokens changed on disk: the new set is in force",
         "admin tokens not reloaded: the previous set stays",
         move || admin_tokens.reload(),
     );
+    let current = app.clone();
+    let service = axum::Router::new().fallback_service(tower::service_fn(
+        move |req: axum::extract::Request| {
+            let r = current.load_full();
+            async move {
+                use tower::ServiceExt;
+                r.as_ref().clone().oneshot(req).await
+            }
+        },
+    ));
     let served = match tls {
         Some(resolver) => {
             tracing::info!(addr = %opts.listen, "serving HTTPS");
@@ -250,7 +286,7 @@ pub async fn serve(
                 move || resolver.reload(),
             );
             let listener = TlsListener::new(listener, config).map_err(listen_error)?;
-            let served = axum::serve(listener, router(state))
+            let served = axum::serve(listener, service)
                 .with_graceful_shutdown(shutdown)
                 .await;
             reloader.abort();
@@ -258,27 +294,137 @@ pub async fn serve(
         }
         None => {
             tracing::info!(addr = %opts.listen, "serving plain HTTP on loopback");
-            axum::serve(listener, router(state))
+            axum::serve(listener, service)
                 .with_graceful_shutdown(shutdown)
                 .await
         }
     };
-    flusher.abort();
     token_reloader.abort();
-    if let Some(b) = engine.backup.clone() {
-        b.shutdown(std::time::Duration::from_secs(10)).await;
-    }
-    match tokio::task::spawn_blocking(move || engine.flush_usage()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "flushing usage at shutdown: the last seconds of metering are lost")
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "flushing usage at shutdown: the last seconds of metering are lost")
-        }
-    }
+    opening.close().await;
     served.map_err(listen_error)
 }
+
+/// What opening the engine needs, kept until it is opened: at once for a tenant of one
+/// member, at promotion for a replicated one.
+struct Opening {
+    data_dir: PathBuf,
+    config: EngineConfig,
+    cgroup: CgroupReader,
+    instance_id: String,
+    tenant_cgroup: std::sync::Mutex<Option<crate::cgroup::TenantCgroup>>,
+    admin_tokens: Arc<AdminTokens>,
+    state: std::sync::OnceLock<Arc<EngineState>>,
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Opening {
+    /// Open the engine over the data directory (with `replication` streaming its
+    /// commits when this is a replicated tenant's primary) and start its background work.
+    fn open(
+        &self,
+        replication: Option<Arc<crate::replication::Source>>,
+    ) -> Result<Arc<EngineState>, StartError> {
+        let config = &self.config;
+        let memory_limit = self.cgroup.memory().limit_bytes;
+        let engine = Engine::open(
+            &self.data_dir,
+            EngineOptions {
+                seed_sql: config.seed_sql.clone(),
+                storage_bytes: config.limits.storage_bytes,
+                iops: config.limits.iops,
+                io_bytes_per_second: config.limits.io_bytes_per_second,
+                cache_kib_per_connection: crate::isolation::cache_kib_per_connection(memory_limit),
+                stream_idle_timeout: config.stream_idle_timeout(),
+                backup: config.backup.clone().map(|b| {
+                    (
+                        b,
+                        config.tenant.clone().unwrap_or_else(|| "standalone".into()),
+                    )
+                }),
+                replication: replication.clone(),
+                ..Default::default()
+            },
+        )
+        .map_err(|e| StartError::Engine(e.to_string()))?;
+        tracing::info!(cpu = ?self.cgroup.cpu(), memory = ?self.cgroup.memory(), tenant = ?config.tenant, tier = ?config.tier, instance_id = %self.instance_id, "engine starting");
+        let mut state = EngineState::new(
+            Arc::new(engine),
+            config.clone(),
+            self.cgroup.clone(),
+            self.instance_id.clone(),
+            None,
+        )?;
+        state.tenant_cgroup = self
+            .tenant_cgroup
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        state.admin_tokens = self.admin_tokens.clone();
+        let state = Arc::new(state);
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        // Metering reaches the catalog every few seconds, and once more on the way out.
+        let engine = state.engine.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(USAGE_FLUSH_EVERY);
+            loop {
+                tick.tick().await;
+                let e = engine.clone();
+                match tokio::task::spawn_blocking(move || e.flush_usage()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "flushing usage"),
+                    Err(e) => tracing::warn!(error = %e, "flushing usage"),
+                }
+            }
+        }));
+        if let Some(source) = replication {
+            let engine = state.engine.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    let (s, e) = (source.clone(), engine.clone());
+                    let _ = tokio::task::spawn_blocking(move || {
+                        s.checkpoint_over(CHECKPOINT_FRAMES, &|f| !e.checkpoints_itself(f))
+                    })
+                    .await;
+                }
+            }));
+        }
+        let _ = self.state.set(state.clone());
+        Ok(state)
+    }
+
+    /// Stop the background work, let backup ship its last commits, flush metering.
+    async fn close(&self) {
+        for t in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            t.abort();
+        }
+        let Some(state) = self.state.get() else {
+            return;
+        };
+        let engine = state.engine.clone();
+        if let Some(b) = engine.backup.clone() {
+            b.shutdown(std::time::Duration::from_secs(10)).await;
+        }
+        match tokio::task::spawn_blocking(move || engine.flush_usage()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "flushing usage at shutdown: the last seconds of metering are lost")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "flushing usage at shutdown: the last seconds of metering are lost")
+            }
+        }
+    }
+}
+
+/// WAL frames after which a replicated file is checkpointed (SQLite's own default).
+const CHECKPOINT_FRAMES: u32 = 1000;
 
 /// How often metered usage is written to the catalog: the most a crash can lose.
 pub const USAGE_FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(5);

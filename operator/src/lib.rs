@@ -8,6 +8,7 @@ pub mod engine_client;
 pub mod http;
 pub mod leader;
 pub mod lockdown;
+pub mod member;
 pub mod metrics;
 pub mod pdb;
 pub mod quantity;

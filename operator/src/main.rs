@@ -37,6 +37,14 @@ struct Args {
         default_value = "localhost/tenantdb-engine:dev"
     )]
     engine_image: String,
+    /// Image holding `tenantdb-member` (this operator's image), the agent beside each
+    /// engine of a replicated tenant.
+    #[arg(
+        long,
+        env = "TENANTDB_MEMBER_IMAGE",
+        default_value = "localhost/tenantdb-operator:dev"
+    )]
+    member_image: String,
     /// Pull policy for the engine image.
     #[arg(
         long,
@@ -165,6 +173,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         prices,
         tiers,
         engine_image: args.engine_image,
+        member_image: args.member_image,
         image_pull_policy: args.engine_image_pull_policy,
         operator_namespace: args.namespace,
         monitoring_peers,

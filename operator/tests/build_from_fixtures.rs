@@ -15,6 +15,7 @@ fn fixture(name: &str) -> Tenant {
 
 fn ctx() -> BuildContext {
     BuildContext {
+        member_image: "localhost/tenantdb-operator:test".into(),
         currency: "USD".into(),
         prices: Default::default(),
         certificates: Default::default(),

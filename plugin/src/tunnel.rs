@@ -80,11 +80,25 @@ impl Tunnel {
             .and_then(|v| String::from_utf8(v.0).ok())
             .ok_or_else(not_serving)?;
         let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-        let pod = format!("{name}-engine-0");
+        // With standbys, the primary: the pod its member agent labelled so (what the
+        // -rw Service selects); alone, the one pod.
+        let pod = if tenant.spec.replicas > 1 {
+            let primary = kube::api::ListParams::default().labels(&format!(
+                "tenantdb.io/tenant={name},tenantdb.io/role=primary"
+            ));
+            pods.list(&primary)
+                .await?
+                .items
+                .into_iter()
+                .find_map(|p| p.metadata.name)
+                .ok_or_else(not_serving)?
+        } else {
+            format!("{name}-engine-0")
+        };
         if pods.get_opt(&pod).await?.is_none() {
             return Err(not_serving());
         }
-        let host = format!("{name}-engine.{ns}.svc");
+        let host = format!("{name}-engine-rw.{ns}.svc");
         let server_name =
             ServerName::try_from(host.clone()).map_err(|e| PluginError::Usage(e.to_string()))?;
         Ok(Tunnel {

@@ -94,6 +94,21 @@ impl Backup {
         Ok(shipper.capture.clone())
     }
 
+    /// Run `f` under the write lock before each checkpoint of `name` (replication).
+    pub fn before_checkpoint(&self, name: &str, f: shipper::BeforeCheckpoint) {
+        if let Some(r) = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+        {
+            *r.shipper
+                .before_checkpoint
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(f);
+        }
+    }
+
     /// Stop shipping `name` (its loop seals and ships once more on the way out); with
     /// `forget`, its backlog directory goes too once that last pass is done.
     pub fn stop(&self, name: &str, forget: bool) {

@@ -66,7 +66,6 @@ pub enum SealError {
 }
 
 /// One database's capture: its files, backlog and state.
-#[derive(Debug)]
 pub struct Shipper {
     /// Database name.
     pub name: String,
@@ -77,10 +76,22 @@ pub struct Shipper {
     pub capture: Arc<Capture>,
     /// Persistent state.
     pub state: Mutex<State>,
+    /// Run under the write lock before each checkpoint: replication reads the WAL to its
+    /// end there, so a restarted WAL never loses frames it has not streamed.
+    pub before_checkpoint: Mutex<Option<BeforeCheckpoint>>,
 }
+
+/// See [`Shipper::before_checkpoint`]; false stops the checkpoint.
+pub type BeforeCheckpoint = Arc<dyn Fn() -> bool + Send + Sync>;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl std::fmt::Debug for Shipper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Shipper({})", self.name)
+    }
 }
 
 impl Shipper {
@@ -97,6 +108,7 @@ impl Shipper {
             dir: dir.to_path_buf(),
             capture: Arc::new(Capture::open(dir)?),
             state: Mutex::new(state),
+            before_checkpoint: Mutex::new(None),
         })
     }
 
@@ -271,6 +283,12 @@ impl Shipper {
     /// checkpoint; the WAL may restart afterwards without a gap.
     pub fn checkpoint(&self, ship: &Ship<'_>) -> Result<(i32, i32), SealError> {
         self.under_write_lock(ship, |_| {
+            let before = lock(&self.before_checkpoint).clone();
+            if before.is_some_and(|f| !f()) {
+                return Err(SealError::Io(std::io::Error::other(
+                    "replication could not read the WAL to its end; no checkpoint",
+                )));
+            }
             let c = files::open_db(&self.db, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?;
             configure(&c)?;
             // A connection that has read nothing does not know the database is in WAL

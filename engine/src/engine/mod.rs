@@ -63,6 +63,8 @@ pub struct EngineOptions {
     pub stream_idle_timeout: Duration,
     /// Continuous backup, and the tenant name backups are filed under.
     pub backup: Option<(crate::backup::BackupConfig, String)>,
+    /// Hot standbys: this engine is the primary and streams every commit.
+    pub replication: Option<Arc<crate::replication::Source>>,
 }
 
 impl Default for EngineOptions {
@@ -80,6 +82,7 @@ impl Default for EngineOptions {
             cache_kib_per_connection: 2048,
             stream_idle_timeout: Duration::from_millis(crate::config::DEFAULT_STREAM_IDLE_MILLIS),
             backup: None,
+            replication: None,
         }
     }
 }
@@ -123,7 +126,23 @@ impl Engine {
         for e in std::fs::read_dir(dir.join("tmp"))?.flatten() {
             let _ = std::fs::remove_file(e.path());
         }
+        if opts.replication.is_some() {
+            // Checkpoints are the engine's (under the write lock, after the tap read the
+            // WAL), never SQLite's automatic ones.
+            files::leave_checkpoints_to_the_shipper();
+        }
         let catalog = Catalog::open(&dir.join("catalog.db"))?;
+        if let Some(source) = &opts.replication {
+            let tap = source.tap(
+                "catalog.db",
+                &dir.join("catalog.db"),
+                crate::replication::tap::open_catalog,
+            );
+            let source = source.clone();
+            catalog.on_commit(move || {
+                crate::replication::hook_result(source.committed_waiting(&tap, false))
+            })?;
+        }
         let backup = match (&opts.backup, tokio::runtime::Handle::try_current()) {
             (Some((cfg, tenant)), Ok(rt)) => {
                 files::leave_checkpoints_to_the_shipper();
@@ -237,14 +256,35 @@ impl Engine {
         let name = rec.name.clone();
         let pdb =
             Pdb::new(path.clone(), rec, rules).with_cache_kib(self.opts.cache_kib_per_connection);
-        match self.backup.as_ref().map(|b| b.start(&name, &path)) {
+        let pdb = match self.backup.as_ref().map(|b| b.start(&name, &path)) {
             Some(Ok(capture)) => pdb.with_capture(capture),
             Some(Err(e)) => {
                 tracing::error!(database = %name, error = %e, "backup cannot start for this database");
                 pdb
             }
             None => pdb,
+        };
+        match &self.opts.replication {
+            Some(source) => {
+                let tap = source.tap(
+                    &replicated_file(&name),
+                    &path,
+                    crate::replication::tap::open_database,
+                );
+                if let Some(b) = &self.backup {
+                    let t = tap.clone();
+                    b.before_checkpoint(&name, Arc::new(move || t.capture_locked().is_ok()));
+                }
+                pdb.with_replication(source.clone(), tap)
+            }
+            None => pdb,
         }
+    }
+
+    /// Whether the engine makes its own checkpoints of replicated `file` (the backup
+    /// shipper makes them for databases it ships).
+    pub fn checkpoints_itself(&self, file: &str) -> bool {
+        file == "catalog.db" || self.backup.is_none()
     }
 
     /// A database by name.
@@ -451,6 +491,9 @@ impl Engine {
         pdb.close_sessions(false, self.opts.close_deadline)?;
         self.flush_pdbs(std::slice::from_ref(&pdb))?;
         self.finish_backup(name);
+        if let Some(source) = &self.opts.replication {
+            source.drop_file(&replicated_file(name));
+        }
         self.pdbs
             .write()
             .map_err(EngineError::internal)?
@@ -489,6 +532,11 @@ impl Engine {
             b.stop(name, true);
         }
     }
+}
+
+/// How a database's file is known to standbys.
+fn replicated_file(name: &str) -> String {
+    format!("pdbs/{name}.db")
 }
 
 /// Copy a live database with SQLite's online backup: one consistent snapshot while

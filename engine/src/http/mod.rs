@@ -13,6 +13,7 @@ pub mod data;
 pub mod hrana;
 pub mod observe;
 pub mod openapi;
+pub mod replication;
 
 use std::sync::Arc;
 use std::time::Instant;

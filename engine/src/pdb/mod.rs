@@ -111,6 +111,11 @@ pub struct Pdb {
     pub write_released: Arc<tokio::sync::Notify>,
     /// Where the `wal_hook` of each connection records commits, when backup is on.
     capture: Option<Arc<crate::backup::capture::Capture>>,
+    /// Where the `wal_hook` of each connection sends commits, when this is a primary.
+    replication: Option<(
+        Arc<crate::replication::Source>,
+        Arc<crate::replication::tap::Tap>,
+    )>,
 }
 
 /// Heavy statements remembered per database before the set starts again.
@@ -151,7 +156,19 @@ impl Pdb {
             heavy: Mutex::new(std::collections::HashSet::new()),
             write_released: Arc::new(tokio::sync::Notify::new()),
             capture: None,
+            replication: None,
         }
+    }
+
+    /// The same database with its commits streamed to standbys (and acknowledged as the
+    /// durability says).
+    pub fn with_replication(
+        mut self,
+        source: Arc<crate::replication::Source>,
+        tap: Arc<crate::replication::tap::Tap>,
+    ) -> Self {
+        self.replication = Some((source, tap));
+        self
     }
 
     /// The same database with its commits captured for backup.
@@ -240,14 +257,25 @@ impl Pdb {
         ))?;
         wait_for_locks(&mut conn, BUSY_TIMEOUT_MS)?;
         conn.set_prepared_statement_cache_capacity(64);
-        if let Some(capture) = self.capture.clone() {
+        if self.capture.is_some() || self.replication.is_some() {
+            let (capture, replication) = (self.capture.clone(), self.replication.clone());
             conn.wal_hook(Some(
                 move |_: &mut rusqlite::hooks::Wal, frames: std::ffi::c_int| {
-                    capture.committed(frames.max(0) as u32);
-                    Ok(())
+                    if let Some(c) = &capture {
+                        c.committed(frames.max(0) as u32);
+                    }
+                    match &replication {
+                        Some((source, tap)) => {
+                            crate::replication::hook_result(source.committed(tap))
+                        }
+                        None => Ok(()),
+                    }
                 },
             ))?;
         }
+        // No statement of a tenant or of the engine's own may write pages directly
+        // (`sqlite_dbpage`, `writable_schema`): only a standby's applier does.
+        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
         let admin = Arc::new(AtomicBool::new(true));
         let budget = Arc::new(StatementBudget::default());
         let denied = Arc::new(Denial::default());

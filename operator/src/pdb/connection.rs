@@ -248,12 +248,12 @@ mod tests {
         let get = |k: &str| String::from_utf8(s.data.as_ref().unwrap()[k].0.clone()).unwrap();
         assert_eq!(
             get(URL_KEY),
-            "https://acme-engine.shop.svc:8080/db/orders/",
+            "https://acme-engine-rw.shop.svc:8080/db/orders/",
             "ends in / so v2/pipeline resolves under it"
         );
         assert_eq!(
             get(WS_URL_KEY),
-            "wss://acme-engine.shop.svc:8080/db/orders/"
+            "wss://acme-engine-rw.shop.svc:8080/db/orders/"
         );
         assert_eq!(get(TOKEN_KEY), "tdb_x");
         assert_eq!(get(CA_KEY), "CA");

@@ -11,11 +11,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use tenantdb_crds::{BackupSpec, DeletionPolicy, EffectiveLimits, Priority, Tenant};
+use tenantdb_crds::{BackupSpec, DeletionPolicy, Durability, EffectiveLimits, Priority, Tenant};
 use tenantdb_engine_api::backup::{BackupConfig, StoreConfig};
 use tenantdb_engine_api::config::{
     BillingConfig, EngineConfig, EngineLimits, PriceList, Priority as EnginePriority, SlaTargets,
 };
+use tenantdb_engine_api::replication::{Durability as EngineDurability, ReplicationConfig};
 
 use super::tls;
 use crate::quantity;
@@ -33,6 +34,8 @@ pub const TLS_DIR: &str = "/etc/tenantdb-tls";
 pub const CONFIG_KEY: &str = "engine.yaml";
 /// Label holding the tenant's name on every child.
 pub const TENANT_LABEL: &str = "tenantdb.io/tenant";
+/// Label a member agent puts on its pod: `primary` or `standby` (`docs/ha.md`).
+pub const ROLE_LABEL: &str = "tenantdb.io/role";
 
 /// What the builders need besides the Tenant.
 #[derive(Debug, Clone)]
@@ -56,6 +59,9 @@ pub struct BuildContext {
     pub prices: PriceList,
     /// Lifetimes of tenant CAs and engine certificates.
     pub certificates: tls::Validity,
+    /// Image holding `tenantdb-member`, the agent beside each engine of a replicated
+    /// tenant (the operator's own image).
+    pub member_image: String,
 }
 
 /// Why no objects can be built for a Tenant.
@@ -109,6 +115,40 @@ pub struct Desired {
     pub disruption_budget: PodDisruptionBudget,
     /// Admits only the tenant's namespace and the operator.
     pub network_policy: NetworkPolicy,
+    /// The primary (`<tenant>-engine-rw`): what the operator, the plugin and
+    /// connection Secrets use.
+    pub rw_service: Service,
+    /// The standbys (`<tenant>-engine-ro`).
+    pub ro_service: Service,
+    /// With standbys: the member agents' account and what it may do.
+    pub member_access: Option<MemberAccess>,
+}
+
+/// The member agents' ServiceAccount, Role (the tenant's Lease and the members' pods)
+/// and RoleBinding.
+#[derive(Debug, Clone)]
+pub struct MemberAccess {
+    /// ServiceAccount.
+    pub service_account: k8s_openapi::api::core::v1::ServiceAccount,
+    /// Role.
+    pub role: k8s_openapi::api::rbac::v1::Role,
+    /// RoleBinding.
+    pub role_binding: k8s_openapi::api::rbac::v1::RoleBinding,
+}
+
+/// Name of a tenant's primary Lease.
+pub fn lease_name(tenant: &str) -> String {
+    format!("{tenant}-engine-primary")
+}
+
+/// Name of the member agents' ServiceAccount, Role and RoleBinding.
+pub fn member_account(tenant: &str) -> String {
+    format!("{tenant}-engine-member")
+}
+
+/// Engine members a Tenant asks for (1 to 3).
+pub fn replicas(tenant: &Tenant) -> i32 {
+    tenant.spec.replicas.clamp(1, 3)
 }
 
 /// Names of a tenant's children.
@@ -139,10 +179,11 @@ pub fn names(tenant: &str) -> Names {
     }
 }
 
-/// In-cluster URL of a tenant's engine (HTTPS, under the tenant's own CA).
+/// In-cluster URL of a tenant's primary engine (HTTPS, under the tenant's own CA): the
+/// `-rw` Service, which follows the primary.
 pub fn endpoint(tenant: &str, namespace: &str) -> String {
     format!(
-        "https://{}.{namespace}.svc:{ENGINE_PORT}",
+        "https://{}-rw.{namespace}.svc:{ENGINE_PORT}",
         names(tenant).engine
     )
 }
@@ -196,6 +237,15 @@ pub fn network_policy(
     from.extend(ctx.monitoring_peers.iter().cloned());
     let mut egress =
         vec![json!({"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]})];
+    if replicas(tenant) > 1 {
+        // Standbys stream from the primary; member agents reach the API server (its
+        // endpoints' port, which policies see after the Service's translation).
+        egress.push(json!({"to": [{"podSelector": {"matchLabels": selector}}],
+                           "ports": [{"port": ENGINE_PORT, "protocol": "TCP"}]}));
+        egress.push(
+            json!({"ports": [{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}]}),
+        );
+    }
     if let Some(port) = tenant
         .spec
         .backup
@@ -238,7 +288,7 @@ pub fn store_port(endpoint: &str) -> Option<u16> {
 }
 
 /// `value` as the Kubernetes type `T`, refused when the type would drop any field of it.
-pub(crate) fn typed<T: serde::de::DeserializeOwned + serde::Serialize>(
+pub fn typed<T: serde::de::DeserializeOwned + serde::Serialize>(
     kind: &'static str,
     value: serde_json::Value,
 ) -> Result<T, BuildError> {
@@ -332,6 +382,14 @@ pub fn engine_config(
         seed_sql: None,
         stream_idle_timeout_millis: None,
         backup: tenant.spec.backup.as_ref().map(backup_config).transpose()?,
+        replication: (tenant.spec.replicas > 1).then_some(ReplicationConfig {
+            durability: match tenant.spec.durability {
+                Durability::Async => EngineDurability::Async,
+                Durability::Required => EngineDurability::Required,
+                Durability::Preferred => EngineDurability::Preferred,
+            },
+            ack_timeout_millis: None,
+        }),
         sla: Some(SlaTargets {
             uptime_percent: tier.sla_uptime_percent,
             max_avg_latency_ms: f64::from(tier.max_avg_latency_ms),
@@ -437,14 +495,31 @@ pub fn desired(
                      "ports": [{"name": "https", "port": ENGINE_PORT, "targetPort": "https"}]}
         }),
     )?;
-    let service = typed(
-        "Service",
-        json!({
-            "apiVersion": "v1", "kind": "Service", "metadata": meta(&n.engine),
-            "spec": {"type": "ClusterIP", "selector": selector,
-                     "ports": [{"name": "https", "port": ENGINE_PORT, "targetPort": "https"}]}
-        }),
-    )?;
+    let members = replicas(tenant);
+    let with_role = |role: &str| {
+        let mut s = selector.clone();
+        s.insert(ROLE_LABEL.to_string(), role.to_string());
+        s
+    };
+    // With standbys only the primary serves clients; alone, the one pod does.
+    let primary = if members > 1 {
+        with_role("primary")
+    } else {
+        selector.clone()
+    };
+    let client_service = |name: &str, sel: &BTreeMap<String, String>| {
+        typed(
+            "Service",
+            json!({
+                "apiVersion": "v1", "kind": "Service", "metadata": meta(name),
+                "spec": {"type": "ClusterIP", "selector": sel,
+                         "ports": [{"name": "https", "port": ENGINE_PORT, "targetPort": "https"}]}
+            }),
+        )
+    };
+    let service = client_service(&n.engine, &primary)?;
+    let rw_service = client_service(&format!("{}-rw", n.engine), &primary)?;
+    let ro_service = client_service(&format!("{}-ro", n.engine), &with_role("standby"))?;
 
     let resources = json!({"cpu": limits.cpu, "memory": limits.memory});
     let requests = match config
@@ -498,11 +573,15 @@ pub fn desired(
         "volumes": [{"name": "config", "configMap": {"name": n.config}},
                     {"name": "tls", "secret": {"secretName": n.tls, "defaultMode": 0o440,
                                                "items": [{"key": tls::TLS_CERT_KEY, "path": tls::TLS_CERT_KEY},
-                                                         {"key": tls::TLS_KEY_KEY, "path": tls::TLS_KEY_KEY}]}},
+                                                         {"key": tls::TLS_KEY_KEY, "path": tls::TLS_KEY_KEY},
+                                                         {"key": tls::CA_CERT_KEY, "path": tls::CA_CERT_KEY}]}},
                     {"name": "credentials", "secret": {"secretName": n.credentials, "defaultMode": 0o440,
                                                        "items": [{"key": super::admin_token::ACCEPTED_KEY,
                                                                   "path": super::admin_token::ACCEPTED_KEY}]}}]
     });
+    if members > 1 {
+        super::members::add_agent(&mut pod_spec, &name, ctx);
+    }
     if let Some(sel) = &tenant.spec.node_selector {
         pod_spec["nodeSelector"] = json!(sel);
     }
@@ -524,7 +603,7 @@ pub fn desired(
         json!({
             "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": meta(&n.engine),
             "spec": {
-                "replicas": if tenant.spec.suspended { 0 } else { 1 },
+                "replicas": if tenant.spec.suspended { 0 } else { members },
                 "serviceName": n.headless,
                 "selector": {"matchLabels": selector},
                 "podManagementPolicy": "Parallel",
@@ -542,13 +621,17 @@ pub fn desired(
         "PodDisruptionBudget",
         json!({
             "apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": meta(&n.engine),
-            "spec": {"maxUnavailable": 0, "selector": {"matchLabels": selector}}
+            // With standbys one member may go (a drain): the others take over.
+            "spec": {"maxUnavailable": if members > 1 { 1 } else { 0 }, "selector": {"matchLabels": selector}}
         }),
     )?;
     let network_policy = typed(
         "NetworkPolicy",
         network_policy(tenant, ctx, meta(&n.engine), &selector),
     )?;
+    let member_access = (members > 1)
+        .then(|| super::members::access(&name, &meta(&member_account(&name))))
+        .transpose()?;
     Ok(Desired {
         limits,
         config_map,
@@ -557,6 +640,9 @@ pub fn desired(
         stateful_set,
         disruption_budget,
         network_policy,
+        rw_service,
+        ro_service,
+        member_access,
     })
 }
 

@@ -426,6 +426,14 @@ async fn apply_all(
     apply::<ConfigMap>(&ctx.client, ns, &desired.config_map).await?;
     apply::<Service>(&ctx.client, ns, &desired.headless_service).await?;
     apply::<Service>(&ctx.client, ns, &desired.service).await?;
+    apply::<Service>(&ctx.client, ns, &desired.rw_service).await?;
+    apply::<Service>(&ctx.client, ns, &desired.ro_service).await?;
+    if let Some(m) = &desired.member_access {
+        apply::<k8s_openapi::api::core::v1::ServiceAccount>(&ctx.client, ns, &m.service_account)
+            .await?;
+        apply::<k8s_openapi::api::rbac::v1::Role>(&ctx.client, ns, &m.role).await?;
+        apply::<k8s_openapi::api::rbac::v1::RoleBinding>(&ctx.client, ns, &m.role_binding).await?;
+    }
     let sts = apply::<StatefulSet>(&ctx.client, ns, &desired.stateful_set).await?;
     apply::<PodDisruptionBudget>(&ctx.client, ns, &desired.disruption_budget).await?;
     apply::<NetworkPolicy>(&ctx.client, ns, &desired.network_policy).await?;

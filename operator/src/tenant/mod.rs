@@ -6,5 +6,6 @@ pub mod certificates;
 pub mod controller;
 pub mod credentials;
 pub mod engine_access;
+pub mod members;
 pub mod status;
 pub mod tls;

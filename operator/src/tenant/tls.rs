@@ -26,6 +26,11 @@ pub const TLS_KEY_KEY: &str = "tls.key";
 pub const NOT_AFTER_ANNOTATION: &str = "tenantdb.io/not-after";
 /// Annotation of the TLS Secret: from when the operator issues a new certificate.
 pub const RENEW_AFTER_ANNOTATION: &str = "tenantdb.io/renew-after";
+/// Annotation: which set of names ([`dns_names`]) the certificate was issued for; a
+/// certificate of an older set is reissued (the `-rw` and `-ro` Services joined in 2).
+pub const NAMES_ANNOTATION: &str = "tenantdb.io/names";
+/// The set of names [`dns_names`] gives now.
+pub const NAMES_VERSION: &str = "2";
 
 /// How long certificates live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +122,8 @@ pub fn dns_names(namespace: &str, tenant: &str) -> Vec<String> {
     for service in [
         format!("{tenant}-engine"),
         format!("{tenant}-engine-headless"),
+        format!("{tenant}-engine-rw"),
+        format!("{tenant}-engine-ro"),
     ] {
         names.push(service.clone());
         for suffix in ["", ".svc", ".svc.cluster.local"] {
@@ -181,7 +188,13 @@ pub fn needs_renewal(tls: &Secret, ca_cert_pem: &str, now: DateTime<Utc>) -> boo
         .as_ref()
         .and_then(|a| a.get(RENEW_AFTER_ANNOTATION))
         .and_then(|t| DateTime::parse_from_rfc3339(t).ok());
-    !complete || !same_ca || renew_after.is_none_or(|t| now >= t)
+    let names = tls
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(NAMES_ANNOTATION))
+        .is_some_and(|v| v == NAMES_VERSION);
+    !complete || !same_ca || !names || renew_after.is_none_or(|t| now >= t)
 }
 
 /// The time a Secret's certificate is to be renewed, if it says.
@@ -213,6 +226,7 @@ pub fn dates(issued: &Issued) -> BTreeMap<&'static str, String> {
     BTreeMap::from([
         (NOT_AFTER_ANNOTATION, issued.not_after.to_rfc3339()),
         (RENEW_AFTER_ANNOTATION, issued.renew_after.to_rfc3339()),
+        (NAMES_ANNOTATION, NAMES_VERSION.to_string()),
     ])
 }
 
@@ -235,8 +249,12 @@ mod tests {
             data: Some(data),
             ..Default::default()
         };
-        s.metadata.annotations =
-            renew.map(|r| BTreeMap::from([(RENEW_AFTER_ANNOTATION.to_string(), r)]));
+        s.metadata.annotations = renew.map(|r| {
+            BTreeMap::from([
+                (RENEW_AFTER_ANNOTATION.to_string(), r),
+                (NAMES_ANNOTATION.to_string(), NAMES_VERSION.to_string()),
+            ])
+        });
         s
     }
 
@@ -312,6 +330,12 @@ mod tests {
             now + Duration::days(61)
         ));
         assert!(needs_renewal(&fresh, "another CA", now));
+        // A certificate issued for an older set of names (before -rw and -ro).
+        let mut old_names = fresh.clone();
+        if let Some(a) = old_names.metadata.annotations.as_mut() {
+            a.insert(NAMES_ANNOTATION.to_string(), "1".into());
+        }
+        assert!(needs_renewal(&old_names, &ca.cert_pem, now));
         assert!(needs_renewal(
             &tls_secret(&ca.cert_pem, &server, None),
             &ca.cert_pem,

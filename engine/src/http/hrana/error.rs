@@ -77,6 +77,8 @@ impl From<EngineError> for HranaError {
             EngineError::MemoryBudget(_) => "MEMORY_BUDGET",
             EngineError::InsufficientStorage(_) => "STORAGE_QUOTA",
             EngineError::Busy(_) => "SQLITE_BUSY",
+            EngineError::NotAcknowledged(_) => "NOT_ACKNOWLEDGED",
+            EngineError::Unavailable(_) => "UNAVAILABLE",
             EngineError::Sql(_) => "SQLITE_ERROR",
             EngineError::Internal(_) => "INTERNAL",
             EngineError::BackupStore(_) => "BACKUP_STORE",
@@ -129,6 +131,7 @@ pub fn from_statement(e: EngineError, sqlite: Option<&rusqlite::Error>) -> Hrana
             | EngineError::TooLarge(_)
             | EngineError::BadRequest(_)
             | EngineError::Busy(_)
+            | EngineError::NotAcknowledged(_)
     );
     match sqlite {
         Some(rusqlite::Error::SqliteFailure(f, msg)) if !engine_refusal => HranaError::new(
