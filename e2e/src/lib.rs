@@ -4,6 +4,7 @@
 //! local cluster (`e2e/cluster.sh`) or kind (`e2e/kind.sh`). Images are named by
 //! environment variables so both work unchanged.
 
+pub mod ha;
 pub mod pdb;
 pub mod store;
 

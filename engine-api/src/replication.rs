@@ -80,9 +80,10 @@ pub struct FilePosition {
     pub checksum: String,
 }
 
-/// `GET /v1/admin/replication`: what this member is and where it stands.
+/// `GET /v1/admin/replication`: what this member is and where it stands (every field
+/// defaults when absent: the member agent publishes it without `files`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", default)]
 pub struct ReplicationStatus {
     /// Role in force; `None` before the agent said.
     pub role: Option<Role>,

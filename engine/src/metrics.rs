@@ -37,6 +37,8 @@ pub struct Metrics {
     /// Continuous backup per database (stat: lag_seconds, pending_commits, backlog_bytes,
     /// shipped_bytes, failures, failing, last_snapshot_age_seconds).
     pub backup: GaugeVec,
+    /// Replication of a replicated tenant's member.
+    replication: GaugeVec,
 }
 
 impl Metrics {
@@ -103,6 +105,14 @@ impl Metrics {
             &["database", "stat"],
         )?;
         registry.register(Box::new(backup.clone()))?;
+        let replication = GaugeVec::new(
+            Opts::new(
+                "replication",
+                "Hot standbys (stat: primary = 1 on the primary, epoch, writable = 1 while the primary may acknowledge, standbys connected, streaming = 1 on a standby following its primary, caught_up, lag_transactions and lag_bytes not yet acknowledged (primary) or applied (standby), unreplicated_commits acknowledged with no standby in preferred mode)",
+            ),
+            &["stat"],
+        )?;
+        registry.register(Box::new(replication.clone()))?;
         registry.register(Box::new(refused_requests.clone()))?;
         registry.register(Box::new(streams_open.clone()))?;
         registry.register(Box::new(streams_expired.clone()))?;
@@ -129,6 +139,7 @@ impl Metrics {
             streams_open,
             streams_expired,
             backup,
+            replication,
         })
     }
 
@@ -205,6 +216,26 @@ impl Metrics {
     }
 
     /// The text exposition format of every family.
+    /// Set the replication family from a member's status.
+    pub fn observe_replication(&self, s: &tenantdb_engine_api::replication::ReplicationStatus) {
+        use tenantdb_engine_api::replication::Role;
+        let flag = |b: bool| if b { 1.0 } else { 0.0 };
+        for (stat, v) in [
+            ("primary", flag(s.role == Some(Role::Primary))),
+            ("epoch", s.epoch as f64),
+            ("writable", flag(s.writable)),
+            ("standbys", f64::from(s.standbys)),
+            ("streaming", flag(s.streaming)),
+            ("caught_up", flag(s.caught_up)),
+            ("lag_transactions", s.lag_transactions as f64),
+            ("lag_bytes", s.lag_bytes as f64),
+            ("unreplicated_commits", s.unreplicated_commits as f64),
+        ] {
+            self.replication.with_label_values(&[stat]).set(v);
+        }
+    }
+
+    /// The text exposition of every family.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);

@@ -203,7 +203,7 @@ pub async fn serve(
     let app: Arc<ArcSwap<axum::Router>> = Arc::new(ArcSwap::from_pointee(axum::Router::new()));
     match config.replication.clone() {
         None => {
-            let state = opening.open(None)?;
+            let state = opening.open(None, None)?;
             app.store(Arc::new(router(state)));
         }
         Some(cfg) => {
@@ -223,11 +223,27 @@ pub async fn serve(
                 Box::new(move |source: Arc<crate::replication::Source>| {
                     let (opening, app, cell) = (opening.clone(), app.clone(), cell.clone());
                     Box::pin(async move {
-                        let state = tokio::task::spawn_blocking(move || opening.open(Some(source)))
-                            .await
-                            .map_err(crate::error::EngineError::internal)?
-                            .map_err(|e| crate::error::EngineError::internal(e.to_string()))?;
-                        let mut routes = router(state);
+                        let opened = source.clone();
+                        let member = cell.get().cloned();
+                        let state =
+                            tokio::task::spawn_blocking(move || opening.open(Some(opened), member))
+                                .await
+                                .map_err(crate::error::EngineError::internal)?
+                                .map_err(|e| crate::error::EngineError::internal(e.to_string()))?;
+                        // Every answer says which primary gave it: a client can tell an
+                        // acknowledgement of the new primary from one of the old.
+                        let epoch = axum::http::HeaderValue::from(
+                            source.epoch.load(std::sync::atomic::Ordering::SeqCst),
+                        );
+                        let mut routes = router(state).layer(axum::middleware::map_response(
+                            move |mut r: axum::response::Response| {
+                                let epoch = epoch.clone();
+                                async move {
+                                    r.headers_mut().insert(EPOCH_HEADER, epoch);
+                                    r
+                                }
+                            },
+                        ));
                         if let Some(member) = cell.get() {
                             routes = crate::http::replication::routes(member.clone()).merge(routes);
                         }
@@ -323,6 +339,7 @@ impl Opening {
     fn open(
         &self,
         replication: Option<Arc<crate::replication::Source>>,
+        member: Option<Arc<Member>>,
     ) -> Result<Arc<EngineState>, StartError> {
         let config = &self.config;
         let memory_limit = self.cgroup.memory().limit_bytes;
@@ -360,6 +377,7 @@ impl Opening {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         state.admin_tokens = self.admin_tokens.clone();
+        state.member = member;
         let state = Arc::new(state);
         let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
         // Metering reaches the catalog every few seconds, and once more on the way out.
@@ -422,6 +440,9 @@ impl Opening {
         }
     }
 }
+
+/// Response header of a replicated tenant's primary: the Lease epoch it was promoted in.
+pub const EPOCH_HEADER: &str = "x-tenantdb-epoch";
 
 /// WAL frames after which a replicated file is checkpointed (SQLite's own default).
 const CHECKPOINT_FRAMES: u32 = 1000;

@@ -5,6 +5,7 @@
 
 mod connect;
 mod engine;
+mod promote;
 mod render;
 mod tunnel;
 
@@ -92,6 +93,14 @@ enum Command {
         database: String,
         /// The statement.
         sql: String,
+    },
+    /// Switch over: make MEMBER (a pod name, or its ordinal) the tenant's primary once
+    /// it has every commit of the current one.
+    Promote {
+        /// Tenant name.
+        tenant: String,
+        /// The member: `<tenant>-engine-N` or `N`.
+        member: String,
     },
     /// Hibernate a tenant: scale its engine to zero, keep its volume.
     Suspend {
@@ -308,6 +317,10 @@ async fn run(cli: Cli) -> Result<String> {
             let t = tenant(name).await?;
             backups(&client, &t, database.as_deref(), from.as_deref()).await
         }
+        Command::Promote {
+            tenant: name,
+            member,
+        } => promote::promote(&client, &tenant(name).await?, &member).await,
         Command::Suspend { tenant: name } => suspend(&tenants, tenant(name).await?, true).await,
         Command::Resume { tenant: name } => suspend(&tenants, tenant(name).await?, false).await,
         Command::Logs { tenant: name, tail } => {

@@ -68,6 +68,8 @@ pub struct EngineState {
     pub batons: hrana::baton::Batons,
     /// Hashes tokens into the owner key of a stream (keyed per process).
     pub owner_hasher: std::collections::hash_map::RandomState,
+    /// This engine as a member of a replicated tenant (its primary).
+    pub member: Option<Arc<crate::replication::Member>>,
 }
 
 impl EngineState {
@@ -96,6 +98,7 @@ impl EngineState {
             tenant_cgroup: None,
             batons: hrana::baton::Batons::new(),
             owner_hasher: Default::default(),
+            member: None,
         })
     }
 }

@@ -65,6 +65,9 @@ async fn metrics(State(state): State<Arc<EngineState>>) -> String {
         let now = chrono::Utc::now().timestamp_millis();
         state.metrics.observe_backup(&b.statuses(), now);
     }
+    if let Some(m) = &state.member {
+        state.metrics.observe_replication(&m.status());
+    }
     state.metrics.render()
 }
 

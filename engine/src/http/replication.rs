@@ -74,9 +74,23 @@ pub fn routes(member: Arc<Member>) -> Router {
 /// What a member that is not (yet) the primary serves: health, readiness while it
 /// follows, the replication routes, and a 503 naming where writes go for the rest.
 pub fn standby_router(member: Arc<Member>) -> Router {
-    let ready = member.clone();
+    let (ready, observed) = (member.clone(), member.clone());
+    let metrics = crate::metrics::Metrics::new().ok().map(Arc::new);
     routes(member)
         .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let (m, metrics) = (observed.clone(), metrics.clone());
+                async move {
+                    let Some(metrics) = metrics else {
+                        return String::new();
+                    };
+                    metrics.observe_replication(&m.status());
+                    metrics.render()
+                }
+            }),
+        )
         .route(
             "/readyz",
             get(move || {

@@ -3,8 +3,9 @@
 //! renewal). A standby follows its primary ([`follow`]) and applies what it streams to
 //! its own copies ([`apply`]); a primary captures every commit of every file ([`tap`],
 //! [`source`]) and streams it to its standbys ([`stream`], [`wire`]). A primary that is
-//! told it is a standby exits, so that it comes back as a standby and takes a base of
-//! everything: history nobody acknowledged is never served.
+//! told it is a standby starts again in place (the same process runs its own binary
+//! afresh, so no container restart and no back-off) and comes back as a standby that
+//! takes a base of everything: history nobody acknowledged is never served.
 
 pub mod apply;
 pub mod follow;
@@ -174,7 +175,7 @@ impl Member {
                 *phase = Phase::Leaving;
                 tokio::spawn(async {
                     tokio::time::sleep(Duration::from_millis(200)).await;
-                    std::process::exit(75);
+                    restart_in_place();
                 });
             }
             (Role::Standby, current) => {
@@ -267,6 +268,21 @@ impl Member {
     pub fn tmp_dir(&self) -> PathBuf {
         self.dir.join("tmp")
     }
+}
+
+/// Run this engine's binary again in this process, with the same arguments and
+/// environment: every file and socket closes (Rust and SQLite open them close-on-exec)
+/// and the engine starts as a standby. Exits when that fails (the kubelet restarts it).
+fn restart_in_place() {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe();
+    if let Ok(exe) = exe {
+        let err = std::process::Command::new(exe)
+            .args(std::env::args_os().skip(1))
+            .exec();
+        tracing::error!(error = %err, "restarting in place failed; exiting");
+    }
+    std::process::exit(75);
 }
 
 /// How long a primary may acknowledge from now: `validForMillis`, cut to

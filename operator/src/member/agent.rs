@@ -19,6 +19,8 @@ use crate::tenant::build::{lease_name, names, ROLE_LABEL};
 
 /// Annotation on the Lease: the member that held it last.
 pub const LAST_PRIMARY_ANNOTATION: &str = "tenantdb.io/last-primary";
+/// Annotation on the Lease: a switchover to this member was asked for.
+pub const HANDOVER_ANNOTATION: &str = "tenantdb.io/handover-to";
 /// Annotation on each member pod: its engine's replication status (JSON).
 pub const STATUS_ANNOTATION: &str = "tenantdb.io/replication";
 /// How long the Lease is valid after a renewal.
@@ -244,6 +246,12 @@ impl Agent {
                 .annotations
                 .as_ref()
                 .and_then(|a| a.get(LAST_PRIMARY_ANNOTATION).cloned()),
+            handover_to: lease
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(HANDOVER_ANNOTATION).cloned())
+                .filter(|to| !to.is_empty()),
             expired: self
                 .observed
                 .as_ref()
@@ -273,11 +281,12 @@ impl Agent {
             spec.holder_identity = None;
             spec.renew_time = None;
         }
-        lease
-            .metadata
-            .annotations
-            .get_or_insert_with(BTreeMap::new)
-            .insert(LAST_PRIMARY_ANNOTATION.into(), self.cfg.pod.clone());
+        let annotations = lease.metadata.annotations.get_or_insert_with(BTreeMap::new);
+        annotations.insert(LAST_PRIMARY_ANNOTATION.into(), self.cfg.pod.clone());
+        if new_epoch {
+            // The switchover asked for is done once its member holds the Lease.
+            annotations.remove(HANDOVER_ANNOTATION);
+        }
         self.leases
             .replace(
                 &lease_name(&self.cfg.tenant),
@@ -390,6 +399,24 @@ impl Agent {
                 self.label_self("standby").await;
                 if let Err(e) = self.write_lease(lease, false, false).await {
                     tracing::warn!(error = %e, "releasing the Lease");
+                }
+            }
+            Action::HandOver => {
+                tracing::info!(to = ?view.handover_to, "switchover: handing the primary role over");
+                let _ = self.primary(view.epoch, monotonic_millis(), 1).await;
+                // The last commits (acknowledged or refused) reach the standbys first.
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while Instant::now() < deadline {
+                    match self.engine().await.1 {
+                        Some(s) if s.lag_transactions == 0 => break,
+                        _ => tokio::time::sleep(Duration::from_millis(50)).await,
+                    }
+                }
+                self.label_self("standby").await;
+                if let Ok(l) = self.lease().await {
+                    if let Err(e) = self.write_lease(l, false, false).await {
+                        tracing::warn!(error = %e, "handing the Lease over");
+                    }
                 }
             }
             Action::Follow(holder) => {

@@ -14,6 +14,8 @@ pub struct LeaseView {
     pub last_primary: Option<String>,
     /// Whether this agent has seen it unchanged for a whole lease duration.
     pub expired: bool,
+    /// A switchover asked for (`kubectl tenantdb promote`): the member to hand over to.
+    pub handover_to: Option<String>,
 }
 
 /// The engine as the agent reached it.
@@ -41,6 +43,9 @@ pub enum Action {
     /// Give the Lease up at once: this member's engine cannot be primary (it died or
     /// restarted), so a standby need not wait for the Lease to expire.
     Release,
+    /// Switchover: stop acknowledging, wait until the standbys have every commit, then
+    /// free the Lease for the member it is handed to.
+    HandOver,
     /// Follow `holder` (a standby), or step down if this engine is primary.
     Follow(String),
     /// Nothing now.
@@ -52,7 +57,10 @@ pub enum Action {
 pub fn decide(me: &str, first: bool, lease: &LeaseView, engine: &EngineView) -> Action {
     match lease.holder.as_deref() {
         Some(h) if h == me => {
-            if engine.role == Some(Role::Primary) && engine.reachable {
+            let handing = lease.handover_to.as_deref().is_some_and(|to| to != me);
+            if engine.role == Some(Role::Primary) && engine.reachable && handing {
+                Action::HandOver
+            } else if engine.role == Some(Role::Primary) && engine.reachable {
                 Action::Renew
             } else if engine.gone || (engine.reachable && engine.role != Some(Role::Primary)) {
                 Action::Release
@@ -78,7 +86,7 @@ pub fn decide(me: &str, first: bool, lease: &LeaseView, engine: &EngineView) -> 
 /// does; so does the last primary itself (its own files hold all it acknowledged), and
 /// the first member of a tenant that never had one.
 fn eligible(me: &str, first: bool, lease: &LeaseView, engine: &EngineView) -> bool {
-    if !engine.reachable {
+    if !engine.reachable || lease.handover_to.as_deref().is_some_and(|to| to != me) {
         return false;
     }
     match engine.role {
@@ -101,6 +109,7 @@ mod tests {
             epoch,
             last_primary: last.map(String::from),
             expired,
+            handover_to: None,
         }
     }
 
@@ -191,6 +200,19 @@ mod tests {
             decide("t-0", true, &had, &engine(None, 0, false)),
             Action::Wait
         );
+    }
+
+    #[test]
+    fn a_switchover_hands_the_lease_to_the_member_named_and_no_other() {
+        let mut asked = lease(Some("t-0"), 2, Some("t-0"), false);
+        asked.handover_to = Some("t-2".into());
+        let primary = engine(Some(Role::Primary), 2, true);
+        assert_eq!(decide("t-0", true, &asked, &primary), Action::HandOver);
+        let mut freed = lease(None, 2, Some("t-0"), false);
+        freed.handover_to = Some("t-2".into());
+        let standby = engine(Some(Role::Standby), 2, true);
+        assert_eq!(decide("t-1", false, &freed, &standby), Action::Wait);
+        assert_eq!(decide("t-2", false, &freed, &standby), Action::Acquire);
     }
 
     #[test]

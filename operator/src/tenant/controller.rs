@@ -307,7 +307,21 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action, E
         state,
         &now(),
     );
-    if matches!(state, EngineState::Ready | EngineState::Rolling) {
+    let members = build::replicas(&tenant);
+    if members > 1 {
+        let (pods, lease) = replication_observed(ctx, &ns, &name).await;
+        super::replicas::fold(
+            &mut status,
+            members,
+            &pods,
+            lease.as_ref(),
+            tenant.metadata.generation,
+            &now(),
+        );
+    }
+    let serving = matches!(state, EngineState::Ready | EngineState::Rolling)
+        || (members > 1 && status.members.iter().any(|m| m.role == "primary"));
+    if serving {
         if let Some(summary) = engine_summary(ctx, &ns, &name).await {
             status.databases = Some(summary.container.databases);
             status.storage_used = Some(crate::quantity::format_bytes(
@@ -392,7 +406,14 @@ async fn reconcile_inner(obj: &DynamicObject, ctx: &Context) -> Result<Action, E
     } else {
         again
     };
-    Ok(Action::requeue(again.min(renewal)))
+    // A replicated tenant's members change role and lag without touching any object the
+    // controller watches: look again soon.
+    let members_again = if members > 1 {
+        Duration::from_secs(5)
+    } else {
+        again
+    };
+    Ok(Action::requeue(again.min(renewal).min(members_again)))
 }
 
 /// The engine's container status, or `None` when it cannot be read now (the next
@@ -414,6 +435,38 @@ async fn engine_summary(
             None
         }
     }
+}
+
+/// The member pods and the primary Lease of a replicated tenant (empty when they cannot
+/// be read: the status then says no member is known).
+async fn replication_observed(
+    ctx: &Context,
+    ns: &str,
+    tenant: &str,
+) -> (
+    Vec<k8s_openapi::api::core::v1::Pod>,
+    Option<k8s_openapi::api::coordination::v1::Lease>,
+) {
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(ctx.client.clone(), ns);
+    let selector = build::selector_labels(tenant)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let listed = pods
+        .list(&kube::api::ListParams::default().labels(&selector))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(ctx.client.clone(), ns);
+    let lease = leases
+        .get_opt(&build::lease_name(tenant))
+        .await
+        .ok()
+        .flatten();
+    (listed, lease)
 }
 
 /// Apply every child, configuration before the StatefulSet, so a new pod never starts

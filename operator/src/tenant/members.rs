@@ -18,6 +18,11 @@ pub const KUBE_API_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 pub fn add_agent(pod_spec: &mut serde_json::Value, tenant: &str, ctx: &BuildContext) {
     let account = member_account(tenant);
     pod_spec["serviceAccountName"] = json!(account);
+    // One process namespace for the pod: the engine is not its PID 1 (the pause process
+    // is), so a debug container can signal the engine or the agent (`kill -9`, `SIGSTOP`
+    // in the e2e failover runs), which the kernel refuses for a namespace's init. Both
+    // processes run as the same user already.
+    pod_spec["shareProcessNamespace"] = json!(true);
     if let Some(env) = pod_spec["containers"][0]["env"].as_array_mut() {
         env.push(
             json!({"name": "TENANTDB_PEER_CA", "value": format!("{TLS_DIR}/{}", tls::CA_CERT_KEY)}),

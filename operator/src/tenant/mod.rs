@@ -7,5 +7,6 @@ pub mod controller;
 pub mod credentials;
 pub mod engine_access;
 pub mod members;
+pub mod replicas;
 pub mod status;
 pub mod tls;
