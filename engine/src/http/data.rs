@@ -132,10 +132,19 @@ async fn query_response(
                 Caller::Tenant => crate::workers::Class::Tenant,
             };
             let engine = s.engine.clone();
-            s.workers
-                .run(class, move || engine.query(&pdb, req, caller))
+            let (results, pending) = s
+                .workers
+                .run(class, move || {
+                    crate::replication::deferring(|| engine.query(&pdb, req, caller))
+                })
                 .await
-                .map_err(EngineError::internal)??
+                .map_err(EngineError::internal)?;
+            let results = results?;
+            // With standbys (`required`), the answer waits for them, not the worker.
+            crate::replication::acknowledged(pending)
+                .await
+                .map_err(|e| EngineError::NotAcknowledged(e.to_string()))?;
+            results
         }
     };
     let body = if single {

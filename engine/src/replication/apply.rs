@@ -1,7 +1,7 @@
 //! The standby's side of the files: a base replaces a file whole (written aside, fsynced,
 //! renamed over it); a segment is applied through SQLite with the `sqlite_dbpage` table,
-//! one transaction per primary transaction, so the copy is always a state the primary
-//! committed, and durable (`synchronous=FULL`) before it is acknowledged. Where each file
+//! so the copy is always a state the primary committed (a segment's transactions are applied together, in one SQLite transaction),
+//! and durable (`synchronous=FULL`) before it is acknowledged. Where each file
 //! stands is kept in `replication.json`.
 
 use std::collections::{BTreeMap, HashMap};
@@ -252,28 +252,32 @@ impl Replica {
     }
 }
 
-/// Apply frames of whole transactions: one SQLite transaction per commit frame, pages
-/// through `sqlite_dbpage`, and the file cut to the commit's size.
+/// Apply the frames of a segment's whole transactions in one SQLite transaction (so one
+/// fsync however many primary transactions the segment holds: commits that were sealed
+/// together are made durable together), pages through `sqlite_dbpage`, and the file cut
+/// to the last commit's size. The copy only ever shows the state after a primary commit.
 fn apply_frames(c: &Connection, frames: &[segment::SegmentFrame]) -> rusqlite::Result<()> {
-    let mut open = false;
-    for f in frames {
-        if !open {
-            c.execute_batch("BEGIN IMMEDIATE")?;
-            open = true;
-        }
+    let Some(last_commit) = frames.iter().rposition(|f| f.commit_size != 0) else {
+        return Ok(());
+    };
+    c.execute_batch("BEGIN IMMEDIATE")?;
+    let applied = (|| {
         let mut put = c.prepare_cached("INSERT INTO sqlite_dbpage(pgno, data) VALUES (?1, ?2)")?;
-        put.execute(rusqlite::params![f.page, f.data])?;
-        if f.commit_size != 0 {
-            let pages: u32 = c.query_row("PRAGMA page_count", [], |r| r.get(0))?;
-            if pages > f.commit_size {
-                put.execute(rusqlite::params![f.commit_size + 1, rusqlite::types::Null])?;
-            }
-            c.execute_batch("COMMIT")?;
-            open = false;
+        for f in &frames[..=last_commit] {
+            put.execute(rusqlite::params![f.page, f.data])?;
+        }
+        let size = frames[last_commit].commit_size;
+        let pages: u32 = c.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        if pages > size {
+            put.execute(rusqlite::params![size + 1, rusqlite::types::Null])?;
+        }
+        Ok(())
+    })();
+    match applied {
+        Ok(()) => c.execute_batch("COMMIT"),
+        Err(e) => {
+            let _ = c.execute_batch("ROLLBACK");
+            Err(e)
         }
     }
-    if open {
-        c.execute_batch("ROLLBACK")?;
-    }
-    Ok(())
 }

@@ -52,6 +52,63 @@ pub fn take_not_acknowledged() -> Option<String> {
         .map(|(_, why)| why)
 }
 
+/// A commit whose acknowledgement the request awaits: its source, file and transaction.
+pub type Pending = (Arc<Source>, Arc<tap::Tap>, u64);
+
+thread_local! {
+    static DEFERRING: std::cell::RefCell<Option<Vec<Pending>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Run `f` (a request's statements, on a worker) with the waits for standbys deferred:
+/// the commits it makes are returned, to be awaited with [`acknowledged`] before the
+/// request answers, while the worker runs the next request. So commits made close
+/// together are acknowledged together, and a worker never sits waiting for the network.
+pub fn deferring<T>(f: impl FnOnce() -> T) -> (T, Vec<Pending>) {
+    DEFERRING.with(|d| *d.borrow_mut() = Some(Vec::new()));
+    let out = f();
+    let pending = DEFERRING
+        .with(|d| d.borrow_mut().take())
+        .unwrap_or_default();
+    (out, pending)
+}
+
+/// Inside [`deferring`], record the wait for `txid` of `tap` instead of waiting: true.
+fn defer(source: &Source, tap: &tap::Tap, txid: u64) -> bool {
+    let Some(source) = source.arc() else {
+        return false;
+    };
+    DEFERRING.with(|d| match d.borrow_mut().as_mut() {
+        Some(list) => {
+            let tap = source
+                .taps()
+                .into_iter()
+                .find(|t| std::ptr::eq(Arc::as_ptr(t), tap));
+            match tap {
+                Some(tap) => {
+                    list.push((source, tap, txid));
+                    true
+                }
+                None => false,
+            }
+        }
+        None => false,
+    })
+}
+
+/// Await the acknowledgements of deferred commits; the first that does not come (or a
+/// primary fenced meanwhile) is the request's error.
+pub async fn acknowledged(pending: Vec<Pending>) -> std::result::Result<(), NotAcknowledged> {
+    for (source, tap, txid) in pending {
+        if !tap.acked_async(txid, source.ack_timeout()).await {
+            return Err(NotAcknowledged::NotReplicated(source.ack_timeout()));
+        }
+        if !source.writable() {
+            return Err(NotAcknowledged::Fenced);
+        }
+    }
+    Ok(())
+}
+
 /// Opens the engine as primary over the files the standby kept, with `source`
 /// capturing its commits; what the server gives the member.
 pub type Promote =
@@ -160,7 +217,7 @@ impl Member {
                 tokio::task::spawn_blocking(move || replica.close())
                     .await
                     .map_err(EngineError::internal)?;
-                let source = Arc::new(Source::new(&self.cfg, req.epoch, valid));
+                let source = Source::new(&self.cfg, req.epoch, valid);
                 (self.promote)(source.clone()).await?;
                 self.progress.epoch.store(req.epoch, Ordering::SeqCst);
                 *self.primary.lock().map_err(EngineError::internal)? = Some(source.clone());

@@ -34,6 +34,8 @@ pub struct Source {
     pub durability: Durability,
     ack_timeout: Duration,
     taps: RwLock<BTreeMap<String, Arc<Tap>>>,
+    /// Itself, for commits whose acknowledgement is awaited after their thread moved on.
+    me: std::sync::Weak<Source>,
     /// Files dropped since start, so connected standbys drop them too.
     dropped: Mutex<Vec<String>>,
     /// Signalled when a tap seals, appears or goes.
@@ -50,8 +52,9 @@ pub struct Source {
 
 impl Source {
     /// Replication as `cfg` says, promoted in `epoch`, writable for `valid_for`.
-    pub fn new(cfg: &ReplicationConfig, epoch: u64, valid_for: Duration) -> Self {
-        Source {
+    pub fn new(cfg: &ReplicationConfig, epoch: u64, valid_for: Duration) -> Arc<Self> {
+        Arc::new_cyclic(|me| Source {
+            me: me.clone(),
             durability: cfg.durability,
             ack_timeout: Duration::from_millis(
                 cfg.ack_timeout_millis
@@ -64,7 +67,12 @@ impl Source {
             epoch: AtomicU64::new(epoch),
             fence: Mutex::new(Some(Instant::now() + valid_for)),
             unreplicated: AtomicU64::new(0),
-        }
+        })
+    }
+
+    /// This source as an `Arc`.
+    pub fn arc(&self) -> Option<Arc<Source>> {
+        self.me.upgrade()
     }
 
     /// Renew the fence: writes may be acknowledged for `valid_for` from now.
@@ -152,6 +160,9 @@ impl Source {
                     any
                 }
             };
+        if wait && super::defer(self, tap, txid) {
+            return Ok(());
+        }
         if wait && !tap.wait_acked(txid, self.ack_timeout) {
             return Err(NotAcknowledged::NotReplicated(self.ack_timeout));
         }
@@ -159,6 +170,11 @@ impl Source {
             return Err(NotAcknowledged::Fenced);
         }
         Ok(())
+    }
+
+    /// How long a commit waits for a standby.
+    pub fn ack_timeout(&self) -> Duration {
+        self.ack_timeout
     }
 
     /// Position of every file.

@@ -81,6 +81,7 @@ pub struct Tap {
     state: Mutex<State>,
     acked: Mutex<(String, u64)>,
     acked_cv: Condvar,
+    acked_watch: tokio::sync::watch::Sender<(String, u64)>,
     /// Signalled after every capture that sealed something.
     pub changed: Arc<tokio::sync::Notify>,
 }
@@ -109,8 +110,9 @@ impl Tap {
                 checksum: inc.clone(),
                 ..Default::default()
             }),
-            acked: Mutex::new((inc, 0)),
+            acked: Mutex::new((inc.clone(), 0)),
             acked_cv: Condvar::new(),
+            acked_watch: tokio::sync::watch::Sender::new((inc, 0)),
             changed,
         };
         let _ = tap.skip_to_end();
@@ -214,8 +216,9 @@ impl Tap {
             };
         }
         let _ = self.skip_to_end();
-        *self.acked.lock().unwrap_or_else(|e| e.into_inner()) = (inc, 0);
+        *self.acked.lock().unwrap_or_else(|e| e.into_inner()) = (inc.clone(), 0);
         self.acked_cv.notify_all();
+        self.acked_watch.send_replace((inc, 0));
         self.changed.notify_waiters();
     }
 
@@ -328,12 +331,23 @@ impl Tap {
         if a.0 == inc && txid > a.1 {
             a.1 = txid;
             self.acked_cv.notify_all();
+            self.acked_watch.send_replace(a.clone());
         }
     }
 
     /// The last transaction a standby acknowledged.
     pub fn acked(&self) -> u64 {
         self.acked.lock().unwrap_or_else(|e| e.into_inner()).1
+    }
+
+    /// [`Self::wait_acked`] without a thread: for commits whose acknowledgement the
+    /// request awaits after its worker moved on.
+    pub async fn acked_async(&self, txid: u64, timeout: Duration) -> bool {
+        let mut rx = self.acked_watch.subscribe();
+        let inc = rx.borrow().0.clone();
+        let waited =
+            tokio::time::timeout(timeout, rx.wait_for(|a| a.1 >= txid || a.0 != inc)).await;
+        matches!(waited, Ok(Ok(a)) if a.0 == inc)
     }
 
     /// Wait until a standby acknowledged transaction `txid` (true), or `timeout` passed.

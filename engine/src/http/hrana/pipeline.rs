@@ -525,15 +525,24 @@ pub async fn drive(
         let released = pdb.write_released.clone().notified_owned();
         let s2 = s.clone();
         let work = move || {
-            let stop = attempt(&s2, &mut on, &mut run, caller, false);
-            (on, run, stop)
+            crate::replication::deferring(|| {
+                let stop = attempt(&s2, &mut on, &mut run, caller, false);
+                (on, run, stop)
+            })
         };
         let done = if interactive && !heavy {
             s.workers.run_here(class, work).await
         } else {
             s.workers.run(class, work).await
         };
-        let (on_back, back, stop) = done.map_err(|e| HranaError::new("INTERNAL", e.to_string()))?;
+        let ((on_back, back, stop), pending) =
+            done.map_err(|e| HranaError::new("INTERNAL", e.to_string()))?;
+        // With standbys (`required`), the answer waits for them, not the worker.
+        crate::replication::acknowledged(pending)
+            .await
+            .map_err(|e| {
+                HranaError::from(crate::error::EngineError::NotAcknowledged(e.to_string()))
+            })?;
         (on, run) = (on_back, back);
         match stop {
             Stop::Done => return Ok((on, run)),
