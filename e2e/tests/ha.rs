@@ -135,6 +135,32 @@ async fn lease_holder(c: &Client, ns: &str) -> anyhow::Result<String> {
         .unwrap_or_default())
 }
 
+/// A namespace with Tenant `ha` (two members, `required`, a little more CPU than bronze
+/// so three writers and a standby do not wait on the quota) and database `ledger` with its
+/// tables; the admin token.
+async fn replicated_ledger(c: &Client, prefix: &str) -> anyhow::Result<(TestNamespace, String)> {
+    let ns = TestNamespace::create(c, prefix).await?;
+    let n = ns.name.as_str();
+    tenantdb_e2e::ha::apply_tenant(
+        c,
+        n,
+        "ha",
+        json!({"tier": "bronze", "replicas": 2, "durability": "required",
+               "quota": {"cpu": "250m", "memory": "192Mi"}}),
+    )
+    .await?;
+    let token = tenant_ready(c, n, "ha").await?;
+    open_database(c, n, "ledger", json!({"tenant": "ha"})).await?;
+    for ddl in [
+        "CREATE TABLE t (id INTEGER PRIMARY KEY)",
+        "CREATE TABLE probe (id INTEGER PRIMARY KEY)",
+    ] {
+        let (status, body) = sql(c, n, "ha", "ledger", &token, ddl).await?;
+        assert_eq!(status, 200, "{body}");
+    }
+    Ok((ns, token))
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
@@ -142,25 +168,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 #[tokio::test]
 async fn twenty_failovers_lose_no_acknowledged_write() -> anyhow::Result<()> {
     let c = client().await?;
-    let ns = TestNamespace::create(&c, "e2e-ha").await?;
+    let (ns, token) = replicated_ledger(&c, "e2e-ha").await?;
     let n = ns.name.as_str();
-    tenantdb_e2e::ha::apply_tenant(
-        &c,
-        n,
-        "ha",
-        json!({"tier": "bronze", "replicas": 2, "durability": "required",
-               "quota": {"cpu": "250m", "memory": "192Mi"}}),
-    )
-    .await?;
-    let token = tenant_ready(&c, n, "ha").await?;
-    open_database(&c, n, "ledger", json!({"tenant": "ha"})).await?;
-    for ddl in [
-        "CREATE TABLE t (id INTEGER PRIMARY KEY)",
-        "CREATE TABLE probe (id INTEGER PRIMARY KEY)",
-    ] {
-        let (status, body) = sql(&c, n, "ha", "ledger", &token, ddl).await?;
-        assert_eq!(status, 200, "{body}");
-    }
     let pods: Api<Pod> = Api::namespaced(c.clone(), n);
     let next = Arc::new(AtomicU64::new(1));
     let mut all_acked: Vec<u64> = Vec::new();
@@ -249,18 +258,22 @@ async fn twenty_failovers_lose_no_acknowledged_write() -> anyhow::Result<()> {
     for how in [Loss::Kill9, Loss::DeletePod, Loss::Freeze] {
         let mut g: Vec<f64> = gaps.iter().filter(|x| x.0 == how).map(|x| x.1).collect();
         g.sort_by(|a, b| a.total_cmp(b));
-        println!(
+        report.push(format!(
             "write gap {how:?}: p50 {:.2} s, max {:.2} s over {} runs",
             percentile(&g, 0.5),
             g[g.len() - 1],
             g.len()
-        );
+        ));
     }
-    println!(
+    report.push(format!(
         "write gap, all 20 runs: p50 {:.2} s, max {:.2} s",
         percentile(&all, 0.5),
         all[all.len() - 1]
-    );
+    ));
+    // Kept beside the test binaries, so a run whose output was captured still says.
+    let kept = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ha-failovers.txt");
+    std::fs::write(&kept, report.join("\n") + "\n")?;
+    println!("{}\n(also in {})", report[20..].join("\n"), kept.display());
     assert!(
         all[all.len() - 1] <= 20.0,
         "a failover took {:.1} s",
@@ -272,25 +285,8 @@ async fn twenty_failovers_lose_no_acknowledged_write() -> anyhow::Result<()> {
 #[tokio::test]
 async fn a_primary_that_cannot_renew_its_lease_stops_acknowledging() -> anyhow::Result<()> {
     let c = client().await?;
-    let ns = TestNamespace::create(&c, "e2e-split").await?;
+    let (ns, token) = replicated_ledger(&c, "e2e-split").await?;
     let n = ns.name.as_str();
-    tenantdb_e2e::ha::apply_tenant(
-        &c,
-        n,
-        "ha",
-        json!({"tier": "bronze", "replicas": 2, "durability": "required",
-               "quota": {"cpu": "250m", "memory": "192Mi"}}),
-    )
-    .await?;
-    let token = tenant_ready(&c, n, "ha").await?;
-    open_database(&c, n, "ledger", json!({"tenant": "ha"})).await?;
-    for ddl in [
-        "CREATE TABLE t (id INTEGER PRIMARY KEY)",
-        "CREATE TABLE probe (id INTEGER PRIMARY KEY)",
-    ] {
-        let (status, body) = sql(&c, n, "ha", "ledger", &token, ddl).await?;
-        assert_eq!(status, 200, "{body}");
-    }
     let (primary, epoch) = healthy(&c, n, &token).await?;
     let next = Arc::new(AtomicU64::new(1));
     let writers = start_writers(&c, n, &token, &next, 3);

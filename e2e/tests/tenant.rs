@@ -500,8 +500,8 @@ async fn a_killed_operator_converges_without_duplicates() -> anyhow::Result<()> 
                 .await?
                 .items
                 .len(),
-            2,
-            "{n}: two Services"
+            4,
+            "{n}: four Services (engine, headless, -rw, -ro)"
         );
         assert_eq!(
             Api::<ConfigMap>::namespaced(client.clone(), &ns.name)
