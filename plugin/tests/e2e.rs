@@ -329,3 +329,101 @@ async fn backups_lists_recoverable_windows() -> anyhow::Result<()> {
     );
     ns.delete(Duration::from_secs(180)).await
 }
+
+#[tokio::test]
+async fn promote_switches_over_within_seconds_and_loses_no_acknowledged_write() -> anyhow::Result<()>
+{
+    use tenantdb_e2e::ha::{apply_tenant, roles, write};
+    let client = client().await?;
+    let ns = TestNamespace::create(&client, "e2e-plugin-promote").await?;
+    let n = ns.name.clone();
+    apply_tenant(
+        &client,
+        &n,
+        "ha",
+        json!({"tier": "bronze", "replicas": 2, "durability": "required",
+               "quota": {"cpu": "250m", "memory": "192Mi"}}),
+    )
+    .await?;
+    let token = tenant_ready(&client, &n, "ha").await?;
+    tenantdb_e2e::pdb::open_database(&client, &n, "ledger", json!({"tenant": "ha"})).await?;
+    let (status, body) = sql(
+        &client,
+        &n,
+        "ha",
+        "ledger",
+        &token,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY)",
+    )
+    .await?;
+    assert_eq!(status, 200, "{body}");
+    let (primary, _) = eventually(
+        "a primary and a streaming standby",
+        Duration::from_secs(120),
+        || async {
+            let (p, ok) = roles(&client, &n, "ha").await?;
+            Ok(p.filter(|_| ok).map(|p| (p, ())))
+        },
+    )
+    .await?;
+    let target = if primary.ends_with('0') { "1" } else { "0" };
+    // Refused: not a member, and a tenant of one member.
+    let (ok, _, err) = plugin(&n, &["promote", "ha", "7"]);
+    assert!(!ok && err.contains("not a member"), "{err}");
+    // Writes during the switchover; every acknowledged one must be there after it.
+    let mut acked = Vec::new();
+    let mut id = 0u64;
+    let switch = tokio::task::spawn_blocking({
+        let n = n.clone();
+        move || plugin(&n, &["promote", "ha", target])
+    });
+    let started = std::time::Instant::now();
+    while !switch.is_finished() || started.elapsed() < Duration::from_secs(1) {
+        id += 1;
+        if write(
+            &client,
+            &n,
+            "ha",
+            &token,
+            &format!("INSERT INTO t (id) VALUES ({id})"),
+        )
+        .await
+        .0 == 200
+        {
+            acked.push(id);
+        }
+    }
+    let (ok, out, err) = switch.await?;
+    assert!(ok, "{out}{err}");
+    println!("{}", out.trim());
+    let secs: f64 = out
+        .rsplit('(')
+        .next()
+        .and_then(|s| s.trim().trim_end_matches(" s)").parse().ok())
+        .unwrap_or(f64::MAX);
+    assert!(secs <= 5.0, "switchover took {secs} s: {out}");
+    let rows = eventually(
+        "the new primary answers",
+        Duration::from_secs(60),
+        || async {
+            let (status, rows) =
+                sql(&client, &n, "ha", "ledger", &token, "SELECT id FROM t").await?;
+            Ok((status == 200).then_some(rows))
+        },
+    )
+    .await?;
+    let present: std::collections::HashSet<u64> = rows["rows"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|r| r[0].as_u64())
+        .collect();
+    let lost: Vec<&u64> = acked.iter().filter(|i| !present.contains(i)).collect();
+    assert!(lost.is_empty(), "lost in the switchover: {lost:?}");
+    println!(
+        "{} writes acknowledged around the switchover, none lost",
+        acked.len()
+    );
+    ns.delete(Duration::from_secs(120)).await
+}
