@@ -93,7 +93,7 @@ async fn every_command_works_and_errors_are_clear() -> anyhow::Result<()> {
     // libSQL driver (here, its wire protocol by hand) uses as it is.
     let (ok, out, err) = plugin(&n, &["connect", "shop", "orders"]);
     assert!(ok, "{err}");
-    let url = format!("LIBSQL_URL=https://shop-engine.{n}.svc:8080/db/orders/");
+    let url = format!("LIBSQL_URL=https://shop-engine-rw.{n}.svc:8080/db/orders/");
     assert!(out.lines().any(|l| l == url), "{out}");
     let token = out
         .lines()
