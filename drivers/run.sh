@@ -23,10 +23,16 @@ log "building the engine"
 engine_bin="${CARGO_TARGET_DIR:-$repo/target}/debug/tenantdb-engine"
 
 work="$(mktemp -d)"
-pids=()
+# Each engine's pid goes to a file: `start` runs in a command substitution (a subshell),
+# whose variables the cleanup would never see.
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  local f p
+  for f in "$work"/*.pid; do
+    [ -e "$f" ] || continue
+    p="$(cat "$f")"
+    kill "$p" 2>/dev/null || true
+    while kill -0 "$p" 2>/dev/null; do sleep 0.1; done
+  done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -41,7 +47,7 @@ start() {
   printf '%s\n' "$2" > "$work/$name.yaml"
   "$engine_bin" serve --data-dir "$work/$name" --listen "127.0.0.1:$port" \
     --admin-token "$admin_token" --config "$work/$name.yaml" > "$work/$name.log" 2>&1 &
-  pids+=("$!")
+  echo "$!" > "$work/$name.pid"
   for _ in $(seq 100); do
     curl -sf "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && { echo "http://127.0.0.1:$port"; return; }
     sleep 0.1
