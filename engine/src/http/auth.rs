@@ -31,11 +31,20 @@ pub fn request_token(headers: &HeaderMap) -> Option<&str> {
 
 /// Ok when `token` is an admin token in force (or none is configured).
 pub fn check_admin(state: &EngineState, token: Option<&str>) -> Result<()> {
-    if !state.admin_tokens.required() {
+    check_admin_token(&state.admin_tokens, token)
+}
+
+/// Ok when `token` is one of `tokens` (or none is configured): [`check_admin`] for a
+/// member that has no engine open yet.
+pub fn check_admin_token(
+    tokens: &crate::admin_tokens::AdminTokens,
+    token: Option<&str>,
+) -> Result<()> {
+    if !tokens.required() {
         return Ok(());
     }
     match token {
-        Some(got) if state.admin_tokens.accepts(got) => Ok(()),
+        Some(got) if tokens.accepts(got) => Ok(()),
         Some(_) => Err(EngineError::Forbidden(
             "the token presented is not this engine's admin token".into(),
         )),

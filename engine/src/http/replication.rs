@@ -19,15 +19,7 @@ use crate::error::EngineError;
 use crate::replication::Member;
 
 fn admit(member: &Member, headers: &HeaderMap) -> Result<(), EngineError> {
-    match request_token(headers) {
-        _ if member.admits(request_token(headers)) => Ok(()),
-        Some(_) => Err(EngineError::Forbidden(
-            "the token presented is not this engine's admin token".into(),
-        )),
-        None => Err(EngineError::Unauthorized(
-            "an admin token is required (Authorization: Bearer …)".into(),
-        )),
-    }
+    super::auth::check_admin_token(member.admin_tokens(), request_token(headers))
 }
 
 async fn role(

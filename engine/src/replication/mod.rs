@@ -73,23 +73,11 @@ pub fn deferring<T>(f: impl FnOnce() -> T) -> (T, Vec<Pending>) {
 }
 
 /// Inside [`deferring`], record the wait for `txid` of `tap` instead of waiting: true.
-fn defer(source: &Source, tap: &tap::Tap, txid: u64) -> bool {
-    let Some(source) = source.arc() else {
-        return false;
-    };
+fn defer(source: &Arc<Source>, tap: &Arc<tap::Tap>, txid: u64) -> bool {
     DEFERRING.with(|d| match d.borrow_mut().as_mut() {
         Some(list) => {
-            let tap = source
-                .taps()
-                .into_iter()
-                .find(|t| std::ptr::eq(Arc::as_ptr(t), tap));
-            match tap {
-                Some(tap) => {
-                    list.push((source, tap, txid));
-                    true
-                }
-                None => false,
-            }
+            list.push((source.clone(), tap.clone(), txid));
+            true
         }
         None => false,
     })
@@ -316,9 +304,9 @@ impl Member {
         }
     }
 
-    /// Whether the admin plane would take `token`.
-    pub fn admits(&self, token: Option<&str>) -> bool {
-        !self.tokens.required() || token.is_some_and(|t| self.tokens.accepts(t))
+    /// The admin tokens in force (the replication plane checks them).
+    pub fn admin_tokens(&self) -> &AdminTokens {
+        &self.tokens
     }
 
     /// Scratch space for bases being sent.
@@ -354,19 +342,8 @@ fn valid_for(req: &RoleRequest) -> Result<Duration> {
         })?;
     Ok(match req.valid_until_monotonic_millis {
         Some(until) => given.min(Duration::from_millis(
-            until.saturating_sub(monotonic_millis()),
+            until.saturating_sub(tenantdb_engine_api::replication::monotonic_millis()),
         )),
         None => given,
     })
-}
-
-/// `CLOCK_MONOTONIC` now, in milliseconds (the clock the member agent names deadlines in).
-pub fn monotonic_millis() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec it is given and nothing else.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }

@@ -34,8 +34,6 @@ pub struct Source {
     pub durability: Durability,
     ack_timeout: Duration,
     taps: RwLock<BTreeMap<String, Arc<Tap>>>,
-    /// Itself, for commits whose acknowledgement is awaited after their thread moved on.
-    me: std::sync::Weak<Source>,
     /// Files dropped since start, so connected standbys drop them too.
     dropped: Mutex<Vec<String>>,
     /// Signalled when a tap seals, appears or goes.
@@ -53,8 +51,7 @@ pub struct Source {
 impl Source {
     /// Replication as `cfg` says, promoted in `epoch`, writable for `valid_for`.
     pub fn new(cfg: &ReplicationConfig, epoch: u64, valid_for: Duration) -> Arc<Self> {
-        Arc::new_cyclic(|me| Source {
-            me: me.clone(),
+        Arc::new(Source {
             durability: cfg.durability,
             ack_timeout: Duration::from_millis(
                 cfg.ack_timeout_millis
@@ -68,11 +65,6 @@ impl Source {
             fence: Mutex::new(Some(Instant::now() + valid_for)),
             unreplicated: AtomicU64::new(0),
         })
-    }
-
-    /// This source as an `Arc`.
-    pub fn arc(&self) -> Option<Arc<Source>> {
-        self.me.upgrade()
     }
 
     /// Renew the fence: writes may be acknowledged for `valid_for` from now.
@@ -134,14 +126,18 @@ impl Source {
     /// What the `wal_hook` of a connection to `tap`'s file runs after each commit:
     /// capture it, then wait for what the durability asks. An error reaches the client
     /// of that commit (which is committed here, and not acknowledged).
-    pub fn committed(&self, tap: &Tap) -> Result<(), NotAcknowledged> {
+    pub fn committed(self: &Arc<Self>, tap: &Arc<Tap>) -> Result<(), NotAcknowledged> {
         self.committed_waiting(tap, true)
     }
 
     /// [`Self::committed`]; with `wait` false the commit is streamed and never waits for
     /// a standby (the catalog: the engine's own bookkeeping, and lifecycle changes the
     /// operator drives again until they are in place).
-    pub fn committed_waiting(&self, tap: &Tap, wait: bool) -> Result<(), NotAcknowledged> {
+    pub fn committed_waiting(
+        self: &Arc<Self>,
+        tap: &Arc<Tap>,
+        wait: bool,
+    ) -> Result<(), NotAcknowledged> {
         if !self.writable() {
             return Err(NotAcknowledged::Fenced);
         }

@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use serde_json::json;
-use tenantdb_engine_api::replication::{ReplicationStatus, Role, RoleRequest};
+use tenantdb_engine_api::replication::{monotonic_millis, ReplicationStatus, Role, RoleRequest};
 
 use super::plan::{self, Action, EngineView, LeaseView};
 use crate::tenant::build::{lease_name, names, ROLE_LABEL};
@@ -87,16 +87,8 @@ pub struct Agent {
     observed: Option<(String, Instant)>,
     labelled: Option<&'static str>,
     published: Option<(String, Instant)>,
-}
-
-fn monotonic_millis() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec it is given and nothing else.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+    /// The admin token, read from its file once a tick (it rotates).
+    token: String,
 }
 
 impl Agent {
@@ -120,10 +112,11 @@ impl Agent {
             observed: None,
             labelled: None,
             published: None,
+            token: String::new(),
         })
     }
 
-    fn token(&self) -> String {
+    fn read_token(&self) -> String {
         std::fs::read_to_string(&self.cfg.token_file)
             .ok()
             .and_then(|t| {
@@ -140,7 +133,7 @@ impl Agent {
         let sent = self
             .http
             .get(url)
-            .bearer_auth(self.token())
+            .bearer_auth(&self.token)
             .timeout(Duration::from_millis(1500))
             .send()
             .await;
@@ -175,7 +168,7 @@ impl Agent {
         let r = self
             .http
             .put(url)
-            .bearer_auth(self.token())
+            .bearer_auth(&self.token)
             .json(req)
             .timeout(timeout)
             .send()
@@ -348,6 +341,7 @@ impl Agent {
     /// One tick.
     pub async fn tick(&mut self) {
         let began = monotonic_millis();
+        self.token = self.read_token();
         let (engine, status) = self.engine().await;
         let lease = match self.lease().await {
             Ok(l) => l,
@@ -442,6 +436,7 @@ impl Agent {
     /// Leaving (SIGTERM): a primary stops its engine acknowledging, then releases the
     /// Lease so that a standby takes over at once.
     pub async fn step_down(&mut self) {
+        self.token = self.read_token();
         let Ok(lease) = self.lease().await else {
             return;
         };
